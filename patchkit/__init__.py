@@ -1,0 +1,28 @@
+"""patchkit: TensorFlow-exact patch extraction for large, georeferenced rasters.
+
+The same numbers as ``tf.image.extract_patches``, faster on CPU, streamed in row bands under a
+memory budget. See ``DESIGN.md`` for the geometry and the public API.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from . import errors
+from .chunking import iter_patches
+from .extract import extract_image_patches, extract_patches
+from .spec import PatchSpec, Plan, Window
+
+try:
+    __version__ = version("patchkit")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0+unknown"
+
+__all__ = [
+    "PatchSpec",
+    "Plan",
+    "Window",
+    "errors",
+    "extract_image_patches",
+    "extract_patches",
+    "iter_patches",
+    "__version__",
+]

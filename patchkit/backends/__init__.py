@@ -1,0 +1,113 @@
+"""Backends copy patches; :func:`get_backend` picks one by name or, for ``"auto"``, by measurement.
+
+``"numpy"`` works everywhere; ``"tensorflow"`` runs TensorFlow's op (on the GPU when the tensor is
+there). ``"auto"`` takes numpy for host data unless TensorFlow is already loaded and sees a GPU; for
+tensors, and for host data beside a GPU, it times both backends once on a small probe on that device
+(:func:`calibrate`) and keeps the faster, so the choice is measured, not guessed.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+from ..errors import UnknownBackendError
+from ..sources import Source
+from ..spec import PatchSpec
+from .numpy import NumpyBackend
+from .tensorflow import TensorflowBackend, import_tensorflow
+
+__all__ = ["BACKENDS", "get_backend", "calibrate", "auto_choices", "to_tensor", "tensor_to_numpy"]
+
+BACKENDS = ("auto", "numpy", "tensorflow")
+_INSTANCES = {"numpy": NumpyBackend(), "tensorflow": TensorflowBackend()}
+_CHOICES: dict[str, str] = {}
+
+#: The probe :func:`calibrate` times: a small scene with overlapping, padded patches.
+PROBE_SHAPE = (1, 512, 512, 4)
+PROBE_SPEC = PatchSpec(64, 32, padding="SAME")
+
+
+def get_backend(name: str, source: Source):
+    """The backend called ``name`` (``"auto"``, ``"numpy"`` or ``"tensorflow"``) for ``source``.
+
+    Raises
+    ------
+    UnknownBackendError
+        For any other name.
+    """
+    if not isinstance(name, str) or name.lower() not in BACKENDS:
+        raise UnknownBackendError(f"backend={name!r} is not a patchkit backend; use one of {', '.join(BACKENDS)}")
+    name = name.lower()
+    if name == "auto":
+        name = _auto(source)
+    return _INSTANCES[name]
+
+
+def _auto(source: Source) -> str:
+    if source.kind == "tensorflow":
+        return calibrate(source.device or "/device:CPU:0")
+    if "tensorflow" not in sys.modules or source.lazy:
+        return "numpy"  # host data and no TensorFlow loaded: importing it to copy would only cost
+    gpus = sys.modules["tensorflow"].config.list_logical_devices("GPU")
+    return calibrate(gpus[0].name, host_input=True) if gpus else "numpy"
+
+
+def auto_choices() -> dict[str, str]:
+    """What ``backend="auto"`` measured so far: ``{device: backend}`` (a copy)."""
+    return dict(_CHOICES)
+
+
+def calibrate(device: str, host_input: bool = False, repeats: int = 3) -> str:
+    """Time both backends on :data:`PROBE_SHAPE` on ``device`` and remember the faster one.
+
+    ``host_input`` times the whole trip of a numpy input (to the device and back) for TensorFlow.
+    The result is cached per device; a later call returns it without measuring.
+    """
+    key = f"{device} (host input)" if host_input else device
+    if key in _CHOICES:
+        return _CHOICES[key]
+    tf = import_tensorflow()
+    probe = np.random.default_rng(0).random(PROBE_SHAPE, dtype=np.float32)
+    with tf.device(device):
+        tensor = tf.identity(tf.constant(probe))
+
+    def run_numpy():
+        out = _INSTANCES["numpy"].extract(probe if host_input else tensor_to_numpy(tensor), PROBE_SPEC)
+        return out if host_input else to_tensor(out)
+
+    def run_tensorflow():
+        with tf.device(device):
+            out = _INSTANCES["tensorflow"].extract(probe if host_input else tensor, PROBE_SPEC)
+            return out.numpy() if host_input else tf.reduce_sum(out[:1, :1, :1, :1]).numpy()
+
+    timings = {}
+    for name, run in (("numpy", run_numpy), ("tensorflow", run_tensorflow)):
+        run()  # warm up: first calls build kernels and touch memory
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            run()
+            best = min(best, time.perf_counter() - start)
+        timings[name] = best
+    _CHOICES[key] = min(timings, key=timings.get)
+    return _CHOICES[key]
+
+
+def tensor_to_numpy(tensor: Any) -> np.ndarray:
+    """A host ndarray of ``tensor``'s values, sharing memory with a CPU tensor (``.numpy()`` copies)."""
+    return np.asarray(tensor)
+
+
+def to_tensor(array: np.ndarray, copy: bool = False) -> Any:
+    """A ``tf.Tensor`` of ``array``: sharing its memory where DLPack allows (not bfloat16), unless ``copy``."""
+    tf = import_tensorflow()
+    if not copy and array.flags.c_contiguous and array.dtype.name != "bfloat16" and array.dtype.isnative:
+        try:
+            return tf.experimental.dlpack.from_dlpack(array.__dlpack__())
+        except (BufferError, TypeError, ValueError, AttributeError):
+            pass
+    return tf.convert_to_tensor(array)

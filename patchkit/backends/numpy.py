@@ -1,0 +1,126 @@
+"""The numpy backend: strided views of the input copied into a preallocated output, on threads.
+
+For every rectangle of patches that :meth:`PatchSpec.regions` finds, the input is viewed (without a
+copy) as a 6-D array ``[batch, rows, cols, kh, kw, channels]`` whose strides step by the stride
+between patches and by the rate inside a patch; the view is copied into the matching slice of the
+output, which has exactly that layout. Rectangles on the padded edges first copy the few input rows
+or columns they need into a small zero-filled array. There is never a Python loop per patch: the
+copy is split into a handful of tasks (output rows, or columns when there are few rows) so that
+all cores copy at once.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from ..spec import PatchSpec
+from ._threads import get_pool, num_threads
+
+__all__ = ["NumpyBackend", "extract_band"]
+
+#: Below this many bytes a copy runs on the calling thread: handing it to the pool costs more.
+PARALLEL_MIN_BYTES = 1 << 20
+#: Aim for tasks of at least this many bytes.
+TASK_MIN_BYTES = 1 << 18
+
+
+def extract_band(
+    src: np.ndarray, row0: int, shape: tuple[int, int, int, int], spec: PatchSpec, rows: slice, out: np.ndarray,
+    *, threads: int | None = None,
+) -> np.ndarray:
+    """Write output rows ``rows`` of the patches of an image of ``shape`` into ``out``.
+
+    Parameters
+    ----------
+    src : ndarray
+        Input rows ``[row0, row0 + src.shape[1])`` of the image: the whole image (``row0=0``) or at
+        least the clipped halo of ``rows`` (:meth:`PatchSpec.input_rows`).
+    row0 : int
+        The image row that ``src[:, 0]`` holds.
+    shape : tuple
+        ``(batch, height, width, channels)`` of the whole image.
+    spec : PatchSpec
+    rows : slice
+        Output rows to make.
+    out : ndarray
+        C-contiguous, shaped ``[batch, len(rows), out_cols, kh * kw * channels]``, same dtype as ``src``.
+    threads : int, optional
+        Copy threads; default :func:`num_threads`.
+    """
+    b, h, w, c = shape
+    kh, kw = spec.sizes
+    i0 = rows.start
+    out6 = out.reshape(out.shape[:3] + (kh, kw, c))
+    threads = num_threads() if threads is None else threads
+    for region in spec.regions(rows, shape):
+        ya, yb = region.in_rows
+        xa, xb = region.in_cols
+        if region.inside:
+            base = src[:, ya - row0 : yb - row0, xa:xb]
+        else:
+            base = _zero_padded(src, row0, h, w, ya, yb, xa, xb)
+        dst = out6[:, region.rows.start - i0 : region.rows.stop - i0, region.cols]
+        _parallel_copy(dst, _patch_view(base, spec, dst.shape), threads)
+    return out
+
+
+def _zero_padded(src, row0, h, w, ya, yb, xa, xb) -> np.ndarray:
+    """Input rows ``[ya, yb)`` and columns ``[xa, xb)`` (which may pass the image edges) with zeros outside."""
+    base = np.zeros((src.shape[0], yb - ya, xb - xa, src.shape[3]), dtype=src.dtype)
+    y0, y1, x0, x1 = max(ya, 0), min(yb, h), max(xa, 0), min(xb, w)
+    if y0 < y1 and x0 < x1:
+        base[:, y0 - ya : y1 - ya, x0 - xa : x1 - xa] = src[:, y0 - row0 : y1 - row0, x0:x1]
+    return base
+
+
+def _patch_view(base: np.ndarray, spec: PatchSpec, shape6: tuple[int, ...]) -> np.ndarray:
+    """``base`` seen as ``[batch, rows, cols, kh, kw, channels]`` patches starting at its corner."""
+    sb, sy, sx, sc = base.strides
+    (step_r, step_c), (rate_r, rate_c) = spec.strides, spec.rates
+    strides = (sb, step_r * sy, step_c * sx, rate_r * sy, rate_c * sx, sc)
+    return as_strided(base, shape=shape6, strides=strides, writeable=False)
+
+
+def _parallel_copy(dst: np.ndarray, src: np.ndarray, threads: int) -> None:
+    """``dst[...] = src``, split over ``threads`` along output rows (or columns when rows are few)."""
+    nbytes = dst.nbytes
+    if threads <= 1 or nbytes < PARALLEL_MIN_BYTES:
+        np.copyto(dst, src, casting="no")
+        return
+    b, n, m = dst.shape[:3]
+    target = max(min(nbytes // (4 * threads), 32 << 20), TASK_MIN_BYTES)  # ~4 tasks a thread, not tiny
+    row_bytes = nbytes // (b * n)
+    if row_bytes >= target or b * n < 2 * threads:
+        per_row = max(-(-row_bytes // target), 1) if b * n < 4 * threads else 1
+        step = -(-m // per_row)
+        tasks = [(k, slice(i, i + 1), slice(j, j + step)) for k in range(b) for i in range(n) for j in range(0, m, step)]
+    else:
+        group = max(target // row_bytes, 1)
+        tasks = [(k, slice(i, i + group), slice(None)) for k in range(b) for i in range(0, n, group)]
+    pool = get_pool(threads)
+    futures = [pool.submit(np.copyto, dst[t], src[t], casting="no") for t in tasks]
+    for future in futures:
+        future.result()
+
+
+class NumpyBackend:
+    """Copies strided views in host memory; every dtype, any input that numpy can view."""
+
+    name = "numpy"
+    #: Edge padding needs copies of the edge regions only, not of the whole band.
+    pad_copy = False
+
+    def extract(self, images: np.ndarray, spec: PatchSpec, out: np.ndarray | None = None) -> np.ndarray:
+        """All patches of ``images`` (4-D ndarray) in a new array, or in ``out``."""
+        shape = images.shape
+        if out is None:
+            out = np.empty(spec.output_shape(shape), dtype=images.dtype)
+        return extract_band(images, 0, shape, spec, slice(0, out.shape[1]), out)
+
+    def band(self, src: np.ndarray, row0: int, shape, spec: PatchSpec, rows: slice, out: np.ndarray | None = None) -> np.ndarray:
+        """Output rows ``rows`` into ``out`` (a new array if ``None``); see :func:`extract_band`."""
+        if out is None:
+            b, _, ow, depth = spec.output_shape(shape)
+            out = np.empty((b, rows.stop - rows.start, ow, depth), dtype=src.dtype)
+        return extract_band(src, row0, shape, spec, rows, out)

@@ -1,0 +1,156 @@
+"""Row bands of the patch grid under a memory budget: :func:`iter_patches` and lazy (dask) extraction.
+
+A band of output rows ``[i0, i1)`` needs only input rows :meth:`PatchSpec.input_rows` (its halo).
+:func:`iter_patches` plans bands with :meth:`PatchSpec.plan` so that the block buffer, the halo read
+from a lazy source and the temporaries of reading and padding fit in ``max_memory`` together, then
+fills one reused buffer per band. :func:`lazy_patches` builds the same bands as a dask array.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import numpy as np
+
+from .backends import get_backend, tensor_to_numpy, to_tensor
+from .sources import Source, as_source
+from .spec import PatchSpec, Plan
+from .units import parse_bytes
+
+__all__ = ["iter_patches", "plan_for", "lazy_patches", "DEFAULT_MAX_MEMORY", "LAZY_CHUNK_MEMORY"]
+
+DEFAULT_MAX_MEMORY = "512MiB"
+#: Budget of one band of a lazy (dask) result: dask's advice is chunks of about 100 MB.
+LAZY_CHUNK_MEMORY = "128MiB"
+
+
+def plan_for(spec: PatchSpec, source: Source, backend, max_memory: int | str) -> Plan:
+    """The row-band :class:`Plan` for ``source`` under ``max_memory``, with the backend's temporaries.
+
+    A source counts as lazy (its halo is a copy) when reading it copies, and always for the
+    TensorFlow backend, which slices and pads each band's halo into new tensors.
+    """
+    return spec.plan(
+        source.shape,
+        source.dtype,
+        max_memory,
+        lazy=source.lazy or backend.name == "tensorflow",
+        chunks=source.chunks,
+        pad_copy=backend.pad_copy,
+    )
+
+
+def iter_patches(
+    images: Any,
+    sizes,
+    strides,
+    rates=1,
+    padding: str = "VALID",
+    *,
+    max_memory: int | str = DEFAULT_MAX_MEMORY,
+    backend: str = "auto",
+) -> Iterator[tuple[slice, Any]]:
+    """Yield the patches of ``images`` one band of output rows at a time, under ``max_memory``.
+
+    Parameters
+    ----------
+    images : array-like, tf.Tensor or dask array
+        ``[batch, height, width, channels]``. A dask array (or a zarr/h5py array) is read lazily:
+        each band reads only the input rows it needs, and the scene is never held whole.
+    sizes, strides, rates, padding
+        As :func:`patchkit.extract_patches` (and ``tf.image.extract_patches``).
+    max_memory : int or str, default "512MiB"
+        Bound on everything the extraction holds at once: the block buffer, the input rows read
+        from a lazy source, and the temporaries of reading and padding. Integers are bytes; strings
+        such as ``"512MiB"`` or ``"2GB"`` are parsed.
+    backend : {"auto", "numpy", "tensorflow"}
+
+    Yields
+    ------
+    rows : slice
+        The output rows of this band.
+    block : ndarray or tf.Tensor
+        ``[batch, len(rows), out_cols, kh * kw * channels]``, equal to ``extract_patches(...)[:, rows]``.
+        With the numpy backend and host input the block is a view of a buffer that the next block
+        reuses: copy a block you want to keep (``block.copy()``). Tensors are never reused.
+
+    Raises
+    ------
+    BudgetTooSmallError
+        When ``max_memory`` is below :meth:`PatchSpec.min_memory`; raised at the call, before any
+        allocation, as are all argument errors.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> image = np.zeros((1, 1024, 1024, 3), np.uint8)
+    >>> total = 0
+    >>> for rows, block in iter_patches(image, 64, 32, max_memory="8MiB"):
+    ...     total += block.shape[1]
+    >>> total
+    31
+    """
+    spec = PatchSpec(sizes, strides, rates, padding)
+    source = as_source(images)
+    spec.check(source.shape)
+    chosen = get_backend(backend, source)
+    plan = plan_for(spec, source, chosen, max_memory)
+    return _bands(source, spec, plan, chosen)
+
+
+def _bands(source: Source, spec: PatchSpec, plan: Plan, backend) -> Iterator[tuple[slice, Any]]:
+    """The generator behind :func:`iter_patches` (arguments already checked)."""
+    shape = source.shape
+    b, _, w, c = shape
+    _, _, ow, depth = spec.output_shape(shape)
+    tensor_out = source.kind == "tensorflow"
+    reuse = backend.name == "numpy" and not tensor_out
+    block_buf = np.empty(plan.band_rows * b * ow * depth, source.dtype) if reuse else None
+    halo_buf = None
+    if source.lazy:
+        most = max(stop - start for start, stop in (spec.input_rows(r, shape, clip=True) for r in plan.bands))
+        halo_buf = np.empty(b * most * w * c, source.dtype)
+    whole = None if source.lazy else (source.data if backend.name == "tensorflow" else source.numpy())
+    for rows in plan.bands:
+        n = rows.stop - rows.start
+        if source.lazy:
+            ya, yb = spec.input_rows(rows, shape, clip=True)
+            halo = halo_buf[: b * (yb - ya) * w * c].reshape(b, yb - ya, w, c)
+            src, row0 = source.read_rows(ya, yb, out=halo), ya
+        else:
+            src, row0 = whole, 0
+        out = block_buf[: b * n * ow * depth].reshape(b, n, ow, depth) if reuse else None
+        block = backend.band(src, row0, shape, spec, rows, out)
+        if backend.name == "numpy":
+            yield rows, (to_tensor(block) if tensor_out else block)
+        else:
+            yield rows, (block if tensor_out else tensor_to_numpy(block))
+
+
+def _band_from_halo(halo: np.ndarray, row0: int, shape, spec: PatchSpec, rows: slice, backend_name: str) -> np.ndarray:
+    """One band of a lazy result, made from its halo (a dask task)."""
+    backend = get_backend(backend_name, as_source(halo))
+    block = backend.band(np.asarray(halo), row0, shape, spec, rows)
+    return tensor_to_numpy(block) if backend.name == "tensorflow" else block
+
+
+def lazy_patches(source: Source, spec: PatchSpec, backend, chunk_memory: int | str = LAZY_CHUNK_MEMORY):
+    """The patches of a dask-backed ``source`` as a dask array, one chunk per row band.
+
+    Each chunk depends only on the source chunks of its halo, so computing the result (or any
+    slice of it) never materialises the scene. Bands are planned under ``chunk_memory`` (or the
+    minimum, if larger).
+    """
+    import dask
+    import dask.array as da
+
+    shape, dtype = source.shape, source.dtype
+    budget = max(parse_bytes(chunk_memory, "chunk_memory"), spec.min_memory(shape, dtype, lazy=True, chunks=source.chunks))
+    plan = plan_for(spec, source, backend, budget)
+    b, _, ow, depth = spec.output_shape(shape)
+    blocks = []
+    for rows in plan.bands:
+        ya, yb = spec.input_rows(rows, shape, clip=True)
+        task = dask.delayed(_band_from_halo, pure=True)(source.data[:, ya:yb], ya, shape, spec, rows, backend.name)
+        blocks.append(da.from_delayed(task, shape=(b, rows.stop - rows.start, ow, depth), dtype=dtype))
+    return da.concatenate(blocks, axis=1)

@@ -1,0 +1,135 @@
+"""``extract_patches``: ``tf.image.extract_patches`` with the same numbers, faster, with clear errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .backends import get_backend, tensor_to_numpy, to_tensor
+from .chunking import iter_patches, lazy_patches, plan_for
+from .errors import OutputTooLargeError
+from .sources import Source, as_source
+from .spec import PatchSpec
+from .units import format_bytes
+
+__all__ = ["extract_patches", "extract_image_patches", "available_memory"]
+
+
+def available_memory() -> int:
+    """Bytes the system can hand out now without swapping (``psutil.virtual_memory().available``)."""
+    import psutil
+
+    return int(psutil.virtual_memory().available)
+
+
+def extract_patches(images: Any, sizes, strides, rates=1, padding: str = "VALID", *, backend: str = "auto") -> Any:
+    """Extract patches from images: a drop-in for ``tf.image.extract_patches``.
+
+    Same shapes and the same values, bit for bit, for every dtype TensorFlow's op accepts
+    (bfloat16, float16/32/64, int8-64, uint8-64, complex64/128) and bool.
+
+    Parameters
+    ----------
+    images : array-like, tf.Tensor or dask array
+        ``[batch, height, width, channels]``.
+    sizes : int, (int, int) or [1, int, int, 1]
+        Patch size (rows, cols).
+    strides : int, (int, int) or [1, int, int, 1]
+        Distance between the starts of neighbouring patches.
+    rates : int, (int, int) or [1, int, int, 1], default 1
+        Dilation: sample every ``rate``-th pixel inside a patch.
+    padding : {"VALID", "SAME"}, any case
+        ``VALID``: only windows inside the image. ``SAME``: ``ceil(n / stride)`` patches per axis,
+        zero-padded, ``total // 2`` zeros before and the rest after.
+    backend : {"auto", "numpy", "tensorflow"}
+        ``auto`` measures which is faster for the input's device (numpy on CPU).
+
+    Returns
+    -------
+    ndarray, tf.Tensor or dask array
+        ``[batch, out_rows, out_cols, kh * kw * channels]``, the last axis ordered (kernel row,
+        kernel col, channel); the same kind of array as ``images`` (a dask input gives a lazy result
+        whose chunks are row bands; a zarr or h5py array gives an ndarray, read band by band).
+
+    Raises
+    ------
+    InvalidSpecError, KernelTooLargeError, InvalidImageError, UnsupportedDtypeError, UnknownBackendError
+        Bad arguments, before anything is allocated.
+    OutputTooLargeError
+        The output would not fit in the memory available; stream with :func:`patchkit.iter_patches`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> image = np.arange(16, dtype=np.float32).reshape(1, 4, 4, 1)
+    >>> extract_patches(image, sizes=2, strides=2)[0, 0, 0]
+    array([0., 1., 4., 5.], dtype=float32)
+    """
+    spec = PatchSpec(sizes, strides, rates, padding)
+    source = as_source(images)
+    spec.check(source.shape)
+    chosen = get_backend(backend, source)
+    if source.kind == "dask":
+        return lazy_patches(source, spec, chosen)
+    _check_fits(spec, source, chosen)
+    if source.kind == "lazy":
+        return _gather(source, spec, chosen)
+    if chosen.name == "numpy":
+        out = chosen.extract(source.numpy(), spec)
+        return to_tensor(out) if source.kind == "tensorflow" else out
+    result = chosen.extract(source.data, spec)
+    return result if source.kind == "tensorflow" else tensor_to_numpy(result)
+
+
+def _check_fits(spec: PatchSpec, source: Source, backend) -> None:
+    """Raise :class:`OutputTooLargeError` when the output and its temporaries exceed available memory."""
+    if "GPU" in source.device.upper() and backend.name == "tensorflow":
+        return  # the result stays in GPU memory, which TensorFlow itself manages
+    oh = spec.grid_shape(source.shape)[0]
+    need = spec.band_memory((0, oh), source.shape, source.dtype, lazy=source.lazy, chunks=source.chunks,
+                            pad_copy=backend.pad_copy)
+    available = available_memory()
+    if need > available:
+        output = spec.nbytes(source.shape, source.dtype)
+        raise OutputTooLargeError(
+            f"extract_patches would need {format_bytes(need)} ({need} bytes, of which the output "
+            f"{spec.output_shape(source.shape)} is {format_bytes(output)}), but only "
+            f"{format_bytes(available)} is available; stream it in row bands with "
+            "patchkit.iter_patches(images, sizes, strides, ..., max_memory='512MiB')"
+        )
+
+
+def _gather(source: Source, spec: PatchSpec, backend) -> np.ndarray:
+    """Extract a lazily read (zarr, h5py) source band by band into one ndarray."""
+    out = np.empty(spec.output_shape(source.shape), dtype=source.dtype)
+    budget = spec.min_memory(source.shape, source.dtype, lazy=True, chunks=source.chunks) * 4
+    for rows, block in iter_patches(source.data, spec.sizes, spec.strides, spec.rates, spec.padding,
+                                    max_memory=budget, backend=backend.name):
+        out[:, rows] = block
+    return out
+
+
+def extract_image_patches(images: Any, ksizes=None, strides=None, rates=None, padding=None, name=None, sizes=None) -> Any:
+    """TensorFlow 1's ``tf.extract_image_patches``: the same function under its old name and keywords.
+
+    ``tf.extract_image_patches`` is gone from TensorFlow 2 (only ``tf.compat.v1`` keeps it); code from
+    the tutorials runs again by importing this instead. ``sizes`` is accepted as an alias of
+    ``ksizes`` (as ``tf.compat.v1`` does); ``name`` is ignored.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from patchkit import extract_image_patches
+    >>> image = np.zeros((1, 8, 8, 3), np.float32)
+    >>> extract_image_patches(image, ksizes=[1, 4, 4, 1], strides=[1, 4, 4, 1],
+    ...                       rates=[1, 1, 1, 1], padding="VALID").shape
+    (1, 2, 2, 48)
+    """
+    if ksizes is None:
+        ksizes = sizes
+    elif sizes is not None:
+        from .errors import InvalidSpecError
+
+        raise InvalidSpecError(f"pass ksizes or sizes, not both (got ksizes={ksizes!r}, sizes={sizes!r})")
+    return extract_patches(images, ksizes, strides, 1 if rates is None else rates, "VALID" if padding is None else padding)

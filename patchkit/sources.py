@@ -1,0 +1,158 @@
+"""What an image can be: a numpy array, a ``tf.Tensor``, a dask array, or a lazily read array.
+
+:func:`as_source` wraps the input once, validating its rank, emptiness and dtype before anything is
+allocated, and gives the rest of patchkit one interface: ``shape``, ``dtype``, whether reading rows
+copies them (``lazy``), the source's ``chunks`` (what a read materialises), and :meth:`Source.read_rows`.
+Nothing here imports TensorFlow or dask: their objects are recognised by their type's module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .dtypes import check_dtype
+from .errors import PatchkitTypeError
+from .spec import _four_d
+
+__all__ = ["Source", "as_source", "is_tensor", "is_dask"]
+
+
+def _module(obj: Any) -> str:
+    return type(obj).__module__ or ""
+
+
+def is_tensor(obj: Any) -> bool:
+    """True for a TensorFlow tensor or variable (without importing TensorFlow)."""
+    return _module(obj).startswith(("tensorflow", "tf_keras", "keras")) and hasattr(obj, "numpy") and hasattr(obj, "device")
+
+
+def is_dask(obj: Any) -> bool:
+    """True for a dask array (without importing dask)."""
+    return _module(obj).startswith("dask") and hasattr(obj, "chunks") and hasattr(obj, "compute")
+
+
+@dataclass(frozen=True)
+class Source:
+    """An image with a uniform way to read rows of it.
+
+    Attributes
+    ----------
+    data : object
+        The wrapped array: an ndarray, a ``tf.Tensor``, a dask array, or an object with ``shape``,
+        ``dtype`` and numpy-style ``__getitem__`` (zarr, h5py, xarray's lazy arrays).
+    kind : {"numpy", "tensorflow", "dask", "lazy"}
+    shape : tuple of int
+        ``(batch, height, width, channels)``.
+    dtype : numpy.dtype
+    chunks : tuple of tuple of int, optional
+        Block sizes along each axis (dask style) when reading materialises whole blocks.
+    """
+
+    data: Any
+    kind: str
+    shape: tuple[int, int, int, int]
+    dtype: np.dtype
+    chunks: tuple[tuple[int, ...], ...] | None = None
+
+    @property
+    def lazy(self) -> bool:
+        """Whether reading rows makes a copy (so the rows read count against ``max_memory``)."""
+        return self.kind in ("dask", "lazy")
+
+    @property
+    def device(self) -> str:
+        """The TensorFlow device holding a tensor (``""`` for host arrays)."""
+        return getattr(self.data, "device", "") if self.kind == "tensorflow" else ""
+
+    def numpy(self) -> np.ndarray:
+        """The whole image as an ndarray, without a copy where possible (not for lazy sources)."""
+        if self.kind == "tensorflow":
+            return np.asarray(self.data.numpy())
+        if self.lazy:
+            raise AssertionError("a lazy source is read in row bands, never whole")
+        return self.data
+
+    def read_rows(self, start: int, stop: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Image rows ``[start, stop)`` (inside the image) as an ndarray, written into ``out`` if given.
+
+        Lazy sources are read one column of chunks at a time, so the temporaries a read makes stay
+        those :meth:`PatchSpec.band_memory` counts.
+        """
+        if not self.lazy:
+            rows = self.numpy()[:, start:stop]
+            if out is None:
+                return rows
+            np.copyto(out, rows)
+            return out
+        b, _, w, c = self.shape
+        if out is None:
+            out = np.empty((b, stop - start, w, c), dtype=self.dtype)
+        edges = np.cumsum((0,) + tuple(self.chunks[2])) if self.chunks is not None else np.array([0, w])
+        for x0, x1 in zip(edges[:-1].tolist(), edges[1:].tolist()):
+            piece = self.data[:, start:stop, x0:x1]
+            piece = piece.compute() if self.kind == "dask" else piece
+            out[:, :, x0:x1] = np.asarray(piece)
+            del piece
+        return out
+
+
+def _normalize_chunks(chunks: Any, shape: tuple[int, ...]) -> tuple[tuple[int, ...], ...] | None:
+    """Dask-style chunks from dask's tuple of tuples or zarr/h5py's tuple of ints."""
+    if chunks is None:
+        return None
+    chunks = tuple(chunks)
+    if all(isinstance(c, tuple) for c in chunks):
+        return chunks
+    blocks = []
+    for n, size in zip(shape, chunks):
+        size = int(size)
+        blocks.append((size,) * (n // size) + ((n % size,) if n % size else ()))
+    return tuple(blocks)
+
+
+def as_source(images: Any, name: str = "images") -> Source:
+    """Wrap ``images`` as a :class:`Source`, validating rank, emptiness and dtype.
+
+    Accepts numpy arrays (and anything ``np.asarray`` turns into a numeric array, such as nested
+    lists), ``tf.Tensor``, dask arrays, xarray DataArrays (their data) and lazily read arrays with
+    ``shape``, ``dtype`` and ``__getitem__`` (zarr, h5py).
+
+    Raises
+    ------
+    InvalidImageError
+        Not 4-D, or an axis of length 0.
+    UnsupportedDtypeError
+        A dtype TensorFlow's op does not accept.
+    PatchkitTypeError
+        ``None`` or an object that is not an array.
+    """
+    if images is None:
+        raise PatchkitTypeError(f"{name} is None; pass a 4-D [batch, height, width, channels] array")
+    if _module(images).startswith("xarray") and hasattr(images, "variable"):
+        images = images.data
+    if is_tensor(images):
+        shape = tuple(int(d) for d in images.shape)
+        return _checked(images, "tensorflow", shape, images.dtype, None, name)
+    if is_dask(images):
+        shape = tuple(int(d) for d in images.shape)
+        return _checked(images, "dask", shape, images.dtype, _normalize_chunks(images.chunks, shape), name)
+    if isinstance(images, np.ndarray):
+        return _checked(images, "numpy", images.shape, images.dtype, None, name)
+    if hasattr(images, "shape") and hasattr(images, "dtype") and hasattr(images, "__getitem__"):
+        shape = tuple(int(d) for d in images.shape)
+        return _checked(images, "lazy", shape, images.dtype, _normalize_chunks(getattr(images, "chunks", None), shape), name)
+    try:
+        array = np.asarray(images)
+    except (TypeError, ValueError) as exc:
+        raise PatchkitTypeError(
+            f"{name} is a {type(images).__name__}, which is not an array; pass a numpy array, a tf.Tensor "
+            "or a dask array of shape [batch, height, width, channels]"
+        ) from exc
+    return _checked(array, "numpy", array.shape, array.dtype, None, name)
+
+
+def _checked(data, kind, shape, dtype, chunks, name) -> Source:
+    return Source(data, kind, _four_d(shape), check_dtype(dtype, name), chunks)

@@ -1,0 +1,528 @@
+"""The patch grid as pure geometry: :class:`PatchSpec` and the functions it is made of.
+
+TensorFlow's semantics (``tf.image.extract_patches``), for one spatial axis of length ``n`` with kernel
+``k``, stride ``s`` and rate ``r``:
+
+* effective kernel ``ke = k + (k - 1)(r - 1)``;
+* ``VALID``: ``out = ceil((n - ke + 1) / s)``, and no padding;
+* ``SAME``: ``out = ceil(n / s)``; total padding ``max((out - 1) s + ke - n, 0)`` split as
+  ``before = total // 2`` and the remainder after; padded cells are zeros;
+* patch ``i`` reads input positions ``i s - before + a r`` for ``a`` in ``0 .. k - 1``.
+
+Everything else (windows, the halo a band of output rows needs, bytes, the row-band plan under a memory
+budget) is derived here and nowhere else. Nothing in this module does I/O or allocates image data.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from .dtypes import check_dtype
+from .errors import BudgetTooSmallError, InvalidImageError, InvalidSpecError, KernelTooLargeError
+from .units import format_bytes, parse_bytes
+
+__all__ = [
+    "PatchSpec",
+    "Window",
+    "Region",
+    "Plan",
+    "effective_size",
+    "output_size",
+    "padding_amounts",
+    "normalize_padding",
+]
+
+PADDINGS = ("VALID", "SAME")
+
+
+# --------------------------------------------------------------------------------------------------
+# One axis
+# --------------------------------------------------------------------------------------------------
+
+
+def effective_size(k: int, r: int) -> int:
+    """Extent of a kernel of ``k`` taps spaced ``r`` apart: ``k + (k - 1)(r - 1)``."""
+    return k + (k - 1) * (r - 1)
+
+
+def output_size(n: int, k: int, s: int, r: int, padding: str) -> int:
+    """Number of patches along an axis of length ``n`` (TensorFlow's rule; see the module docstring).
+
+    Under ``VALID`` the result is 0 when the effective kernel is larger than ``n``; callers that need a
+    non-empty grid check :meth:`PatchSpec.check` first.
+    """
+    if padding == "SAME":
+        return -(-n // s)
+    return max(-(-(n - effective_size(k, r) + 1) // s), 0)
+
+
+def padding_amounts(n: int, k: int, s: int, r: int, padding: str) -> tuple[int, int]:
+    """Zeros added ``(before, after)`` along an axis: ``total // 2`` before, the remainder after."""
+    if padding == "VALID":
+        return (0, 0)
+    total = max((output_size(n, k, s, r, padding) - 1) * s + effective_size(k, r) - n, 0)
+    return (total // 2, total - total // 2)
+
+
+@dataclass(frozen=True, slots=True)
+class _Axis:
+    """The geometry of one spatial axis, derived once from the spec and the axis length."""
+
+    n: int
+    k: int
+    s: int
+    r: int
+    out: int
+    before: int
+
+    @property
+    def ke(self) -> int:
+        return effective_size(self.k, self.r)
+
+    def span(self, i0: int, i1: int) -> tuple[int, int]:
+        """Input positions ``[start, stop)`` that output positions ``[i0, i1)`` read (unclipped)."""
+        return (i0 * self.s - self.before, (i1 - 1) * self.s - self.before + self.ke)
+
+    def interior(self) -> tuple[int, int]:
+        """Output positions ``[lo, hi)`` whose windows lie wholly inside the input (no padding)."""
+        lo = min(-(-self.before // self.s), self.out)
+        hi = (self.n + self.before - self.ke) // self.s + 1 if self.n + self.before >= self.ke else 0
+        return lo, min(max(hi, lo), self.out)
+
+
+# --------------------------------------------------------------------------------------------------
+# Value classes
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """The input window one patch reads, in pixel offsets of the unpadded image.
+
+    ``row_off``/``col_off`` may be negative and the window may reach past the image: those cells are
+    padding (zeros). ``height``/``width`` are the *effective* extent; with a rate above 1 only every
+    ``row_step``-th row and ``col_step``-th column inside it is sampled.
+    """
+
+    row_off: int
+    col_off: int
+    height: int
+    width: int
+    row_step: int = 1
+    col_step: int = 1
+
+    def toslices(self) -> tuple[slice, slice]:
+        """Row and column slices of the sampled pixels, valid on an image padded to cover the window."""
+        return (
+            slice(self.row_off, self.row_off + self.height, self.row_step),
+            slice(self.col_off, self.col_off + self.width, self.col_step),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Region:
+    """A rectangle of output patches whose input is either wholly inside the image or not.
+
+    ``rows``/``cols`` are output patch indices; ``in_rows``/``in_cols`` the unclipped input span
+    ``(start, stop)`` they read. ``inside`` is true when no padding is involved.
+    """
+
+    rows: slice
+    cols: slice
+    in_rows: tuple[int, int]
+    in_cols: tuple[int, int]
+    inside: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Row bands of the patch grid that each fit, with everything they hold, in ``max_memory``.
+
+    Attributes
+    ----------
+    bands : tuple of slice
+        Output rows of each band, in order, covering ``0 .. out_rows``.
+    band_rows : int
+        Rows in the largest band (the block buffer holds this many).
+    peak : int
+        Bytes held at once by the largest band: block buffer, input rows read, temporaries.
+    max_memory : int
+        The budget the plan was made for.
+    """
+
+    bands: tuple[slice, ...]
+    band_rows: int
+    peak: int
+    max_memory: int
+
+    def __len__(self) -> int:
+        return len(self.bands)
+
+
+# --------------------------------------------------------------------------------------------------
+# Normalisation
+# --------------------------------------------------------------------------------------------------
+
+
+def _as_int(name: str, value, item) -> int:
+    if isinstance(item, (bool, np.bool_)) or isinstance(item, (float, np.floating)):
+        raise InvalidSpecError(f"{name}={value!r} must hold integers, got {item!r}; e.g. {name}=(16, 16)")
+    try:
+        return operator.index(item)
+    except TypeError:
+        raise InvalidSpecError(
+            f"{name}={value!r} must hold integers, got {item!r} ({type(item).__name__}); e.g. {name}=(16, 16)"
+        ) from None
+
+
+def _normalize_pair(name: str, value) -> tuple[int, int]:
+    """Accept ``k``, ``(kh, kw)`` or TensorFlow's ``[1, kh, kw, 1]``; return ``(kh, kw)``."""
+    if value is None:
+        raise InvalidSpecError(f"{name} is required, got None; pass an integer, (rows, cols) or [1, rows, cols, 1]")
+    if hasattr(value, "numpy") and not isinstance(value, np.ndarray):  # a tf.Tensor or Variable
+        value = value.numpy()
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if not isinstance(value, Sequence) or isinstance(value, (str, bytes)):
+        items = (_as_int(name, value, value),) * 2
+    elif len(value) == 2:
+        items = (_as_int(name, value, value[0]), _as_int(name, value, value[1]))
+    elif len(value) == 4:
+        ints = [_as_int(name, value, v) for v in value]
+        if ints[0] != 1 or ints[3] != 1:
+            raise InvalidSpecError(
+                f"{name}={list(value)!r}: in the 4-vector form the batch and depth entries must be 1 "
+                f"(patches never span images or channels); use [1, {ints[1]}, {ints[2]}, 1]"
+            )
+        items = (ints[1], ints[2])
+    else:
+        raise InvalidSpecError(
+            f"{name}={value!r} has length {len(value)}; pass an integer, (rows, cols) or [1, rows, cols, 1]"
+        )
+    for item in items:
+        if item < 1:
+            raise InvalidSpecError(f"{name}={value!r} must be positive, got {item}; use integers >= 1")
+    return items
+
+
+def normalize_padding(padding) -> str:
+    """Return ``"VALID"`` or ``"SAME"`` for any capitalisation; raise for anything else."""
+    if isinstance(padding, bytes):
+        padding = padding.decode()
+    if not isinstance(padding, str) or padding.upper() not in PADDINGS:
+        raise InvalidSpecError(f"padding={padding!r} is not supported; use 'VALID' or 'SAME' (any case)")
+    return padding.upper()
+
+
+def _rank_error(shape: tuple[int, ...]) -> InvalidImageError:
+    return InvalidImageError(
+        f"images has shape {shape} (rank {len(shape)}), but a 4-D [batch, height, width, channels] array "
+        "is required; add a batch axis with images[np.newaxis] or a channel axis with images[..., np.newaxis]"
+    )
+
+
+def _spatial(shape: Sequence[int]) -> tuple[int, int]:
+    """``(height, width)`` of a ``(height, width)`` or ``(batch, height, width, channels)`` shape."""
+    shape = tuple(int(d) for d in shape)
+    if len(shape) not in (2, 4):
+        raise _rank_error(shape)
+    if 0 in shape:
+        raise InvalidImageError(
+            f"images has shape {shape}, which is empty; every axis "
+            f"({'batch, height, width, channels' if len(shape) == 4 else 'height, width'}) needs at least one element"
+        )
+    return shape[-3:-1] if len(shape) == 4 else shape
+
+
+def _four_d(shape: Sequence[int]) -> tuple[int, int, int, int]:
+    """``shape`` as a validated 4-D ``(batch, height, width, channels)`` tuple."""
+    shape = tuple(int(d) for d in shape)
+    if len(shape) != 4:
+        raise _rank_error(shape)
+    _spatial(shape)
+    return shape  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------------------------------
+# PatchSpec
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, init=False)
+class PatchSpec:
+    """Sizes, strides, rates and padding of a patch grid, as ``tf.image.extract_patches`` takes them.
+
+    Parameters
+    ----------
+    sizes, strides : int, (int, int) or [1, int, int, 1]
+        Kernel size and stride (rows, cols); a scalar means the same for both.
+    rates : int, (int, int) or [1, int, int, 1], default 1
+        Dilation: the kernel samples every ``rate``-th pixel.
+    padding : {"VALID", "SAME"}, any case
+        ``VALID`` keeps only windows inside the image; ``SAME`` pads with zeros so that there are
+        ``ceil(n / stride)`` patches along each axis.
+
+    Examples
+    --------
+    >>> spec = PatchSpec(16, 8, padding="same")
+    >>> spec.output_shape((1, 256, 256, 3))
+    (1, 32, 32, 768)
+    """
+
+    sizes: tuple[int, int]
+    strides: tuple[int, int]
+    rates: tuple[int, int]
+    padding: str
+
+    def __init__(self, sizes, strides, rates=1, padding="VALID") -> None:
+        object.__setattr__(self, "sizes", _normalize_pair("sizes", sizes))
+        object.__setattr__(self, "strides", _normalize_pair("strides", strides))
+        object.__setattr__(self, "rates", _normalize_pair("rates", rates))
+        object.__setattr__(self, "padding", normalize_padding(padding))
+
+    # ---- geometry -------------------------------------------------------------------------------
+
+    @property
+    def effective_sizes(self) -> tuple[int, int]:
+        """Kernel extent with dilation: ``k + (k - 1)(rate - 1)`` for rows and cols."""
+        return tuple(effective_size(k, r) for k, r in zip(self.sizes, self.rates))  # type: ignore[return-value]
+
+    def _axes(self, shape: Sequence[int]) -> tuple[_Axis, _Axis]:
+        hw = _spatial(shape)
+        return tuple(  # type: ignore[return-value]
+            _Axis(n, k, s, r, output_size(n, k, s, r, self.padding), padding_amounts(n, k, s, r, self.padding)[0])
+            for n, k, s, r in zip(hw, self.sizes, self.strides, self.rates)
+        )
+
+    def check(self, shape: Sequence[int]) -> None:
+        """Raise when ``shape`` is not a usable image shape for this spec.
+
+        Raises
+        ------
+        InvalidImageError
+            Wrong rank or an empty axis.
+        KernelTooLargeError
+            Under ``VALID``, an effective kernel larger than the image. (TensorFlow returns an empty
+            result when it is larger by one and errors beyond; patchkit always says so.)
+        """
+        hw = _spatial(shape)
+        if self.padding != "VALID":
+            return
+        for axis, n, k, r in zip(("height", "width"), hw, self.sizes, self.rates):
+            ke = effective_size(k, r)
+            if ke > n:
+                extent = f"{k}" if r == 1 else f"{k} at rate {r}"
+                raise KernelTooLargeError(
+                    f"kernel {extent} (effective {ke}) is larger than the image {axis} {n} with "
+                    f"padding='VALID'; use padding='SAME' or a smaller kernel or rate"
+                )
+
+    def grid_shape(self, shape: Sequence[int]) -> tuple[int, int]:
+        """``(out_rows, out_cols)`` of the patch grid for a ``(h, w)`` or ``(b, h, w, c)`` shape."""
+        rows, cols = self._axes(shape)
+        return rows.out, cols.out
+
+    def output_shape(self, shape: Sequence[int]) -> tuple[int, int, int, int]:
+        """TensorFlow's output shape ``[batch, out_rows, out_cols, kh * kw * channels]``."""
+        b, _, _, c = _four_d(shape)
+        oh, ow = self.grid_shape(shape)
+        return (b, oh, ow, self.sizes[0] * self.sizes[1] * c)
+
+    def padding_amounts(self, shape: Sequence[int]) -> tuple[tuple[int, int], tuple[int, int]]:
+        """Zeros added ``((top, bottom), (left, right))``; all 0 under ``VALID``."""
+        hw = _spatial(shape)
+        return tuple(  # type: ignore[return-value]
+            padding_amounts(n, k, s, r, self.padding)
+            for n, k, s, r in zip(hw, self.sizes, self.strides, self.rates)
+        )
+
+    def window(self, i: int, j: int, shape: Sequence[int]) -> Window:
+        """The input :class:`Window` patch ``(i, j)`` reads (offsets may be negative: padding).
+
+        Negative ``i``/``j`` count from the end, like indexing; out-of-range indices raise ``IndexError``.
+        """
+        rows, cols = self._axes(shape)
+        offsets = []
+        for index, axis in ((i, rows), (j, cols)):
+            index = operator.index(index)
+            if not -axis.out <= index < axis.out:
+                raise IndexError(f"patch index {index} is out of range for a grid of {axis.out}")
+            offsets.append(axis.span(index % axis.out, index % axis.out + 1)[0])
+        return Window(offsets[0], offsets[1], rows.ke, cols.ke, self.rates[0], self.rates[1])
+
+    def input_rows(self, rows: slice | tuple[int, int], shape: Sequence[int], *, clip: bool = False) -> tuple[int, int]:
+        """Input rows ``[start, stop)`` that output rows ``rows`` read: the halo of a band.
+
+        ``(i0 s - pad_top, (i1 - 1) s - pad_top + ke)``; with ``clip=True`` limited to the image, which
+        is what a reader fetches (the rest is padding).
+        """
+        i0, i1 = _bounds(rows)
+        axis = self._axes(shape)[0]
+        start, stop = axis.span(i0, i1)
+        return (max(start, 0), min(stop, axis.n)) if clip else (start, stop)
+
+    def regions(self, rows: slice | tuple[int, int], shape: Sequence[int]) -> tuple[Region, ...]:
+        """Split output rows ``rows`` (all columns) into rectangles that are wholly inside or not.
+
+        At most five: the top and bottom edge strips (full width), and the interior rows cut into the
+        left edge, the interior and the right edge. Copying the interior needs no padding; the edges
+        are small. Empty rectangles are left out.
+        """
+        i0, i1 = _bounds(rows)
+        ra, ca = self._axes(shape)
+        r_lo, r_hi = ra.interior()
+        c_lo, c_hi = ca.interior()
+        row_parts = [((i0, min(i1, r_lo)), False), ((max(i0, r_lo), min(i1, r_hi)), True), ((max(i0, r_hi), i1), False)]
+        out = []
+        for (a, b), interior_rows in row_parts:
+            if a >= b:
+                continue
+            col_parts = [(0, c_lo), (c_lo, c_hi), (c_hi, ca.out)] if interior_rows else [(0, ca.out)]
+            for c0, c1 in col_parts:
+                if c0 >= c1:
+                    continue
+                yr, xr = ra.span(a, b), ca.span(c0, c1)
+                inside = yr[0] >= 0 and yr[1] <= ra.n and xr[0] >= 0 and xr[1] <= ca.n
+                out.append(Region(slice(a, b), slice(c0, c1), yr, xr, inside))
+        return tuple(out)
+
+    # ---- bytes ----------------------------------------------------------------------------------
+
+    def nbytes(self, shape: Sequence[int], dtype) -> int:
+        """Bytes of the whole output for an image of ``shape`` (4-D) and ``dtype``."""
+        return math.prod(self.output_shape(shape)) * check_dtype(dtype).itemsize
+
+    def row_nbytes(self, shape: Sequence[int], dtype) -> int:
+        """Bytes of one output row of patches (all images in the batch)."""
+        b, _, ow, depth = self.output_shape(shape)
+        return b * ow * depth * check_dtype(dtype).itemsize
+
+    def band_memory(
+        self,
+        rows: slice | tuple[int, int],
+        shape: Sequence[int],
+        dtype,
+        *,
+        lazy: bool = False,
+        chunks: tuple[tuple[int, ...], ...] | None = None,
+        pad_copy: bool = False,
+    ) -> int:
+        """Bytes held at once while one band of output rows is made, beyond the source itself.
+
+        The band's block; for a ``lazy`` source the input rows read (the clipped halo) and the read
+        temporaries (every source chunk of ``chunks`` the read touches, one column of chunks at a time,
+        plus the piece read); the zero-padded copies of edge regions (of the whole band when
+        ``pad_copy``, as the TensorFlow backend does). Read and padding temporaries are never held
+        together, so the larger of the two counts.
+        """
+        return sum(_band_parts(self, _bounds(rows), shape, dtype, lazy, chunks, pad_copy))
+
+    def min_memory(self, shape: Sequence[int], dtype, lazy: bool = False, **kwargs) -> int:
+        """The smallest ``max_memory`` that works: the costliest single row of patches.
+
+        That is one row of patches, plus its input rows when the source is ``lazy``, plus temporaries
+        (see :meth:`band_memory`, whose keywords are accepted).
+        """
+        self.check(shape)
+        oh = self.grid_shape(shape)[0]
+        return _peak(self, shape, dtype, 1, oh, lazy=lazy, **kwargs)
+
+    def plan(self, shape: Sequence[int], dtype, max_memory: int | str, lazy: bool = False, **kwargs) -> Plan:
+        """Cut the output rows into the fewest equal bands that each fit in ``max_memory``.
+
+        Bands hold the same number of rows (the last may hold fewer), so one block buffer serves
+        them all. Keywords are those of :meth:`band_memory`.
+
+        Raises
+        ------
+        BudgetTooSmallError
+            When even one row of patches does not fit; the message gives :meth:`min_memory`.
+        """
+        budget = parse_bytes(max_memory)
+        self.check(shape)
+        oh = self.grid_shape(shape)[0]
+        peak1 = _peak(self, shape, dtype, 1, oh, lazy=lazy, **kwargs)
+        if peak1 > budget:
+            raise BudgetTooSmallError(
+                f"max_memory={max_memory!r} ({format_bytes(budget)}) is below the minimum for this "
+                f"image and spec, {format_bytes(peak1)} ({peak1} bytes: one row of patches"
+                f"{' and its input rows' if lazy else ''}); raise max_memory to at least {peak1}, "
+                "or use smaller patches"
+            )
+        lo, hi = 1, oh  # largest n whose bands all fit: the peak grows with n
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if _peak(self, shape, dtype, mid, oh, lazy=lazy, **kwargs) <= budget:
+                lo = mid
+            else:
+                hi = mid - 1
+        bands = tuple(slice(i, min(i + lo, oh)) for i in range(0, oh, lo))
+        return Plan(bands, lo, _peak(self, shape, dtype, lo, oh, lazy=lazy, **kwargs), budget)
+
+
+def _bounds(rows: slice | tuple[int, int]) -> tuple[int, int]:
+    if isinstance(rows, slice):
+        if rows.step not in (None, 1):
+            raise ValueError(f"rows={rows!r} must be a contiguous slice (step 1)")
+        return int(rows.start or 0), int(rows.stop)
+    i0, i1 = rows
+    return int(i0), int(i1)
+
+
+def _band_parts(spec: PatchSpec, rows: tuple[int, int], shape, dtype, lazy, chunks, pad_copy) -> tuple[int, int, int]:
+    """``(block, halo, temporaries)`` bytes of one band; see :meth:`PatchSpec.band_memory`."""
+    i0, i1 = rows
+    b, h, w, c = _four_d(shape)
+    pixel = b * c * check_dtype(dtype).itemsize
+    block = (i1 - i0) * spec.row_nbytes(shape, dtype)
+    halo = read_temp = pad_temp = 0
+    if lazy:
+        ya, yb = spec.input_rows(rows, shape, clip=True)
+        halo = (yb - ya) * w * pixel
+        read_temp = _read_temporaries(ya, yb, w, pixel, chunks)
+    (top, bottom), (left, right) = spec.padding_amounts(shape)
+    if pad_copy and top + bottom + left + right:
+        ya, yb = spec.input_rows(rows, shape)
+        pad_temp = (yb - ya) * (w + left + right) * pixel
+    elif not pad_copy:
+        pad_temp = max(
+            ((r.in_rows[1] - r.in_rows[0]) * (r.in_cols[1] - r.in_cols[0]) * pixel
+             for r in spec.regions(rows, shape) if not r.inside),
+            default=0,
+        )
+    return block, halo, max(read_temp, pad_temp)
+
+
+def _peak(spec: PatchSpec, shape, dtype, n: int, oh: int, **kwargs) -> int:
+    """Bytes held at once when bands of ``n`` rows are made.
+
+    The block and halo buffers are allocated once, for the largest band and halo, and reused; the
+    temporaries of the costliest band come on top.
+    """
+    parts = [_band_parts(spec, (i, min(i + n, oh)), shape, dtype, kwargs.get("lazy", False),
+                         kwargs.get("chunks"), kwargs.get("pad_copy", False)) for i in range(0, oh, n)]
+    return n * spec.row_nbytes(shape, dtype) + max(p[1] for p in parts) + max(p[2] for p in parts)
+
+
+def _read_temporaries(ya: int, yb: int, width: int, pixel: int, chunks) -> int:
+    """Peak bytes of reading input rows ``[ya, yb)`` one column of source chunks at a time.
+
+    Without ``chunks`` a read returns just the rows asked for (one temporary as large as the piece).
+    With dask-style ``chunks`` (a tuple of block sizes per axis of ``(b, h, w, c)``) each read of one
+    column of chunks materialises every chunk it touches, then the piece is cut from them.
+    """
+    if yb <= ya:
+        return 0
+    if chunks is None:
+        return (yb - ya) * width * pixel
+    row_edges = np.cumsum((0,) + tuple(chunks[1]))
+    first = int(np.searchsorted(row_edges, ya, side="right")) - 1
+    last = int(np.searchsorted(row_edges, yb, side="left"))
+    touched_rows = int(row_edges[last] - row_edges[first])
+    widest = max(chunks[2])
+    return (touched_rows + (yb - ya)) * widest * pixel
