@@ -1,0 +1,148 @@
+"""iter_patches and lazy band extraction: equal to extract_patches, within max_memory."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+from patchkit import PatchSpec, extract_patches, iter_patches
+from patchkit.backends import get_backend
+from patchkit.chunking import lazy_patches
+from patchkit.sources import as_source
+from patchkit.errors import BudgetTooSmallError, InvalidMemoryError, KernelTooLargeError
+from patchkit.spec import effective_size
+from patchkit.testing import assert_patches_equal
+
+from .helpers import ALL_DTYPES, RecordingArray, random_image
+
+
+def _concat(blocks):
+    """Copy each block as it comes (the buffer is reused), then join them along output rows."""
+    return np.concatenate([np.array(block, copy=True) for _, block in blocks], axis=1)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "tensorflow"])
+@given(
+    shape=st.tuples(st.integers(1, 2), st.integers(1, 30), st.integers(1, 20), st.integers(1, 3)),
+    k=st.tuples(st.integers(1, 6), st.integers(1, 6)),
+    s=st.tuples(st.integers(1, 5), st.integers(1, 5)),
+    r=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    padding=st.sampled_from(["VALID", "SAME"]),
+    dtype=st.sampled_from(ALL_DTYPES),
+    extra=st.floats(0, 3),
+    lazy=st.booleans(),
+)
+def test_concatenated_bands_equal_extract(tf, backend, shape, k, s, r, padding, dtype, extra, lazy):
+    """For any budget at or above the minimum, the bands concatenate to extract_patches."""
+    if padding == "VALID":
+        assume(all(effective_size(a, b) <= n for a, b, n in zip(k, r, shape[1:3])))
+    images = random_image(shape, dtype)
+    spec = PatchSpec(k, s, r, padding)
+    source = RecordingArray(images) if lazy else images
+    minimum = spec.min_memory(shape, dtype if dtype != "bfloat16" else images.dtype, lazy=True, pad_copy=True)
+    budget = int(minimum * (1 + extra))
+    blocks = list(iter_patches(source, k, s, r, padding, max_memory=budget, backend=backend))
+    rows_seen = [rows for rows, _ in blocks]
+    assert rows_seen[0].start == 0 and rows_seen[-1].stop == spec.grid_shape(shape)[0]
+    assert all(a.stop == b.start for a, b in zip(rows_seen, rows_seen[1:]))
+    expected = extract_patches(images, k, s, r, padding, backend="numpy")
+    assert_patches_equal(_concat(iter_patches(source, k, s, r, padding, max_memory=budget, backend=backend)), expected)
+
+
+def test_reads_only_each_bands_halo():
+    """A lazy source is asked for exactly the clipped input rows of each band, never the whole scene."""
+    images = random_image((1, 300, 40, 2), "uint16")
+    source = RecordingArray(images)
+    spec = PatchSpec(16, 8, padding="SAME")
+    plan_rows = [rows for rows, _ in iter_patches(source, 16, 8, padding="SAME", max_memory="40KiB")]
+    assert len(plan_rows) > 3
+    assert source.reads == [spec.input_rows(rows, images.shape, clip=True) for rows in plan_rows]
+
+
+def test_reads_one_column_of_chunks_at_a_time():
+    """A chunked lazy source is read in pieces one chunk wide, as the plan counts."""
+    images = random_image((1, 64, 64, 1), "uint8")
+    source = RecordingArray(images, chunks=(1, 16, 16, 1))
+    list(iter_patches(source, 8, 8, max_memory="64KiB"))
+    per_band = len(source.reads) // len({r for r in source.reads})
+    assert per_band == 4
+
+
+def test_buffer_is_reused_between_blocks(image):
+    """Blocks share one buffer (documented: copy a block you keep)."""
+    blocks = [block for _, block in iter_patches(image, 3, 1, max_memory=PatchSpec(3, 1).min_memory(image.shape, image.dtype) * 2)]
+    assert len(blocks) > 2 and np.shares_memory(blocks[0], blocks[1])
+
+
+def test_tensor_blocks_are_tensors_and_independent(tf, image):
+    """A tensor input yields tensors, which never alias each other."""
+    blocks = list(iter_patches(tf.constant(image), 3, 1, max_memory="64KiB", backend="numpy"))
+    assert all(isinstance(b, tf.Tensor) for _, b in blocks)
+    assert_patches_equal(_concat(blocks), extract_patches(image, 3, 1))
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(max_memory="1KiB"), BudgetTooSmallError, r"max_memory='1KiB' \(1.00 KiB\) is below the minimum"),
+        (dict(max_memory="plenty"), InvalidMemoryError, r"max_memory='plenty' does not parse"),
+        (dict(max_memory=-3), InvalidMemoryError, r"must be a positive"),
+        (dict(sizes=64), KernelTooLargeError, r"larger than the image height 37"),
+    ],
+)
+def test_errors_are_raised_at_the_call(image, kwargs, error, match):
+    """Bad arguments fail when iter_patches is called, not at the first next()."""
+    args = dict(sizes=8, strides=4) | kwargs
+    with pytest.raises(error, match=match):
+        iter_patches(image, **args)
+
+
+def _lazy_scene(shape, chunks):
+    """A dask scene whose chunks are computed on demand from their position (nothing held)."""
+    da = pytest.importorskip("dask.array")
+
+    def block(block_info=None):
+        info = block_info[None]
+        (b0, b1), (y0, y1), (x0, x1), (c0, c1) = info["array-location"]
+        plane = np.arange(y0, y1, dtype=np.uint16)[:, None] * 7 + np.arange(x0, x1, dtype=np.uint16) * 3
+        out = np.empty((b1 - b0, y1 - y0, x1 - x0, c1 - c0), np.uint16)
+        out[...] = plane[None, :, :, None]
+        return out
+
+    return da.map_blocks(block, dtype=np.uint16, chunks=tuple((c,) * (n // c) for n, c in zip(shape, chunks)))
+
+
+def test_dask_scene_larger_than_budget_streams_within_it():
+    """A 64 MiB dask scene streams under an 8 MiB budget: traced peak stays within 1.25x the budget."""
+    pytest.importorskip("dask")
+    import dask
+
+    scene = _lazy_scene((1, 2048, 4096, 4), (1, 256, 1024, 4))
+    budget = 8 * 2**20
+    assert scene.nbytes >= 8 * budget
+    checksum = 0
+    with dask.config.set(scheduler="synchronous"):
+        tracemalloc.start()
+        try:
+            for _, block in iter_patches(scene, 32, 32, max_memory=budget):
+                checksum += int(block[0, :, 0, :8].sum(dtype=np.uint64))
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert peak <= 1.25 * budget, f"peak {peak} exceeds 1.25 x {budget}"
+    expected = sum(int(b[0, :, 0, :8].sum(dtype=np.uint64)) for _, b in iter_patches(scene.compute(), 32, 32, max_memory=budget))
+    assert checksum == expected
+
+
+def test_lazy_dask_result_is_built_band_by_band():
+    """extract_patches on dask is lazy: one chunk per band, each depending only on its halo."""
+    scene = _lazy_scene((1, 512, 256, 2), (1, 128, 128, 2))
+    spec = PatchSpec(32, 16)
+    result = lazy_patches(as_source(scene), spec, get_backend("numpy", as_source(scene)), chunk_memory="256KiB")
+    bands = len(result.chunks[1])
+    assert bands > 4 and len(result.dask) < 16 * bands + len(scene.dask)  # linear in bands
+    assert_patches_equal(result[:, 5:9].compute(), extract_patches(scene.compute(), 32, 16)[:, 5:9])
