@@ -96,7 +96,7 @@ class Workload:
         out = "×".join(map(str, self.output_shape))
         chunks = f", dask chunks {self.chunks[0]}×{self.chunks[1]}" if self.chunks else ""
         return (f"{dims} {self.dtype}{chunks}, sizes {self.size}, strides {self.stride}, VALID "
-                f"→ {out} ({format_size(self.output_nbytes)} of output)")
+                f"→ {out} ({self.output_nbytes / GIB:.2f} GiB of output)")
 
 
 def make_workloads(quick: bool) -> dict[str, Workload]:
@@ -198,19 +198,21 @@ class PeakRSS:
 
     Attributes
     ----------
+    start : int
+        RSS in bytes on entry.
     peak : int
-        Bytes, after the block.
+        Peak RSS in bytes, after the block.
     exact : bool
         Whether ``peak`` is the kernel's counter rather than a sample.
     """
 
     def __init__(self, interval: float = 0.005):
         self.interval = interval
-        self.peak = 0
+        self.start = self.peak = 0
         self.exact = False
 
     def __enter__(self) -> "PeakRSS":
-        self.peak = current_rss()
+        self.start = self.peak = current_rss()
         self.exact = _reset_high_water_mark()
         if not self.exact:
             self._stop = threading.Event()
@@ -230,6 +232,11 @@ class PeakRSS:
             self._thread.join()
         self.peak = max(self.peak, current_rss())
 
+    @property
+    def growth(self) -> int:
+        """Peak RSS above the RSS on entry, in bytes: what the block itself needed at its worst."""
+        return self.peak - self.start
+
 
 def timed(fn: Callable[[], object]) -> tuple[float, object]:
     """Wall-clock seconds of one call of ``fn``, and its result."""
@@ -246,11 +253,10 @@ def best_time(fn: Callable[[], object], repeats: int) -> float:
     return min(timed(fn)[0] for _ in range(max(repeats, 1)))
 
 
-def measurement(key: str, label: str, seconds: float, nbytes: int, meter: PeakRSS, baseline: int,
-                note: str = "") -> dict:
+def measurement(key: str, label: str, seconds: float, nbytes: int, meter: PeakRSS, note: str = "") -> dict:
     """One row of a case's table (a plain dict, so that it pickles across processes and to JSON).
 
-    ``growth`` is the peak RSS above ``baseline``, the RSS once the contender's inputs were ready.
+    ``growth`` is the peak RSS above the RSS just before the row's first timed call (``start_rss``).
     """
     return {
         "key": key,
@@ -259,8 +265,8 @@ def measurement(key: str, label: str, seconds: float, nbytes: int, meter: PeakRS
         "nbytes": nbytes,
         "gbps": nbytes / seconds / GB,
         "peak_rss": meter.peak,
-        "baseline_rss": baseline,
-        "growth": meter.peak - baseline,
+        "start_rss": meter.start,
+        "growth": meter.growth,
         "rss_exact": meter.exact,
         "note": note,
     }
@@ -305,14 +311,13 @@ def copy_worker(nbytes: int, dtype: str, repeats: int, modes: Iterable[str]) -> 
     ``warm``: a preallocated buffer written once beforehand (as a reused block buffer).
     """
     src = np.full(nbytes // np.dtype(dtype).itemsize, 1, dtype)  # written: np.zeros would read the zero page
-    baseline = current_rss()
     rows = []
     with ThreadPoolExecutor(max(COPY_THREADS)) as pool:
         for mode, threads in itertools.product(modes, COPY_THREADS):
             with PeakRSS() as meter:
                 seconds = time_copy(src, mode, threads, pool, repeats)
             label = f"copy → {mode} memory, {threads} thread{'s' if threads > 1 else ''}"
-            rows.append(measurement(f"copy-{mode}-{threads}", label, seconds, nbytes, meter, baseline))
+            rows.append(measurement(f"copy-{mode}-{threads}", label, seconds, nbytes, meter))
     return rows
 
 
@@ -324,7 +329,6 @@ def tensorflow_worker(workload: Workload, repeats: int) -> list[dict]:
     images = tf.constant(make_image(workload))
     k, s = workload.size, workload.stride
     args = dict(sizes=[1, k, k, 1], strides=[1, s, s, 1], rates=[1, 1, 1, 1], padding="VALID")
-    baseline = current_rss()
     with PeakRSS() as cold_meter:
         cold = best_time(lambda: tf.image.extract_patches(images, **args), 1)
     with PeakRSS() as warm_meter:
@@ -332,8 +336,8 @@ def tensorflow_worker(workload: Workload, repeats: int) -> list[dict]:
     note = f"TensorFlow {tf.__version__}"
     nbytes = workload.output_nbytes
     return [
-        measurement("tf-cold", "tf.image.extract_patches, cold (1st call)", cold, nbytes, cold_meter, baseline, note),
-        measurement("tf-warm", "tf.image.extract_patches, warm", warm, nbytes, warm_meter, baseline, note),
+        measurement("tf-cold", "tf.image.extract_patches, cold (1st call)", cold, nbytes, cold_meter, note),
+        measurement("tf-warm", "tf.image.extract_patches, warm", warm, nbytes, warm_meter, note),
     ]
 
 
@@ -342,10 +346,9 @@ def extract_worker(workload: Workload, repeats: int) -> list[dict]:
     import patchkit
 
     image = make_image(workload)
-    baseline = current_rss()
     with PeakRSS() as meter:
         seconds = best_time(lambda: patchkit.extract_patches(image, workload.size, workload.stride), repeats)
-    return [measurement("extract", "patchkit.extract_patches", seconds, workload.output_nbytes, meter, baseline)]
+    return [measurement("extract", "patchkit.extract_patches", seconds, workload.output_nbytes, meter)]
 
 
 def drain(blocks: Iterable) -> tuple[int, int, int]:
@@ -366,7 +369,6 @@ def iter_worker(workload: Workload, repeats: int) -> list[dict]:
     import patchkit
 
     image = make_scene(workload) if workload.chunks else make_image(workload)
-    baseline = current_rss()
 
     def run():
         return drain(patchkit.iter_patches(image, workload.size, workload.stride, max_memory=workload.max_memory))
@@ -379,7 +381,7 @@ def iter_worker(workload: Workload, repeats: int) -> list[dict]:
         raise RuntimeError(f"iter_patches yielded {rows} output rows, expected {workload.output_shape[1]}")
     source = "dask scene" if workload.chunks else "ndarray"
     label = f"patchkit.iter_patches ({source}, max_memory={workload.max_memory})"
-    return [measurement("iter", label, seconds, workload.output_nbytes, meter, baseline, f"{bands} bands")]
+    return [measurement("iter", label, seconds, workload.output_nbytes, meter, f"{bands} bands")]
 
 
 def copy_each(patches: Iterable) -> int:
@@ -402,7 +404,6 @@ def xbatcher_worker(workload: Workload, repeats: int, count: int) -> list[dict]:
 
     image = xr.DataArray(make_image(workload)[0], dims=("y", "x", "band"))
     overlap = workload.size - workload.stride
-    baseline = current_rss()
     with PeakRSS() as meter:
         built, generator = timed(
             lambda: xbatcher.BatchGenerator(image, input_dims={"y": workload.size, "x": workload.size},
@@ -418,7 +419,7 @@ def xbatcher_worker(workload: Workload, repeats: int, count: int) -> list[dict]:
     note = (f"xbatcher {xbatcher.__version__}; first {count} of {total} patches timed; "
             f"generator built in {built:.2f} s; whole run ≈ {full:.0f} s")
     return [measurement("xbatcher", "xbatcher.BatchGenerator, each patch copied", seconds,
-                        count * workload.patch_nbytes, meter, baseline, note)]
+                        count * workload.patch_nbytes, meter, note)]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -553,8 +554,8 @@ def print_header(args: argparse.Namespace) -> None:
           f"on {platform.machine()}, {cores} cores, {format_size(psutil.virtual_memory().total)} RAM")
     mode = "quick (shrunk workloads: not for numbers)" if args.quick else "full"
     print(f"mode: {mode}; best of {args.repeats} repeat(s); every contender in its own spawned process")
-    print("GB/s: bytes of output per second (1 GB = 10^9 B); peak RSS: the contender's process; "
-          "growth: peak above its RSS once its input was ready")
+    print("GB/s: bytes of output per second (1 GB = 10^9 B); peak RSS: the contender's process during the row; "
+          "growth: that peak above the RSS just before the row's first timed call")
 
 
 def print_case(case: CaseResult) -> None:

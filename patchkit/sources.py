@@ -144,13 +144,16 @@ def as_source(images: Any, name: str = "images") -> Source:
     if hasattr(images, "shape") and hasattr(images, "dtype") and hasattr(images, "__getitem__"):
         shape = tuple(int(d) for d in images.shape)
         return _checked(images, "lazy", shape, images.dtype, _normalize_chunks(getattr(images, "chunks", None), shape), name)
+    not_array = PatchkitTypeError(
+        f"{name} is a {type(images).__name__}, which is not an array; pass a numpy array, a tf.Tensor "
+        "or a dask array of shape [batch, height, width, channels]"
+    )
     try:
         array = np.asarray(images)
     except (TypeError, ValueError) as exc:
-        raise PatchkitTypeError(
-            f"{name} is a {type(images).__name__}, which is not an array; pass a numpy array, a tf.Tensor "
-            "or a dask array of shape [batch, height, width, channels]"
-        ) from exc
+        raise not_array from exc
+    if array.ndim == 0 and array.dtype == object:
+        raise not_array
     return _checked(array, "numpy", array.shape, array.dtype, None, name)
 
 
