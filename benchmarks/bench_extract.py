@@ -3,15 +3,20 @@
 Run ``python benchmarks/bench_extract.py [--quick] [--case NAME ...]`` (``--help`` lists the options;
 ``benchmarks/README.md`` explains every case and how to read its ratios).
 
-Every contender runs in its own freshly spawned Python process, so that its peak memory is its own
-and TensorFlow's first ("cold") call really is the first in the process. Timings are the best of
-``--repeats`` calls; throughputs are bytes of output per second (1 GB = 10**9 bytes). Ratios compare
-contenders measured side by side in this one run, never figures quoted from elsewhere.
+A case's host contenders (plain copies, patchkit, xbatcher) run in one freshly spawned process and
+take turns, round after round, so that a noisy machine's drift touches them all alike; each one's
+best call counts (:func:`race`). TensorFlow runs in a process of its own, so that its first ("cold")
+call really is the first. The memory columns come from each contender run once more, alone, in a
+fresh process. Throughputs are bytes of output per second (1 GB = 10**9 bytes). Ratios compare
+contenders measured in this one run, never figures quoted from elsewhere.
+
+:class:`PeakRSS`, :func:`best_time` and :func:`format_size` are also used by ``classic_uses.py``.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import math
@@ -34,6 +39,8 @@ SEED = 0
 #: Thread counts the memory-copy limit is measured with (its best counts).
 COPY_THREADS = (1, 2)
 CASE_NAMES = ("large", "small", "dask")
+#: Row fields that :func:`measure` takes from each contender's run alone.
+MEMORY_COLUMNS = ("peak_rss", "growth", "rss_exact")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -253,25 +260,6 @@ def best_time(fn: Callable[[], object], repeats: int) -> float:
     return min(timed(fn)[0] for _ in range(max(repeats, 1)))
 
 
-def measurement(key: str, label: str, seconds: float, nbytes: int, meter: PeakRSS, note: str = "") -> dict:
-    """One row of a case's table (a plain dict, so that it pickles across processes and to JSON).
-
-    ``growth`` is the peak RSS above the RSS just before the row's first timed call (``start_rss``).
-    """
-    return {
-        "key": key,
-        "label": label,
-        "seconds": seconds,
-        "nbytes": nbytes,
-        "gbps": nbytes / seconds / GB,
-        "peak_rss": meter.peak,
-        "start_rss": meter.start,
-        "growth": meter.growth,
-        "rss_exact": meter.exact,
-        "note": note,
-    }
-
-
 def isolated(worker: Callable[..., list[dict]], *args) -> list[dict]:
     """Run ``worker(*args)`` in a freshly spawned Python process and return its rows."""
     context = multiprocessing.get_context("spawn")
@@ -279,8 +267,56 @@ def isolated(worker: Callable[..., list[dict]], *args) -> list[dict]:
         return pool.submit(worker, *args).result()
 
 
+@dataclass
+class Contender:
+    """One thing to time: ``run`` (its inputs made beforehand, untimed) and how to label it.
+
+    Attributes
+    ----------
+    key, label : str
+        Short name (for ratios and JSON) and the table's description.
+    run : callable
+        Called with no arguments; its result is dropped after each call.
+    nbytes : int
+        Bytes of patches one call makes (the throughput's numerator).
+    note : str or callable
+        The table's note; a callable gets the result of a call (to check it and describe it).
+    """
+
+    key: str
+    label: str
+    run: Callable[[], object]
+    nbytes: int
+    note: str | Callable[[object], str] = ""
+
+
+def race(contenders: list[Contender], rounds: int) -> list[dict]:
+    """Call every contender once per round, taking turns, for ``rounds`` rounds; one row each.
+
+    Taking turns exposes the contenders to the same drift of a noisy machine (and to the same state
+    of its free memory), so their ratios hold even when absolute speeds wander. A row keeps the best
+    time, and the highest peak RSS and RSS growth of any one call (each call is metered alone).
+    Rows are plain dicts, so that they pickle across processes and go to JSON as they are.
+    """
+    rows = {c.key: {"key": c.key, "label": c.label, "nbytes": c.nbytes, "seconds": math.inf, "peak_rss": 0,
+                    "growth": 0, "rss_exact": True, "note": ""} for c in contenders}
+    for _ in range(max(rounds, 1)):
+        for contender in contenders:
+            with PeakRSS() as meter:
+                seconds, result = timed(contender.run)
+                note = contender.note(result) if callable(contender.note) else contender.note
+                del result
+            row = rows[contender.key]
+            row.update(seconds=min(row["seconds"], seconds), peak_rss=max(row["peak_rss"], meter.peak),
+                       growth=max(row["growth"], meter.growth), rss_exact=row["rss_exact"] and meter.exact,
+                       note=note)
+    for row in rows.values():
+        row["gbps"] = row["nbytes"] / row["seconds"] / GB
+    return list(rows.values())
+
+
 # --------------------------------------------------------------------------------------------------
-# Contenders (each runs in its own process, through ``isolated``)
+# Contenders
 # --------------------------------------------------------------------------------------------------
 
 
@@ -296,59 +332,33 @@ def split_copy(dst: np.ndarray, src: np.ndarray, threads: int, pool: ThreadPoolE
     return dst
 
 
-def time_copy(src: np.ndarray, mode: str, threads: int, pool: ThreadPoolExecutor, repeats: int) -> float:
-    """Best seconds of copying ``src`` into ``"fresh"`` or ``"warm"`` memory (see :func:`copy_worker`)."""
-    if mode == "fresh":
-        return best_time(lambda: split_copy(np.empty_like(src), src, threads, pool), repeats)
-    warm = np.full_like(src, 0)  # written once, so its pages are mapped before the clock starts
-    return best_time(lambda: split_copy(warm, src, threads, pool), repeats)
+def _copy_into(dst: np.ndarray | None, src: np.ndarray, threads: int, pool: ThreadPoolExecutor) -> np.ndarray:
+    """:func:`split_copy` into ``dst``, or into a new ``np.empty`` when ``dst`` is None."""
+    return split_copy(np.empty_like(src) if dst is None else dst, src, threads, pool)
 
 
-def copy_worker(nbytes: int, dtype: str, repeats: int, modes: Iterable[str]) -> list[dict]:
-    """The memory-copy limit: ``nbytes`` copied with 1 and 2 threads into fresh and/or warm memory.
+def copy_contenders(workload: Workload, mode: str, pool: ThreadPoolExecutor) -> list[Contender]:
+    """The memory-copy limit: the output's bytes copied with 1 and 2 threads into ``mode`` memory.
 
-    ``fresh``: a new ``np.empty`` each call (its page faults are timed, as for a new output array);
-    ``warm``: a preallocated buffer written once beforehand (as a reused block buffer).
+    ``"fresh"``: a new ``np.empty`` each call, whose page faults are timed, as for any new output
+    array; ``"warm"``: one buffer written beforehand, as a reused block buffer is.
     """
-    src = np.full(nbytes // np.dtype(dtype).itemsize, 1, dtype)  # written: np.zeros would read the zero page
-    rows = []
-    with ThreadPoolExecutor(max(COPY_THREADS)) as pool:
-        for mode, threads in itertools.product(modes, COPY_THREADS):
-            with PeakRSS() as meter:
-                seconds = time_copy(src, mode, threads, pool, repeats)
-            label = f"copy → {mode} memory, {threads} thread{'s' if threads > 1 else ''}"
-            rows.append(measurement(f"copy-{mode}-{threads}", label, seconds, nbytes, meter))
-    return rows
-
-
-def tensorflow_worker(workload: Workload, repeats: int) -> list[dict]:
-    """``tf.image.extract_patches`` on a tensor made beforehand: its first call, then the best of the rest."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
-
-    images = tf.constant(make_image(workload))
-    k, s = workload.size, workload.stride
-    args = dict(sizes=[1, k, k, 1], strides=[1, s, s, 1], rates=[1, 1, 1, 1], padding="VALID")
-    with PeakRSS() as cold_meter:
-        cold = best_time(lambda: tf.image.extract_patches(images, **args), 1)
-    with PeakRSS() as warm_meter:
-        warm = best_time(lambda: tf.image.extract_patches(images, **args), repeats)
-    note = f"TensorFlow {tf.__version__}"
     nbytes = workload.output_nbytes
+    src = np.full(nbytes // np.dtype(workload.dtype).itemsize, 1, workload.dtype)  # np.zeros: the zero page
+    dst = None if mode == "fresh" else np.full_like(src, 0)
     return [
-        measurement("tf-cold", "tf.image.extract_patches, cold (1st call)", cold, nbytes, cold_meter, note),
-        measurement("tf-warm", "tf.image.extract_patches, warm", warm, nbytes, warm_meter, note),
+        Contender(f"copy-{mode}-{threads}", f"copy → {mode} memory, {threads} thread{'s' * (threads > 1)}",
+                  functools.partial(_copy_into, dst, src, threads, pool), nbytes)
+        for threads in COPY_THREADS
     ]
 
 
-def extract_worker(workload: Workload, repeats: int) -> list[dict]:
-    """``patchkit.extract_patches``, a fresh output array each call."""
+def extract_contender(workload: Workload, image: np.ndarray) -> Contender:
+    """``patchkit.extract_patches``, a new output array each call."""
     import patchkit
 
-    image = make_image(workload)
-    with PeakRSS() as meter:
-        seconds = best_time(lambda: patchkit.extract_patches(image, workload.size, workload.stride), repeats)
-    return [measurement("extract", "patchkit.extract_patches", seconds, workload.output_nbytes, meter)]
+    run = functools.partial(patchkit.extract_patches, image, workload.size, workload.stride)
+    return Contender("extract", "patchkit.extract_patches", run, workload.output_nbytes)
 
 
 def drain(blocks: Iterable) -> tuple[int, int, int]:
@@ -364,24 +374,22 @@ def drain(blocks: Iterable) -> tuple[int, int, int]:
     return bands, rows_seen, checksum
 
 
-def iter_worker(workload: Workload, repeats: int) -> list[dict]:
+def iter_contender(workload: Workload, source) -> Contender:
     """``patchkit.iter_patches`` over an ndarray or a dask scene, every block consumed by :func:`drain`."""
     import patchkit
 
-    image = make_scene(workload) if workload.chunks else make_image(workload)
-
     def run():
-        return drain(patchkit.iter_patches(image, workload.size, workload.stride, max_memory=workload.max_memory))
+        return drain(patchkit.iter_patches(source, workload.size, workload.stride, max_memory=workload.max_memory))
 
-    with PeakRSS() as meter:
-        runs = [timed(run) for _ in range(repeats)]  # drain's results are three ints: keep them all
-    seconds = min(t for t, _ in runs)
-    bands, rows, _ = runs[-1][1]
-    if rows != workload.output_shape[1]:
-        raise RuntimeError(f"iter_patches yielded {rows} output rows, expected {workload.output_shape[1]}")
-    source = "dask scene" if workload.chunks else "ndarray"
-    label = f"patchkit.iter_patches ({source}, max_memory={workload.max_memory})"
-    return [measurement("iter", label, seconds, workload.output_nbytes, meter, f"{bands} bands")]
+    def note(result: tuple[int, int, int]) -> str:
+        bands, rows, _ = result
+        if rows != workload.output_shape[1]:
+            raise RuntimeError(f"iter_patches yielded {rows} output rows, expected {workload.output_shape[1]}")
+        return f"{bands} bands"
+
+    kind = "dask scene" if workload.chunks else "ndarray"
+    label = f"patchkit.iter_patches ({kind}, max_memory={workload.max_memory})"
+    return Contender("iter", label, run, workload.output_nbytes, note)
 
 
 def copy_each(patches: Iterable) -> int:
@@ -393,33 +401,82 @@ def copy_each(patches: Iterable) -> int:
     return count
 
 
-def xbatcher_worker(workload: Workload, repeats: int, count: int) -> list[dict]:
-    """xbatcher's ``BatchGenerator`` over an xarray DataArray: the first ``count`` patches, each copied.
+def xbatcher_contender(workload: Workload, image: np.ndarray, count: int) -> Contender:
+    """xbatcher's ``BatchGenerator`` over an xarray DataArray: its first ``count`` patches, each copied.
 
-    The throughput is extrapolated from those patches; building the generator is timed apart and
-    left out of it (which favours xbatcher).
+    The throughput is that of those patches; building the generator is timed apart (the note) and
+    left out, which favours xbatcher.
     """
     import xarray as xr
     import xbatcher
 
-    image = xr.DataArray(make_image(workload)[0], dims=("y", "x", "band"))
     overlap = workload.size - workload.stride
-    with PeakRSS() as meter:
-        built, generator = timed(
-            lambda: xbatcher.BatchGenerator(image, input_dims={"y": workload.size, "x": workload.size},
-                                            input_overlap={"y": overlap, "x": overlap})
-        )
-        total = len(generator)
-        count = min(count, total)
-        seconds = best_time(lambda: copy_each(itertools.islice(generator, count)), repeats)
-    expected = math.prod(workload.output_shape[:3])
-    if total != expected:
-        raise RuntimeError(f"xbatcher made {total} patches, patchkit {expected}: the grids differ")
-    full = built + seconds * total / count
+    built, generator = timed(lambda: xbatcher.BatchGenerator(
+        xr.DataArray(image[0], dims=("y", "x", "band")),
+        input_dims={"y": workload.size, "x": workload.size},
+        input_overlap={"y": overlap, "x": overlap},
+    ))
+    total = len(generator)
+    if total != math.prod(workload.output_shape[:3]):
+        raise RuntimeError(f"xbatcher makes {total} patches, patchkit {math.prod(workload.output_shape[:3])}")
+    count = min(count, total)
     note = (f"xbatcher {xbatcher.__version__}; first {count} of {total} patches timed; "
-            f"generator built in {built:.2f} s; whole run ≈ {full:.0f} s")
-    return [measurement("xbatcher", "xbatcher.BatchGenerator, each patch copied", seconds,
-                        count * workload.patch_nbytes, meter, note)]
+            f"generator built in {built:.2f} s")
+    return Contender("xbatcher", "xbatcher.BatchGenerator, each patch copied",
+                     lambda: copy_each(itertools.islice(generator, count)), count * workload.patch_nbytes, note)
+
+
+def make_contenders(workload: Workload, key: str, source, pool: ThreadPoolExecutor,
+                    xbatcher_patches: int) -> list[Contender]:
+    """The contenders called ``key`` (``copy-fresh``, ``copy-warm``, ``extract``, ``iter``, ``xbatcher``)."""
+    if key.startswith("copy-"):
+        return copy_contenders(workload, key.removeprefix("copy-"), pool)
+    if key == "extract":
+        return [extract_contender(workload, source)]
+    if key == "iter":
+        return [iter_contender(workload, source)]
+    if key == "xbatcher":
+        return [xbatcher_contender(workload, source, xbatcher_patches)]
+    raise ValueError(f"unknown contender {key!r}")
+
+
+def host_worker(workload: Workload, keys: tuple[str, ...], rounds: int, xbatcher_patches: int) -> list[dict]:
+    """Make the input (an ndarray, or the dask scene) and the contenders ``keys``, then :func:`race` them."""
+    source = make_scene(workload) if workload.chunks else make_image(workload)
+    with ThreadPoolExecutor(max(COPY_THREADS)) as pool:
+        contenders = [c for key in keys for c in make_contenders(workload, key, source, pool, xbatcher_patches)]
+        return race(contenders, rounds)
+
+
+def tensorflow_worker(workload: Workload, repeats: int) -> list[dict]:
+    """``tf.image.extract_patches`` on a tensor made beforehand: its first call, then the best of the rest."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    images = tf.constant(make_image(workload))
+    k, s = workload.size, workload.stride
+    run = functools.partial(tf.image.extract_patches, images, sizes=[1, k, k, 1], strides=[1, s, s, 1],
+                            rates=[1, 1, 1, 1], padding="VALID")
+    note = f"TensorFlow {tf.__version__}; own process"
+    cold = Contender("tf-cold", "tf.image.extract_patches, cold (1st call)", run, workload.output_nbytes, note)
+    warm = Contender("tf-warm", "tf.image.extract_patches, warm", run, workload.output_nbytes, note)
+    return race([cold], 1) + race([warm], repeats)
+
+
+def measure(workload: Workload, keys: tuple[str, ...], args: argparse.Namespace) -> list[dict]:
+    """Rows for the contenders ``keys``: timed taking turns in one process, memory of each alone.
+
+    The times come from one process where the contenders take turns (:func:`race`); the memory
+    columns from a fresh process per contender, one call each, so that the peak RSS is that
+    contender's only (with a single contender, the race's process is already that).
+    """
+    rows = isolated(host_worker, workload, keys, args.repeats, args.xbatcher_patches)
+    if len(keys) > 1:
+        alone = {row["key"]: row for key in keys
+                 for row in isolated(host_worker, workload, (key,), 1, args.xbatcher_patches)}
+        for row in rows:
+            row.update({name: alone[row["key"]][name] for name in MEMORY_COLUMNS})
+    return rows
 
 
 # --------------------------------------------------------------------------------------------------
@@ -474,10 +531,8 @@ class CaseResult:
 
 def run_large(workload: Workload, args: argparse.Namespace) -> CaseResult:
     """Whole-image extraction and streaming of large patches against TensorFlow and the copy limit."""
-    rows = (isolated(copy_worker, workload.output_nbytes, workload.dtype, args.repeats, ("fresh", "warm"))
-            + isolated(tensorflow_worker, workload, args.repeats)
-            + isolated(extract_worker, workload, args.repeats)
-            + isolated(iter_worker, workload, args.repeats))
+    rows = (measure(workload, ("copy-fresh", "copy-warm", "extract", "iter"), args)
+            + isolated(tensorflow_worker, workload, args.repeats))
     case = CaseResult("large", workload, rows)
     fresh, warm = case.copy_limit("fresh"), case.copy_limit("warm")
     case.ratios = [
@@ -491,9 +546,7 @@ def run_large(workload: Workload, args: argparse.Namespace) -> CaseResult:
 
 def run_small(workload: Workload, args: argparse.Namespace) -> CaseResult:
     """Streaming many small patches against the warm-copy limit, xbatcher and TensorFlow."""
-    rows = (isolated(copy_worker, workload.output_nbytes, workload.dtype, args.repeats, ("warm",))
-            + isolated(iter_worker, workload, args.repeats)
-            + isolated(xbatcher_worker, workload, args.repeats, args.xbatcher_patches)
+    rows = (measure(workload, ("copy-warm", "iter", "xbatcher"), args)
             + isolated(tensorflow_worker, workload, args.repeats))
     case = CaseResult("small", workload, rows)
     warm = case.copy_limit("warm")
@@ -507,7 +560,7 @@ def run_small(workload: Workload, args: argparse.Namespace) -> CaseResult:
 
 def run_dask(workload: Workload, args: argparse.Namespace) -> CaseResult:
     """Streaming a lazily generated dask scene: peak memory against the budget."""
-    case = CaseResult("dask", workload, isolated(iter_worker, workload, args.repeats))
+    case = CaseResult("dask", workload, measure(workload, ("iter",), args))
     growth = case.row("iter")["growth"]
     case.ratios = [
         Ratio(f"RSS growth ({format_size(growth)}) / max_memory ({workload.max_memory})",
@@ -553,9 +606,10 @@ def print_header(args: argparse.Namespace) -> None:
     print(f"patchkit {patchkit.__version__}, numpy {np.__version__}, Python {platform.python_version()} "
           f"on {platform.machine()}, {cores} cores, {format_size(psutil.virtual_memory().total)} RAM")
     mode = "quick (shrunk workloads: not for numbers)" if args.quick else "full"
-    print(f"mode: {mode}; best of {args.repeats} repeat(s); every contender in its own spawned process")
-    print("GB/s: bytes of output per second (1 GB = 10^9 B); peak RSS: the contender's process during the row; "
-          "growth: that peak above the RSS just before the row's first timed call")
+    print(f"mode: {mode}; times: best of {args.repeats} rounds in which a case's contenders take turns in one "
+          "process (TensorFlow in its own)")
+    print("GB/s: bytes of output per second (1 GB = 10^9 B); peak RSS: the contender alone in a fresh process; "
+          "growth: that peak above the RSS just before the call")
 
 
 def print_case(case: CaseResult) -> None:
@@ -563,8 +617,9 @@ def print_case(case: CaseResult) -> None:
     print(f"\n== {case.name}: {case.workload.describe()}")
     print(f"{'contender':<58} {'best s':>8} {'GB/s':>7} {'peak RSS':>10} {'growth':>10}  notes")
     for row in case.rows:
-        print(f"{row['label']:<58} {row['seconds']:8.3f} {row['gbps']:7.2f} {format_size(row['peak_rss']):>10} "
-              f"{format_size(row['growth']):>10}  {row['note']}")
+        sampled = "" if row["rss_exact"] else "~"  # sampled every 5 ms rather than the kernel's exact peak
+        peak, growth = (sampled + format_size(row[name]) for name in ("peak_rss", "growth"))
+        print(f"{row['label']:<58} {row['seconds']:8.3f} {row['gbps']:7.2f} {peak:>10} {growth:>10}  {row['note']}")
     print("ratios:")
     for ratio in case.ratios:
         print(f"  {ratio.name:<56} {format_ratio(ratio)}")
@@ -605,12 +660,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true",
                         help="shrink every case (1024×1024 images, a 2048×2048 dask scene, 2 repeats, "
-                             "200 xbatcher patches) so the whole run takes seconds; checks that the script "
-                             "works, its figures mean little")
+                             "200 xbatcher patches): about 20 s, most of it importing TensorFlow twice; checks "
+                             "that the script works, its figures mean little")
     parser.add_argument("--case", nargs="+", action="extend", choices=CASE_NAMES, metavar="NAME",
                         help=f"cases to run, in order (any of {', '.join(CASE_NAMES)}; default: all); "
                              "repeatable")
-    parser.add_argument("--repeats", type=int, default=None,
+    parser.add_argument("--repeats", type=int, default=None, metavar="N",
                         help="timed calls per measurement, the best counts (default 3; 2 with --quick)")
     parser.add_argument("--xbatcher-patches", type=int, default=None, metavar="N",
                         help="patches xbatcher is timed on before extrapolating (default 2000; 200 with --quick)")
