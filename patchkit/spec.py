@@ -15,6 +15,7 @@ budget) is derived here and nowhere else. Nothing in this module does I/O or all
 
 from __future__ import annotations
 
+import functools
 import math
 import operator
 from dataclasses import dataclass
@@ -474,39 +475,71 @@ def _bounds(rows: slice | tuple[int, int]) -> tuple[int, int]:
     return int(i0), int(i1)
 
 
-def _band_parts(spec: PatchSpec, rows: tuple[int, int], shape, dtype, lazy, chunks, pad_copy) -> tuple[int, int, int]:
+def _band_parts(spec: PatchSpec, rows: tuple[int, int], shape, dtype, lazy, chunks, pad_copy):
     """``(block, halo, temporaries)`` bytes of one band; see :meth:`PatchSpec.band_memory`."""
     i0, i1 = rows
     b, h, w, c = _four_d(shape)
     pixel = b * c * check_dtype(dtype).itemsize
-    block = (i1 - i0) * spec.row_nbytes(shape, dtype)
-    halo = read_temp = pad_temp = 0
-    if lazy:
-        ya, yb = spec.input_rows(rows, shape, clip=True)
-        halo = (yb - ya) * w * pixel
-        read_temp = _read_temporaries(ya, yb, w, pixel, chunks)
+    halo, read_temp = _halo_and_read(spec._axes(shape)[0], i0, i1, w, pixel, lazy, chunks)
+    pad_temp = _pad_temporaries(spec, rows, shape, pixel, pad_copy)
+    return (i1 - i0) * spec.row_nbytes(shape, dtype), halo, max(read_temp, pad_temp)
+
+
+def _halo_and_read(axis: _Axis, i0: int, i1: int, width: int, pixel: int, lazy: bool, chunks) -> tuple[int, int]:
+    """Bytes of a band's clipped input rows and of reading them, for a lazy source (else zeros)."""
+    if not lazy:
+        return 0, 0
+    ya, yb = axis.span(i0, i1)
+    ya, yb = max(ya, 0), min(yb, axis.n)
+    return (yb - ya) * width * pixel, _read_temporaries(ya, yb, width, pixel, chunks)
+
+
+def _pad_temporaries(spec: PatchSpec, rows: tuple[int, int], shape, pixel: int, pad_copy: bool) -> int:
+    """Bytes of the zero-padded copies a band needs: its edge regions, or all of it when ``pad_copy``."""
     (top, bottom), (left, right) = spec.padding_amounts(shape)
-    if pad_copy and top + bottom + left + right:
+    if pad_copy:
+        if not top + bottom + left + right:
+            return 0
         ya, yb = spec.input_rows(rows, shape)
-        pad_temp = (yb - ya) * (w + left + right) * pixel
-    elif not pad_copy:
-        pad_temp = max(
-            ((r.in_rows[1] - r.in_rows[0]) * (r.in_cols[1] - r.in_cols[0]) * pixel
-             for r in spec.regions(rows, shape) if not r.inside),
-            default=0,
-        )
-    return block, halo, max(read_temp, pad_temp)
+        return (yb - ya) * (shape[2] + left + right) * pixel
+    return max(
+        ((r.in_rows[1] - r.in_rows[0]) * (r.in_cols[1] - r.in_cols[0]) * pixel
+         for r in spec.regions(rows, shape) if not r.inside),
+        default=0,
+    )
 
 
-def _peak(spec: PatchSpec, shape, dtype, n: int, oh: int, **kwargs) -> int:
+def _peak(spec: PatchSpec, shape, dtype, n: int, oh: int, lazy=False, chunks=None, pad_copy=False) -> int:
     """Bytes held at once when bands of ``n`` rows are made.
 
     The block and halo buffers are allocated once, for the largest band and halo, and reused; the
-    temporaries of the costliest band come on top.
+    temporaries of the costliest band come on top. Padding temporaries of bands that touch no edge
+    row depend only on the band's height, so they are worked out once: planning a grid of many
+    thousands of rows stays fast.
     """
-    parts = [_band_parts(spec, (i, min(i + n, oh)), shape, dtype, kwargs.get("lazy", False),
-                         kwargs.get("chunks"), kwargs.get("pad_copy", False)) for i in range(0, oh, n)]
-    return n * spec.row_nbytes(shape, dtype) + max(p[1] for p in parts) + max(p[2] for p in parts)
+    b, h, w, c = _four_d(shape)
+    pixel = b * c * check_dtype(dtype).itemsize
+    axis = spec._axes(shape)[0]
+    r_lo, r_hi = axis.interior()
+    halo = temp = 0
+    interior_pad: dict[int, int] = {}
+    for i0 in range(0, oh, n):
+        i1 = min(i0 + n, oh)
+        band_halo, read_temp = _halo_and_read(axis, i0, i1, w, pixel, lazy, chunks)
+        if i0 < r_lo or i1 > r_hi:
+            pad_temp = _pad_temporaries(spec, (i0, i1), shape, pixel, pad_copy)
+        else:
+            if i1 - i0 not in interior_pad:
+                interior_pad[i1 - i0] = _pad_temporaries(spec, (i0, i1), shape, pixel, pad_copy)
+            pad_temp = interior_pad[i1 - i0]
+        halo, temp = max(halo, band_halo), max(temp, read_temp, pad_temp)
+    return n * spec.row_nbytes(shape, dtype) + halo + temp
+
+
+@functools.lru_cache(maxsize=16)
+def _edges(blocks: tuple[int, ...]) -> np.ndarray:
+    """Block boundaries ``[0, b0, b0 + b1, ...]`` of dask-style block sizes."""
+    return np.cumsum((0,) + blocks)
 
 
 def _read_temporaries(ya: int, yb: int, width: int, pixel: int, chunks) -> int:
@@ -520,7 +553,7 @@ def _read_temporaries(ya: int, yb: int, width: int, pixel: int, chunks) -> int:
         return 0
     if chunks is None:
         return (yb - ya) * width * pixel
-    row_edges = np.cumsum((0,) + tuple(chunks[1]))
+    row_edges = _edges(tuple(chunks[1]))
     first = int(np.searchsorted(row_edges, ya, side="right")) - 1
     last = int(np.searchsorted(row_edges, yb, side="left"))
     touched_rows = int(row_edges[last] - row_edges[first])
