@@ -7,11 +7,11 @@ from typing import Any
 import numpy as np
 
 from .backends import get_backend, tensor_to_numpy, to_tensor
-from .chunking import iter_patches, lazy_patches, plan_for
-from .errors import OutputTooLargeError
+from .chunking import DEFAULT_MAX_MEMORY, iter_patches, lazy_patches
+from .errors import InvalidSpecError, OutputTooLargeError
 from .sources import Source, as_source
 from .spec import PatchSpec
-from .units import format_bytes
+from .units import format_bytes, parse_bytes
 
 __all__ = ["extract_patches", "extract_image_patches", "available_memory"]
 
@@ -103,7 +103,8 @@ def _check_fits(spec: PatchSpec, source: Source, backend) -> None:
 def _gather(source: Source, spec: PatchSpec, backend) -> np.ndarray:
     """Extract a lazily read (zarr, h5py) source band by band into one ndarray."""
     out = np.empty(spec.output_shape(source.shape), dtype=source.dtype)
-    budget = spec.min_memory(source.shape, source.dtype, lazy=True, chunks=source.chunks) * 4
+    minimum = spec.min_memory(source.shape, source.dtype, lazy=True, chunks=source.chunks, pad_copy=backend.pad_copy)
+    budget = max(parse_bytes(DEFAULT_MAX_MEMORY), minimum)
     for rows, block in iter_patches(source.data, spec.sizes, spec.strides, spec.rates, spec.padding,
                                     max_memory=budget, backend=backend.name):
         out[:, rows] = block
@@ -129,7 +130,5 @@ def extract_image_patches(images: Any, ksizes=None, strides=None, rates=None, pa
     if ksizes is None:
         ksizes = sizes
     elif sizes is not None:
-        from .errors import InvalidSpecError
-
         raise InvalidSpecError(f"pass ksizes or sizes, not both (got ksizes={ksizes!r}, sizes={sizes!r})")
     return extract_patches(images, ksizes, strides, 1 if rates is None else rates, "VALID" if padding is None else padding)

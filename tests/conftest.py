@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, settings
 from .helpers import random_image
 
 settings.register_profile(
-    "patchkit", deadline=None, max_examples=60, suppress_health_check=[HealthCheck.too_slow], print_blob=True
+    "patchkit", deadline=None, max_examples=120, suppress_health_check=[HealthCheck.too_slow], print_blob=True
 )
 settings.register_profile("ci", parent=settings.get_profile("patchkit"), derandomize=True)
 settings.load_profile("ci" if os.environ.get("CI") else "patchkit")
