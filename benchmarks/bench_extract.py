@@ -128,41 +128,9 @@ def make_image(workload: Workload) -> np.ndarray:
 
 def make_scene(workload: Workload):
     """The dask scene of ``workload``, defined chunk by chunk and never materialised whole."""
-    import dask.array as da
+    from patchkit.testing import lazy_scene
 
-    b, h, w, c = workload.shape
-    rows, cols = workload.chunks
-    dtype = np.dtype(workload.dtype)
-    return da.map_blocks(
-        _scene_block,
-        dtype=dtype,
-        chunks=((b,), _split(h, rows), _split(w, cols), (c,)),
-        meta=np.empty((0, 0, 0, 0), dtype),
-    )
-
-
-def _split(n: int, size: int) -> tuple[int, ...]:
-    """Dask chunk sizes cutting ``n`` into pieces of ``size`` (the last may be shorter)."""
-    return tuple(min(size, n - i) for i in range(0, n, size))
-
-
-def _scene_block(block_info=None) -> np.ndarray:
-    """One chunk of the synthetic scene: pixel ``(y, x, band)`` is ``31 y + 17 x + 7 band`` (wrapping).
-
-    Written in place in the chunk's dtype, so generating a chunk allocates the chunk and nothing more.
-    """
-    info = block_info[None]
-    (b0, b1), (y0, y1), (x0, x1), (c0, c1) = info["array-location"]
-    dtype = np.dtype(info["dtype"])
-    out = np.empty((b1 - b0, y1 - y0, x1 - x0, c1 - c0), dtype)
-    np.add(_ramp(y0, y1, 31, dtype)[:, None, None], _ramp(x0, x1, 17, dtype)[None, :, None], out=out)
-    out += _ramp(c0, c1, 7, dtype)
-    return out
-
-
-def _ramp(start: int, stop: int, step: int, dtype: np.dtype) -> np.ndarray:
-    """``step * [start, stop)`` cast (wrapping) to ``dtype``."""
-    return (np.arange(start, stop, dtype=np.int64) * step).astype(dtype)
+    return lazy_scene(workload.shape, workload.dtype, workload.chunks)
 
 
 # --------------------------------------------------------------------------------------------------

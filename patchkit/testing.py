@@ -14,7 +14,7 @@ import numpy as np
 
 from .spec import PatchSpec
 
-__all__ = ["reference_patches", "assert_patches_equal", "assert_matches_tensorflow"]
+__all__ = ["reference_patches", "assert_patches_equal", "assert_matches_tensorflow", "lazy_scene"]
 
 
 def reference_patches(images: Any, sizes, strides, rates=1, padding: str = "VALID") -> np.ndarray:
@@ -59,3 +59,40 @@ def assert_matches_tensorflow(images: Any, sizes, strides, rates=1, padding: str
         extract_patches(images, sizes, strides, rates, padding, backend=backend),
         reference_patches(images, sizes, strides, rates, padding),
     )
+
+
+def lazy_scene(shape: tuple[int, int, int, int], dtype="uint16", chunks: tuple[int, int] = (1024, 4096)):
+    """A dask scene of ``shape`` that exists only chunk by chunk: for testing streams under a budget.
+
+    Pixel ``(y, x, band)`` is ``31 y + 17 x + 7 band``, wrapping in ``dtype``; every batch image is the
+    same. ``chunks`` are ``(rows, cols)``; batch and bands are one chunk. Generating a chunk allocates
+    the chunk and nothing more, so the memory a consumer measures is its own.
+    """
+    import dask.array as da
+
+    from .sources import _normalize_chunks
+
+    b, _, _, c = shape
+    dtype = np.dtype(dtype)
+    return da.map_blocks(
+        _scene_block,
+        dtype=dtype,
+        chunks=_normalize_chunks((b, *chunks, c), shape),
+        meta=np.empty((0, 0, 0, 0), dtype),
+    )
+
+
+def _scene_block(block_info=None) -> np.ndarray:
+    """One chunk of :func:`lazy_scene`, written in place in the chunk's dtype."""
+    info = block_info[None]
+    (b0, b1), (y0, y1), (x0, x1), (c0, c1) = info["array-location"]
+    dtype = np.dtype(info["dtype"])
+    out = np.empty((b1 - b0, y1 - y0, x1 - x0, c1 - c0), dtype)
+    np.add(_ramp(y0, y1, 31, dtype)[:, None, None], _ramp(x0, x1, 17, dtype)[None, :, None], out=out)
+    out += _ramp(c0, c1, 7, dtype)
+    return out
+
+
+def _ramp(start: int, stop: int, step: int, dtype: np.dtype) -> np.ndarray:
+    """``step * [start, stop)`` cast (wrapping) to ``dtype``."""
+    return (np.arange(start, stop, dtype=np.int64) * step).astype(dtype)

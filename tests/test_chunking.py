@@ -15,7 +15,7 @@ from patchkit.chunking import lazy_patches
 from patchkit.sources import as_source
 from patchkit.errors import BudgetTooSmallError, InvalidMemoryError, KernelTooLargeError
 from patchkit.spec import effective_size
-from patchkit.testing import assert_patches_equal
+from patchkit.testing import assert_patches_equal, lazy_scene
 
 from .helpers import ALL_DTYPES, RecordingArray, random_image
 
@@ -101,27 +101,12 @@ def test_errors_are_raised_at_the_call(image, kwargs, error, match):
         iter_patches(image, **args)
 
 
-def _lazy_scene(shape, chunks):
-    """A dask scene whose chunks are computed on demand from their position (nothing held)."""
-    da = pytest.importorskip("dask.array")
-
-    def block(block_info=None):
-        info = block_info[None]
-        (b0, b1), (y0, y1), (x0, x1), (c0, c1) = info["array-location"]
-        plane = np.arange(y0, y1, dtype=np.uint16)[:, None] * 7 + np.arange(x0, x1, dtype=np.uint16) * 3
-        out = np.empty((b1 - b0, y1 - y0, x1 - x0, c1 - c0), np.uint16)
-        out[...] = plane[None, :, :, None]
-        return out
-
-    return da.map_blocks(block, dtype=np.uint16, chunks=tuple((c,) * (n // c) for n, c in zip(shape, chunks)))
-
-
 def test_dask_scene_larger_than_budget_streams_within_it():
     """A 64 MiB dask scene streams under an 8 MiB budget: traced peak stays within 1.25x the budget."""
     pytest.importorskip("dask")
     import dask
 
-    scene = _lazy_scene((1, 2048, 4096, 4), (1, 256, 1024, 4))
+    scene = lazy_scene((1, 2048, 4096, 4), chunks=(256, 1024))
     budget = 8 * 2**20
     assert scene.nbytes >= 8 * budget
     checksum = 0
@@ -140,7 +125,8 @@ def test_dask_scene_larger_than_budget_streams_within_it():
 
 def test_lazy_dask_result_is_built_band_by_band():
     """extract_patches on dask is lazy: one chunk per band, each depending only on its halo."""
-    scene = _lazy_scene((1, 512, 256, 2), (1, 128, 128, 2))
+    pytest.importorskip("dask")
+    scene = lazy_scene((1, 512, 256, 2), chunks=(128, 128))
     spec = PatchSpec(32, 16)
     result = lazy_patches(as_source(scene), spec, get_backend("numpy", as_source(scene)), chunk_memory="256KiB")
     bands = len(result.chunks[1])

@@ -37,3 +37,15 @@ def test_nan_payloads_count():
 def test_matches_tensorflow(tf):
     """The one-line check users can run."""
     assert_matches_tensorflow(np.arange(48, dtype=np.uint8).reshape(1, 4, 4, 3), 2, 1, padding="SAME")
+
+
+def test_lazy_scene_is_the_ramp_chunk_by_chunk():
+    """Each pixel is 31 y + 17 x + 7 band (wrapping), whatever chunk it falls in."""
+    pytest.importorskip("dask")
+    from patchkit.testing import lazy_scene
+
+    scene = lazy_scene((2, 70, 50, 3), "uint8", chunks=(32, 20))
+    assert scene.chunks == ((2,), (32, 32, 6), (20, 20, 10), (3,))
+    y, x, band = np.meshgrid(np.arange(70), np.arange(50), np.arange(3), indexing="ij")
+    expected = ((31 * y + 17 * x + 7 * band) % 256).astype(np.uint8)
+    np.testing.assert_array_equal(scene.compute(), np.broadcast_to(expected, (2, 70, 50, 3)))
