@@ -51,3 +51,48 @@ def test_thread_count_from_environment(monkeypatch):
     monkeypatch.setenv("PATCHKIT_NUM_THREADS", "3")
     assert num_threads() == 3
     assert get_pool(3)._max_workers == 3 and get_pool(3) is get_pool(3)
+
+
+@pytest.mark.parametrize("kernel", ["c", "numpy"])
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize(
+    "layout",
+    ["contiguous", "reversed rows", "broadcast channels", "column rate 2"],
+)
+def test_copy_kernel_and_numpy_agree(kernel, stream, layout, monkeypatch):
+    """The C kernel (streaming or not) and np.copyto give the same bytes, for every input layout."""
+    if kernel == "c" and numpy_backend._copy_runs is None:
+        pytest.skip("the C copy kernel was not built (no compiler at install time)")
+    calls = []
+    if kernel == "numpy":
+        monkeypatch.setattr(numpy_backend, "_copy_runs", None)
+    else:
+        real = numpy_backend._copy_runs
+        monkeypatch.setattr(numpy_backend, "_copy_runs", lambda *args: calls.append(args) or real(*args))
+    monkeypatch.setattr(numpy_backend, "STREAM_MIN_BYTES", 0 if stream else 1 << 62)
+    base = random_image((2, 61, 47, 3), "complex64", seed=5)
+    images, rates = {
+        "contiguous": (base, 1),
+        "reversed rows": (base[:, ::-1], 1),
+        "broadcast channels": (np.broadcast_to(base[..., :1], base.shape), 1),
+        "column rate 2": (base, (1, 2)),
+    }[layout]
+    spec = PatchSpec((7, 5), (3, 2), rates, "SAME")
+    got = numpy_backend.NumpyBackend().extract(images, spec)
+    expected = np.empty_like(got).reshape(got.shape[:3] + (7, 5, 3))
+    for region in spec.regions((0, got.shape[1]), images.shape):  # the reference: plain np.copyto per region
+        padded = numpy_backend._zero_padded(images, 0, 61, 47, *region.in_rows, *region.in_cols)
+        dst = expected[:, region.rows, region.cols]
+        np.copyto(dst, numpy_backend._patch_view(padded, spec, dst.shape))
+    assert_patches_equal(got, expected.reshape(got.shape))
+    assert bool(calls) == (kernel == "c" and layout != "column rate 2")  # rate 2: runs are not contiguous
+
+
+def test_c_kernel_is_built():
+    """`pip install` builds the C kernel where a compiler exists (as on CI); say so when it did not."""
+    import sysconfig
+    import shutil
+
+    if not shutil.which(sysconfig.get_config_var("CC").split()[0] if sysconfig.get_config_var("CC") else "cc"):
+        pytest.skip("no C compiler: patchkit runs on numpy alone")
+    assert numpy_backend._copy_runs is not None

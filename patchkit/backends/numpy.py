@@ -17,12 +17,19 @@ from numpy.lib.stride_tricks import as_strided
 from ..spec import PatchSpec
 from ._threads import get_pool, num_threads
 
+try:  # the optional C kernel (setup.py); without it numpy copies alone
+    from ._copy import copy_runs as _copy_runs
+except ImportError:  # pragma: no cover - depends on the build
+    _copy_runs = None
+
 __all__ = ["NumpyBackend", "extract_band"]
 
 #: Below this many bytes a copy runs on the calling thread: handing it to the pool costs more.
 PARALLEL_MIN_BYTES = 1 << 20
 #: Aim for tasks of at least this many bytes.
 TASK_MIN_BYTES = 1 << 18
+#: Copies at least this large bypass the cache (streaming stores): they would only evict it.
+STREAM_MIN_BYTES = 8 << 20
 
 
 def extract_band(
@@ -85,8 +92,9 @@ def _patch_view(base: np.ndarray, spec: PatchSpec, shape6: tuple[int, ...]) -> n
 def _parallel_copy(dst: np.ndarray, src: np.ndarray, threads: int) -> None:
     """``dst[...] = src``, split over ``threads`` along output rows (or columns when rows are few)."""
     nbytes = dst.nbytes
+    stream = nbytes >= STREAM_MIN_BYTES
     if threads <= 1 or nbytes < PARALLEL_MIN_BYTES:
-        np.copyto(dst, src, casting="no")
+        copy_patches(dst, src, stream)
         return
     b, n, m = dst.shape[:3]
     target = max(min(nbytes // (4 * threads), 32 << 20), TASK_MIN_BYTES)  # ~4 tasks a thread, not tiny
@@ -99,9 +107,35 @@ def _parallel_copy(dst: np.ndarray, src: np.ndarray, threads: int) -> None:
         group = max(target // row_bytes, 1)
         tasks = [(k, slice(i, i + group), slice(None)) for k in range(b) for i in range(0, n, group)]
     pool = get_pool(threads)
-    futures = [pool.submit(np.copyto, dst[t], src[t], casting="no") for t in tasks]
+    futures = [pool.submit(copy_patches, dst[t], src[t], stream) for t in tasks]
     for future in futures:
         future.result()
+
+
+def copy_patches(dst: np.ndarray, src: np.ndarray, stream: bool = False) -> None:
+    """``dst[...] = src`` for patch arrays whose last two axes (kernel col, channel) are contiguous runs.
+
+    With the C kernel, each run is one copy (with streaming stores when ``stream``: the destination's
+    cache lines are not read first, as glibc's ``memcpy`` does for large copies); otherwise, and for
+    layouts the kernel does not take (a column rate above 1, more than four outer axes), ``np.copyto``.
+    """
+    item = dst.itemsize
+    run = dst.shape[-1] * dst.shape[-2] * item
+    outer = dst.shape[:-2]
+    if (
+        _copy_runs is None
+        or len(outer) > 4
+        or dst.dtype != src.dtype
+        or dst.shape != src.shape
+        or dst.size == 0
+        or any(a.strides[-1] != item or (a.shape[-2] > 1 and a.strides[-2] != a.shape[-1] * item) for a in (dst, src))
+    ):
+        np.copyto(dst, src, casting="no")
+        return
+    pad = (1,) * (4 - len(outer)), (0,) * (4 - len(outer))
+    _copy_runs(
+        dst.ctypes.data, src.ctypes.data, pad[0] + outer, pad[1] + dst.strides[:-2], pad[1] + src.strides[:-2], run, stream
+    )
 
 
 class NumpyBackend:
