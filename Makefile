@@ -9,12 +9,12 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# Reinstall when pyproject.toml changes.
-$(VENV)/.installed-dev: pyproject.toml | $(VENV)/bin/python
+# Reinstall (and rebuild the C copy kernel) when the build files change.
+$(VENV)/.installed-dev: pyproject.toml setup.py patchkit/backends/_copy.c | $(VENV)/bin/python
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $@
 
-$(VENV)/.installed-demo: pyproject.toml | $(VENV)/bin/python
+$(VENV)/.installed-demo: pyproject.toml setup.py patchkit/backends/_copy.c | $(VENV)/bin/python
 	$(BIN)/python -m pip install --quiet -e ".[tensorflow,dask]"
 	touch $@
 
