@@ -6,9 +6,10 @@ memory budget. See ``DESIGN.md`` for the geometry and the public API.
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import errors
+from . import accessor, errors  # accessor registers DataArray.patches and Dataset.patches
 from .chunking import iter_patches
 from .extract import extract_image_patches, extract_patches
+from .geo import patch_transform
 from .spec import PatchSpec, Plan, Window
 
 try:
@@ -24,5 +25,6 @@ __all__ = [
     "extract_image_patches",
     "extract_patches",
     "iter_patches",
+    "patch_transform",
     "__version__",
 ]

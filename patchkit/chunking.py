@@ -8,6 +8,7 @@ fills one reused buffer per band. :func:`lazy_patches` builds the same bands as 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Iterator
 
 import numpy as np
@@ -17,7 +18,16 @@ from .sources import Source, as_source
 from .spec import PatchSpec, Plan
 from .units import parse_bytes
 
-__all__ = ["iter_patches", "plan_for", "lazy_patches", "DEFAULT_MAX_MEMORY", "IN_MEMORY_BAND", "LAZY_CHUNK_MEMORY"]
+__all__ = [
+    "iter_patches",
+    "plan_for",
+    "lazy_patches",
+    "kept_patches",
+    "compact",
+    "DEFAULT_MAX_MEMORY",
+    "IN_MEMORY_BAND",
+    "LAZY_CHUNK_MEMORY",
+]
 
 DEFAULT_MAX_MEMORY = "512MiB"
 #: Bands of a source held in memory stop growing at about this size (see :func:`plan_for`).
@@ -133,19 +143,67 @@ def _bands(source: Source, spec: PatchSpec, plan: Plan, backend) -> Iterator[tup
             yield rows, (block if tensor_out else tensor_to_numpy(block))
 
 
-def _band_from_halo(halo: np.ndarray, row0: int, shape, spec: PatchSpec, rows: slice, backend_name: str) -> np.ndarray:
-    """One band of a lazy result, made from its halo (a dask task)."""
+def compact(block: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """Move the kept patches of a band to its front, in place, and return them as ``[b, kept, depth]``.
+
+    ``block`` is ``[b, rows, out_cols, depth]`` and ``keep`` a boolean ``[rows, out_cols]``; patches
+    keep their row-major order. Runs of neighbouring kept patches move in one copy (split where a run
+    would overlap itself), so no memory beyond the block is used. A read-only block is copied instead.
+    """
+    b, n, ow, depth = block.shape
+    flat = block.reshape(b, n * ow, depth)
+    index = np.flatnonzero(keep)
+    if not flat.flags.writeable:
+        return flat[:, index]
+    dst = 0
+    for run in np.split(index, np.flatnonzero(np.diff(index) != 1) + 1):
+        if not run.size:
+            continue
+        src, size = int(run[0]), int(run.size)
+        piece = min(size, src - dst) if src > dst else size
+        for off in range(0, size, piece):
+            m = min(piece, size - off)
+            if src != dst:
+                flat[:, dst + off: dst + off + m] = flat[:, src + off: src + off + m]
+        dst += size
+    return flat[:, :dst]
+
+
+def kept_patches(source: Source, spec: PatchSpec, keep: np.ndarray, backend, max_memory: int | str = DEFAULT_MAX_MEMORY) -> np.ndarray:
+    """The patches that ``keep`` (boolean ``[out_rows, out_cols]``) selects, as ``[b, kept, depth]``.
+
+    Made band by band under ``max_memory``; bands without a kept patch are skipped, and the dropped
+    patches of the others exist only in the reused block buffer.
+    """
+    b, _, _, depth = spec.output_shape(source.shape)
+    out = np.empty((b, int(keep.sum()), depth), source.dtype)
+    plan = plan_for(spec, source, backend, max_memory)
+    plan = replace(plan, bands=tuple(rows for rows in plan.bands if keep[rows].any()))
+    if not plan.bands:
+        return out
+    done = 0
+    for rows, block in _bands(source, spec, plan, backend):
+        picked = compact(np.asarray(block), keep[rows])
+        out[:, done: done + picked.shape[1]] = picked
+        done += picked.shape[1]
+    return out
+
+
+def _band_from_halo(halo: np.ndarray, row0: int, shape, spec: PatchSpec, rows: slice, backend_name: str, keep=None) -> np.ndarray:
+    """One band of a lazy result, made from its halo (a dask task); only the kept patches if ``keep``."""
     backend = get_backend(backend_name, as_source(halo))
     block = backend.band(np.asarray(halo), row0, shape, spec, rows)
-    return tensor_to_numpy(block) if backend.name == "tensorflow" else block
+    block = tensor_to_numpy(block) if backend.name == "tensorflow" else block
+    return block if keep is None else compact(block, keep)
 
 
-def lazy_patches(source: Source, spec: PatchSpec, backend, chunk_memory: int | str = LAZY_CHUNK_MEMORY):
+def lazy_patches(source: Source, spec: PatchSpec, backend, chunk_memory: int | str = LAZY_CHUNK_MEMORY, keep=None):
     """The patches of a dask-backed ``source`` as a dask array, one chunk per row band.
 
     Each chunk depends only on the source chunks of its halo, so computing the result (or any
     slice of it) never materialises the scene. Bands are planned under ``chunk_memory`` (or the
-    minimum, if larger).
+    minimum, if larger). With ``keep`` (boolean ``[out_rows, out_cols]``) the result is
+    ``[b, kept, depth]``: the kept patches in row-major order, bands without one left out.
     """
     import dask
     import dask.array as da
@@ -156,7 +214,13 @@ def lazy_patches(source: Source, spec: PatchSpec, backend, chunk_memory: int | s
     b, _, ow, depth = spec.output_shape(shape)
     blocks = []
     for rows in plan.bands:
+        band_keep = None if keep is None else keep[rows]
+        if band_keep is not None and not band_keep.any():
+            continue
         ya, yb = spec.input_rows(rows, shape, clip=True)
-        task = dask.delayed(_band_from_halo, pure=True)(source.data[:, ya:yb], ya, shape, spec, rows, backend.name)
-        blocks.append(da.from_delayed(task, shape=(b, rows.stop - rows.start, ow, depth), dtype=dtype))
+        task = dask.delayed(_band_from_halo, pure=True)(source.data[:, ya:yb], ya, shape, spec, rows, backend.name, band_keep)
+        chunk = (rows.stop - rows.start, ow) if keep is None else (int(band_keep.sum()),)
+        blocks.append(da.from_delayed(task, shape=(b, *chunk, depth), dtype=dtype))
+    if not blocks:
+        return da.empty((b, 0, depth), dtype=dtype)
     return da.concatenate(blocks, axis=1)

@@ -20,6 +20,8 @@ __all__ = [
     "InvalidMemoryError",
     "BudgetTooSmallError",
     "OutputTooLargeError",
+    "DimensionError",
+    "GeoreferenceError",
 ]
 
 
@@ -69,3 +71,11 @@ class BudgetTooSmallError(PatchkitValueError):
 
 class OutputTooLargeError(PatchkitError, MemoryError):
     """The requested output would not fit in the memory available."""
+
+
+class DimensionError(PatchkitValueError):
+    """A DataArray's spatial dims cannot be found, or one of them is empty."""
+
+
+class GeoreferenceError(PatchkitValueError):
+    """The grid is not one patchkit can georeference: irregular, non-monotonic, rotated or sheared."""

@@ -356,6 +356,18 @@ class PatchSpec:
             offsets.append(axis.span(index % axis.out, index % axis.out + 1)[0])
         return Window(offsets[0], offsets[1], rows.ke, cols.ke, self.rates[0], self.rates[1])
 
+    def positions(self, shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Input pixel indices every patch samples: ``(rows[out_rows, kh], cols[out_cols, kw])``.
+
+        ``rows[i, a] = i * stride - pad_top + a * rate`` (columns likewise). Indices below 0 or past
+        the image are padded cells.
+        """
+        out = []
+        for axis in self._axes(shape):
+            starts = np.arange(axis.out, dtype=np.int64) * axis.s - axis.before
+            out.append(starts[:, None] + np.arange(axis.k, dtype=np.int64) * axis.r)
+        return out[0], out[1]
+
     def input_rows(self, rows: slice | tuple[int, int], shape: Sequence[int], *, clip: bool = False) -> tuple[int, int]:
         """Input rows ``[start, stop)`` that output rows ``rows`` read: the halo of a band.
 

@@ -17,6 +17,8 @@ from patchkit import errors
         (errors.InvalidMemoryError, ValueError),
         (errors.BudgetTooSmallError, ValueError),
         (errors.OutputTooLargeError, MemoryError),
+        (errors.DimensionError, ValueError),
+        (errors.GeoreferenceError, ValueError),
     ],
 )
 def test_hierarchy(cls, builtin):

@@ -1,0 +1,106 @@
+"""The ``.patches`` accessor on xarray DataArrays and Datasets, registered on ``import patchkit``.
+
+Thin: every method builds a :class:`~patchkit.spec.PatchSpec` and hands over to
+:mod:`patchkit.labelled` (dims, data layout, labels), which uses :mod:`patchkit.chunking`,
+:mod:`patchkit.geo` and :mod:`patchkit.nodata`. As xarray advises, ``__init__`` only stores the
+object; arguments are checked in the methods.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import xarray as xr
+
+from . import labelled
+from .chunking import DEFAULT_MAX_MEMORY
+from .spec import PatchSpec
+
+__all__ = ["PatchesAccessor"]
+
+_PARAMETERS = """
+        sizes, strides, rates, padding
+            As ``tf.image.extract_patches``: ints, ``(rows, cols)`` or 4-vectors; ``"VALID"`` or ``"SAME"``
+            (zero padding, whose cells get extrapolated coordinates).
+        max_nodata_fraction : float in [0, 1], optional
+            Keep only patches whose share of nodata (the raster's nodata or ``_FillValue``, NaN,
+            padded cells; over every value of the patch, all leading dims and bands together) is at
+            most this. The patches then lie along one ``patch`` dim with ``patch_row`` and
+            ``patch_col`` coordinates. Counting reads the data once; no dropped patch is kept.
+        spatial_dims : (str, str), optional
+            The ``(y, x)`` dims; found as rioxarray finds them (``y``/``x``, ``lat``/``lon``...) if not given.
+        channel_dims : sequence of str, optional
+            Dims kept inside each patch; by default dims named like ``band`` and any after the
+            spatial dims. All other dims lead the result (such as ``time``).
+        backend : {"auto", "numpy", "tensorflow"}
+"""
+
+
+class PatchesAccessor:
+    """Patches of a georeferenced DataArray or Dataset: ``da.patches.extract(256, 128)``.
+
+    Every patch keeps its place on the map: 2-D coordinates ``y(patch_row, y)`` and ``x(patch_col, x)``
+    hold the real-world centre of every patch pixel, the CRS (``spatial_ref``), attrs, nodata and
+    ``_FillValue`` are kept, and :func:`patchkit.patch_transform` gives any patch's affine transform.
+    """
+
+    def __init__(self, obj: xr.DataArray | xr.Dataset) -> None:
+        self._obj = obj
+
+    def extract(self, sizes, strides, rates=1, padding: str = "VALID", *, backend: str = "auto",
+                max_nodata_fraction: float | None = None, spatial_dims: Sequence[str] | None = None,
+                channel_dims: Sequence[str] | None = None) -> Any:
+        """All patches, labelled: dims ``(*leading, "patch_row", "patch_col", *channels, y, x)``.
+
+        Parameters
+        ----------%s
+        Returns
+        -------
+        DataArray or Dataset
+            Pixels bit-exact with :func:`patchkit.extract_patches`. On dask-backed data the result is
+            lazy: a dask array with one chunk per row band of patches, each reading only its rows.
+        """
+        spec = PatchSpec(sizes, strides, rates, padding)
+        return labelled.extract(self._obj, spec, backend=backend, max_nodata_fraction=max_nodata_fraction,
+                                spatial_dims=spatial_dims, channel_dims=channel_dims)
+
+    def iter(self, sizes, strides, rates=1, padding: str = "VALID", *, max_memory: int | str = DEFAULT_MAX_MEMORY,
+             backend: str = "auto", max_nodata_fraction: float | None = None,
+             spatial_dims: Sequence[str] | None = None, channel_dims: Sequence[str] | None = None) -> Iterator:
+        """Yield the patches one row band at a time, each labelled as :meth:`extract` labels them.
+
+        Parameters
+        ----------%s        max_memory : int or str, default "512MiB"
+            Bound on all that the extraction holds at once, as :func:`patchkit.iter_patches`.
+
+        Yields
+        ------
+        DataArray or Dataset
+            One band of patch rows (``patch_row`` gives which). Its data may be a view of a buffer
+            that the next band reuses: ``.copy()`` a band you keep.
+        """
+        spec = PatchSpec(sizes, strides, rates, padding)
+        return labelled.iterate(self._obj, spec, max_memory=max_memory, backend=backend,
+                                max_nodata_fraction=max_nodata_fraction, spatial_dims=spatial_dims,
+                                channel_dims=channel_dims)
+
+    def grid(self, sizes, strides, rates=1, padding: str = "VALID", *, max_nodata_fraction: float | None = None,
+             path: str | Path | None = None, spatial_dims: Sequence[str] | None = None):
+        """Every patch's place, without extracting: a pandas table.
+
+        Columns ``row``, ``col``, ``left``, ``bottom``, ``right``, ``top`` (in the CRS, kept in
+        ``table.attrs["crs"]``) and ``transform`` (``affine.Affine``); with ``max_nodata_fraction``
+        also ``nodata_fraction``, and only the kept patches. ``path`` (``.geojson``, ``.gpkg``...)
+        also writes the patches as polygons through geopandas.
+        """
+        spec = PatchSpec(sizes, strides, rates, padding)
+        return labelled.grid(self._obj, spec, max_nodata_fraction=max_nodata_fraction, path=path,
+                             spatial_dims=spatial_dims)
+
+    extract.__doc__ = extract.__doc__ % _PARAMETERS
+    iter.__doc__ = iter.__doc__ % _PARAMETERS
+
+
+xr.register_dataarray_accessor("patches")(PatchesAccessor)
+xr.register_dataset_accessor("patches")(PatchesAccessor)

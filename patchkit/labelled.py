@@ -1,0 +1,364 @@
+"""Patches of xarray objects: find the dims, arrange the data for the backends, label the result.
+
+A DataArray's dims fall in three groups (:class:`Layout`):
+
+* the spatial dims ``y``, ``x`` (found as rioxarray finds them, or named);
+* *channel* dims, kept inside each patch: those named like ``band`` and any that come after the
+  spatial dims (channels-last data);
+* *leading* dims (such as ``time``): every other dim, kept in front of the patch grid.
+
+The result has dims ``(*leading, "patch_row", "patch_col", *channels, y, x)``, or
+``(*leading, "patch", *channels, y, x)`` when patches are filtered by their nodata share.
+
+The data goes to the backends as one ``[batch, height, width, channels]`` array without a transpose
+of the pixels: channels-first data (rioxarray's ``band, y, x``) as ``[leading x channels, h, w, 1]``,
+channels-last data as ``[leading, h, w, channels]``. The result is a reshaped, transposed *view* of
+the backend's output, so its pixels are bit-exact with :func:`patchkit.extract_patches`.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass, replace
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from .backends import get_backend
+from .chunking import DEFAULT_MAX_MEMORY, _bands, compact, kept_patches, lazy_patches, plan_for
+from .errors import DimensionError
+from .extract import extract_patches
+from .geo import STEP_ATTR, check_north_up, crs_of, geotransform_of, grid_table, pixel_coords, regular_step, source_transform, write_grid
+from .nodata import check_fraction, nodata_counts, nodata_values
+from .sources import as_source
+from .spec import PatchSpec
+from .units import parse_bytes
+
+__all__ = ["Layout", "find_layout", "extract", "iterate", "grid"]
+
+SPATIAL_NAMES = (("y", "x"), ("lat", "lon"), ("latitude", "longitude"))
+CHANNEL_NAMES = ("band", "bands", "channel", "channels", "variable", "wavelength")
+#: Encoding entries a patch array keeps (the rest describe the source file).
+KEPT_ENCODING = ("grid_mapping", "_FillValue", "missing_value", "scale_factor", "add_offset", "dtype")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How the dims of a DataArray map onto ``[batch, height, width, channels]`` and back."""
+
+    y: str
+    x: str
+    leading: tuple[str, ...]
+    channels: tuple[str, ...]
+    channels_last: bool
+
+    @property
+    def order(self) -> tuple[str, ...]:
+        """The dims in the order the backends read them."""
+        spatial = (self.y, self.x)
+        return self.leading + (spatial + self.channels if self.channels_last else self.channels + spatial)
+
+    def dims(self, grid: tuple[str, ...]) -> tuple[str, ...]:
+        """The dims of the patch array for ``grid`` (``("patch_row", "patch_col")`` or ``("patch",)``)."""
+        return self.leading + grid + self.channels + (self.y, self.x)
+
+
+def _spatial_dims(obj: Any) -> tuple[str, str]:
+    dims = tuple(obj.dims)
+    if "rioxarray" in sys.modules:  # spatial dims set with rio.set_spatial_dims
+        try:
+            if obj.rio.y_dim in dims and obj.rio.x_dim in dims:
+                return obj.rio.y_dim, obj.rio.x_dim
+        except Exception:  # rioxarray raises its own error when it finds none
+            pass
+    for y, x in SPATIAL_NAMES:
+        if y in dims and x in dims:
+            return y, x
+    raise DimensionError(
+        f"found no spatial dims among {dims}: patchkit looks for {SPATIAL_NAMES}; rename them, "
+        "e.g. da.rename({'row': 'y', 'col': 'x'}), or pass spatial_dims=('row', 'col')"
+    )
+
+
+def find_layout(obj: Any, spatial_dims: Sequence[str] | None = None, channel_dims: Sequence[str] | None = None) -> Layout:
+    """The :class:`Layout` of a DataArray (see the module docstring for the rules).
+
+    Raises
+    ------
+    DimensionError
+        No recognisable spatial dims, a spatial dim of length 0, or a named dim that is not there.
+    """
+    dims = tuple(obj.dims)
+    if spatial_dims is None:
+        y, x = _spatial_dims(obj)
+    else:
+        y, x = _named(dims, spatial_dims, "spatial_dims", 2)
+    for dim in (y, x):
+        if obj.sizes[dim] == 0:
+            raise DimensionError(f"spatial dim {dim!r} has length 0: there is nothing to cut into patches; select a non-empty region")
+    last = max(dims.index(y), dims.index(x))
+    others = [d for d in dims if d not in (y, x)]
+    if channel_dims is None:
+        channels = tuple(d for d in others if d in CHANNEL_NAMES or dims.index(d) > last)
+    else:
+        channels = _named(tuple(others), channel_dims, "channel_dims")
+    leading = tuple(d for d in others if d not in channels)
+    return Layout(y, x, leading, channels, all(dims.index(d) > last for d in channels))
+
+
+def _named(dims: tuple[str, ...], names, argument: str, count: int | None = None) -> tuple[str, ...]:
+    names = (names,) if isinstance(names, str) else tuple(names)
+    if (count is not None and len(names) != count) or any(n not in dims for n in names):
+        raise DimensionError(f"{argument}={names!r} must name {count or 'some'} of the dims {dims}; pass names from that list")
+    return names
+
+
+# --------------------------------------------------------------------------------------------------
+# Arranging data for the backends and back
+# --------------------------------------------------------------------------------------------------
+
+
+def _sizes(obj, names) -> tuple[int, ...]:
+    return tuple(obj.sizes[d] for d in names)
+
+
+def arrange(obj: Any, layout: Layout):
+    """The data of ``obj`` as ``[batch, height, width, channels]`` (numpy or dask; a view when it can be)."""
+    data = obj.transpose(*layout.order).data
+    lead, chan = math.prod(_sizes(obj, layout.leading)), math.prod(_sizes(obj, layout.channels))
+    h, w = obj.sizes[layout.y], obj.sizes[layout.x]
+    return data.reshape((lead, h, w, chan) if layout.channels_last else (lead * chan, h, w, 1))
+
+
+def unarrange(out, obj: Any, layout: Layout, grid: tuple[int, ...], sizes: tuple[int, int]):
+    """Backend output ``[batch, *grid, kh * kw * channels]`` as dims ``layout.dims(grid)`` (a view)."""
+    lead, chan = _sizes(obj, layout.leading), _sizes(obj, layout.channels)
+    nl, ng, nc = len(lead), len(grid), len(chan)
+    if layout.channels_last:  # [*lead, *grid, kh, kw, *chan]
+        shaped = out.reshape(lead + grid + sizes + chan)
+        spatial = (nl + ng, nl + ng + 1)
+        chan_axes = tuple(range(nl + ng + 2, nl + ng + 2 + nc))
+        grid_axes = tuple(range(nl, nl + ng))
+    else:  # [*lead, *chan, *grid, kh, kw]
+        shaped = out.reshape(lead + chan + grid + sizes)
+        chan_axes = tuple(range(nl, nl + nc))
+        grid_axes = tuple(range(nl + nc, nl + nc + ng))
+        spatial = (nl + nc + ng, nl + nc + ng + 1)
+    return shaped.transpose(tuple(range(nl)) + grid_axes + chan_axes + spatial)
+
+
+# --------------------------------------------------------------------------------------------------
+# Coordinates
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Labels:
+    """Coordinates of every patch of one object, cut to a band or a selection by :meth:`coords`."""
+
+    obj: Any
+    layout: Layout
+    centres: tuple[np.ndarray, np.ndarray]  # y [out_rows, kh], x [out_cols, kw]
+    attrs: tuple[dict, dict]
+
+    def coords(self, rows: np.ndarray, cols: np.ndarray, grid: tuple[str, ...]) -> dict:
+        """Coordinates for patch rows/cols ``rows``, ``cols`` (the grid's, or one pair per kept patch)."""
+        y, x = self.layout.y, self.layout.x
+        first, second = (grid[0], grid[-1])
+        coords = {
+            y: ((first, y), self.centres[0][rows], self.attrs[0]),
+            x: ((second, x), self.centres[1][cols], self.attrs[1]),
+        }
+        if grid == ("patch",):
+            coords.update(patch_row=(grid, rows), patch_col=(grid, cols))
+        else:
+            coords.update(patch_row=rows, patch_col=cols)
+        kept = set(self.layout.leading + self.layout.channels)
+        for name, coord in self.obj.coords.items():
+            if name not in (y, x) and set(coord.dims) <= kept:
+                coords[name] = _without_transform(coord)
+        return coords
+
+
+def _without_transform(coord):
+    """A grid-mapping coordinate minus its ``GeoTransform``, which describes the source, not a patch.
+
+    Without it, rioxarray derives a selected patch's transform from its coordinates.
+    """
+    if "GeoTransform" not in coord.attrs:
+        return coord
+    coord = coord.copy()
+    del coord.attrs["GeoTransform"]
+    return coord
+
+
+def _labels(obj: Any, layout: Layout, spec: PatchSpec) -> _Labels:
+    transform = geotransform_of(obj)
+    check_north_up(transform)
+    shape = (obj.sizes[layout.y], obj.sizes[layout.x])
+    positions = spec.positions(shape)
+    fallback = (None, None) if transform is None else (transform.e, transform.a)
+    centres, attrs = [], []
+    for dim, pos, step, rate in zip((layout.y, layout.x), positions, fallback, spec.rates):
+        values = obj[dim].values if dim in obj.coords else np.arange(obj.sizes[dim])
+        own = regular_step(values) if values.size > 1 else step
+        centres.append(pixel_coords(values, pos, step))
+        attr = dict(obj[dim].attrs) if dim in obj.coords else {}
+        if own is not None:
+            attr[STEP_ATTR] = own * rate
+        attrs.append(attr)
+    return _Labels(obj, layout, tuple(centres), tuple(attrs))
+
+
+def _wrap(data, obj: Any, layout: Layout, grid: tuple[str, ...], coords: dict):
+    import xarray as xr
+
+    out = xr.DataArray(data, dims=layout.dims(grid), coords=coords, attrs=dict(obj.attrs))
+    out.name = obj.name  # set after: xarray would take a dask array's name for a missing one
+    out.encoding = {k: v for k, v in obj.encoding.items() if k in KEPT_ENCODING}
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# The operations behind the accessor
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One DataArray to cut: its layout, labels and the array the backends read."""
+
+    obj: Any
+    layout: Layout
+    labels: _Labels
+    images: Any
+
+
+def _jobs(obj: Any, spec: PatchSpec, spatial_dims, channel_dims) -> dict:
+    """``{name: _Job}`` for a DataArray (one, named None) or for every spatial variable of a Dataset."""
+    import xarray as xr
+
+    if isinstance(obj, xr.DataArray):
+        arrays = {None: obj}
+    else:
+        y, x = spatial_dims or _spatial_dims(obj)
+        arrays = {name: var for name, var in obj.data_vars.items() if y in var.dims or x in var.dims}
+        for name, var in arrays.items():
+            if not (y in var.dims and x in var.dims):
+                raise DimensionError(f"variable {name!r} has dims {var.dims}: it needs both {y!r} and {x!r}, or neither; drop it first")
+        spatial_dims = (y, x)
+        if not arrays:
+            raise DimensionError(f"no variable of the Dataset has the spatial dims {spatial_dims}")
+    jobs = {}
+    for name, array in arrays.items():
+        layout = find_layout(array, spatial_dims, channel_dims)
+        images = arrange(array, layout)
+        spec.check(images.shape)
+        jobs[name] = _Job(array, layout, _labels(array, layout, spec), images)
+    return jobs
+
+
+def _shares(jobs: dict, spec: PatchSpec, max_memory) -> np.ndarray:
+    """The nodata share of every patch ``[out_rows, out_cols]``, over all the arrays together."""
+    counts, total = 0, 0
+    for job in jobs.values():
+        c, t = nodata_counts(job.images, spec, nodata_values(job.obj), max_memory=max_memory)
+        counts, total = counts + c, total + t
+    return counts / total
+
+
+def _keep(jobs: dict, spec: PatchSpec, fraction: float | None, max_memory) -> np.ndarray | None:
+    """Which patches have a nodata share of at most ``fraction`` (None: keep all)."""
+    return None if fraction is None else _shares(jobs, spec, max_memory) <= fraction
+
+
+def _result(obj: Any, arrays: dict):
+    """A DataArray for a DataArray input; a Dataset of the patched (and untouched) variables otherwise."""
+    import xarray as xr
+
+    if isinstance(obj, xr.DataArray):
+        return arrays[None]
+    untouched = {name: var for name, var in obj.data_vars.items() if name not in arrays}
+    return xr.Dataset({**arrays, **untouched}, attrs=dict(obj.attrs))
+
+
+def extract(obj: Any, spec: PatchSpec, *, backend: str = "auto", max_nodata_fraction=None, spatial_dims=None,
+            channel_dims=None, max_memory: int | str = DEFAULT_MAX_MEMORY):
+    """Every patch of a DataArray or Dataset, labelled; see ``DataArray.patches.extract``."""
+    fraction = check_fraction(max_nodata_fraction)
+    jobs = _jobs(obj, spec, spatial_dims, channel_dims)
+    keep = _keep(jobs, spec, fraction, max_memory)
+    arrays = {}
+    for name, job in jobs.items():
+        if keep is None:
+            out = extract_patches(job.images, spec.sizes, spec.strides, spec.rates, spec.padding, backend=backend)
+            rows, cols = (np.arange(n) for n in out.shape[1:3])
+            grid = ("patch_row", "patch_col")
+        else:
+            source = as_source(job.images)
+            chosen = get_backend(backend, source)
+            if source.kind == "dask":
+                out = lazy_patches(source, spec, chosen, keep=keep)
+            else:
+                out = kept_patches(source, spec, keep, chosen, max_memory)
+            (rows, cols), grid = np.nonzero(keep), ("patch",)
+        data = unarrange(out, job.obj, job.layout, tuple(out.shape[1:-1]), spec.sizes)
+        arrays[name] = _wrap(data, job.obj, job.layout, grid, job.labels.coords(rows, cols, grid))
+    return _result(obj, arrays)
+
+
+def iterate(obj: Any, spec: PatchSpec, *, max_memory: int | str = DEFAULT_MAX_MEMORY, backend: str = "auto",
+            max_nodata_fraction=None, spatial_dims=None, channel_dims=None) -> Iterator:
+    """Labelled row bands of patches under ``max_memory``; see ``DataArray.patches.iter``."""
+    fraction = check_fraction(max_nodata_fraction)
+    jobs = _jobs(obj, spec, spatial_dims, channel_dims)
+    budget = parse_bytes(max_memory)
+    sources = {name: as_source(job.images) for name, job in jobs.items()}
+    chosen = {name: get_backend(backend, source) for name, source in sources.items()}
+    plans = {name: plan_for(spec, sources[name], chosen[name], budget // len(jobs)) for name in jobs}
+    keep = _keep(jobs, spec, fraction, budget)
+    return _iterate(obj, spec, jobs, sources, chosen, plans, keep)
+
+
+def _iterate(obj, spec, jobs, sources, chosen, plans, keep) -> Iterator:
+    oh, ow = spec.grid_shape(next(iter(jobs.values())).images.shape)
+    n = min(plan.band_rows for plan in plans.values())
+    bands = tuple(slice(i, min(i + n, oh)) for i in range(0, oh, n))
+    if keep is not None:
+        bands = tuple(rows for rows in bands if keep[rows].any())
+    streams = {name: _bands(sources[name], spec, replace(plans[name], bands=bands, band_rows=n), chosen[name]) for name in jobs}
+    for parts in zip(*streams.values()):
+        rows = parts[0][0]
+        arrays = {}
+        for (name, job), (_, block) in zip(jobs.items(), parts):
+            if keep is None:
+                out, r, c, grid = np.asarray(block), np.arange(rows.start, rows.stop), np.arange(ow), ("patch_row", "patch_col")
+            else:
+                out, grid = compact(np.asarray(block), keep[rows]), ("patch",)
+                r, c = np.nonzero(keep[rows])
+                r = r + rows.start
+            data = unarrange(out, job.obj, job.layout, tuple(out.shape[1:-1]), spec.sizes)
+            arrays[name] = _wrap(data, job.obj, job.layout, grid, job.labels.coords(r, c, grid))
+        yield _result(obj, arrays)
+
+
+def grid(obj: Any, spec: PatchSpec, *, max_nodata_fraction=None, spatial_dims=None, channel_dims=None,
+         path=None, max_memory: int | str = DEFAULT_MAX_MEMORY):
+    """The table of every patch's place; see ``DataArray.patches.grid``."""
+    fraction = check_fraction(max_nodata_fraction)
+    jobs = _jobs(obj, spec, spatial_dims, channel_dims)
+    job = next(iter(jobs.values()))
+    y, x = job.layout.y, job.layout.x
+    shape = (obj.sizes[y], obj.sizes[x])
+    centres = [obj[d].values if d in obj.coords else np.arange(obj.sizes[d]) for d in (x, y)]
+    gt = geotransform_of(job.obj)
+    transform = source_transform(*centres, steps=(None, None) if gt is None else (gt.a, gt.e))
+    table = grid_table(spec, shape, transform, crs_of(obj))
+    if fraction is not None:
+        shares = _shares(jobs, spec, max_memory).ravel()
+        table["nodata_fraction"] = shares
+        table = table[shares <= fraction].reset_index(drop=True)
+    if path is not None:
+        write_grid(table, path)
+    return table
