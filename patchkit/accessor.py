@@ -14,7 +14,7 @@ from typing import Any, Iterator, Sequence
 import xarray as xr
 
 from . import labelled
-from .chunking import DEFAULT_MAX_MEMORY
+from .chunking import DEFAULT_MAX_MEMORY, LAZY_CHUNK_MEMORY
 from .spec import PatchSpec
 
 __all__ = ["PatchesAccessor"]
@@ -50,11 +50,14 @@ class PatchesAccessor:
 
     def extract(self, sizes, strides, rates=1, padding: str = "VALID", *, backend: str = "auto",
                 max_nodata_fraction: float | None = None, spatial_dims: Sequence[str] | None = None,
-                channel_dims: Sequence[str] | None = None) -> Any:
+                channel_dims: Sequence[str] | None = None, chunk_memory: int | str = LAZY_CHUNK_MEMORY) -> Any:
         """All patches, labelled: dims ``(*leading, "patch_row", "patch_col", *channels, y, x)``.
 
         Parameters
-        ----------%s
+        ----------%s        chunk_memory : int or str, default "128MiB"
+            On dask-backed data: the memory that computing one chunk (one row band of patches) may
+            take, its input rows included; it sets the chunk size of the lazy result.
+
         Returns
         -------
         DataArray or Dataset
@@ -63,7 +66,7 @@ class PatchesAccessor:
         """
         spec = PatchSpec(sizes, strides, rates, padding)
         return labelled.extract(self._obj, spec, backend=backend, max_nodata_fraction=max_nodata_fraction,
-                                spatial_dims=spatial_dims, channel_dims=channel_dims)
+                                spatial_dims=spatial_dims, channel_dims=channel_dims, chunk_memory=chunk_memory)
 
     def iter(self, sizes, strides, rates=1, padding: str = "VALID", *, max_memory: int | str = DEFAULT_MAX_MEMORY,
              backend: str = "auto", max_nodata_fraction: float | None = None,
@@ -78,7 +81,7 @@ class PatchesAccessor:
         ------
         DataArray or Dataset
             One band of patch rows (``patch_row`` gives which). Its data may be a view of a buffer
-            that the next band reuses: ``.copy()`` a band you keep.
+            that the next band reuses: ``.copy(deep=True)`` a band you keep.
         """
         spec = PatchSpec(sizes, strides, rates, padding)
         return labelled.iterate(self._obj, spec, max_memory=max_memory, backend=backend,

@@ -26,7 +26,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from .backends import get_backend
-from .chunking import DEFAULT_MAX_MEMORY, _bands, compact, kept_patches, lazy_patches, plan_for
+from .chunking import DEFAULT_MAX_MEMORY, LAZY_CHUNK_MEMORY, _bands, compact, kept_patches, lazy_patches, plan_for
 from .errors import DimensionError
 from .extract import extract_patches
 from .geo import STEP_ATTR, check_north_up, crs_of, geotransform_of, grid_table, pixel_coords, regular_step, source_transform, write_grid
@@ -284,24 +284,24 @@ def _result(obj: Any, arrays: dict):
 
 
 def extract(obj: Any, spec: PatchSpec, *, backend: str = "auto", max_nodata_fraction=None, spatial_dims=None,
-            channel_dims=None, max_memory: int | str = DEFAULT_MAX_MEMORY):
+            channel_dims=None, max_memory: int | str = DEFAULT_MAX_MEMORY, chunk_memory: int | str = LAZY_CHUNK_MEMORY):
     """Every patch of a DataArray or Dataset, labelled; see ``DataArray.patches.extract``."""
     fraction = check_fraction(max_nodata_fraction)
     jobs = _jobs(obj, spec, spatial_dims, channel_dims)
     keep = _keep(jobs, spec, fraction, max_memory)
     arrays = {}
     for name, job in jobs.items():
-        if keep is None:
-            out = extract_patches(job.images, spec.sizes, spec.strides, spec.rates, spec.padding, backend=backend)
-            rows, cols = (np.arange(n) for n in out.shape[1:3])
-            grid = ("patch_row", "patch_col")
+        source = as_source(job.images)
+        chosen = get_backend(backend, source)
+        if source.kind == "dask":
+            out = lazy_patches(source, spec, chosen, chunk_memory, keep=keep)
+        elif keep is None:
+            out = extract_patches(job.images, spec.sizes, spec.strides, spec.rates, spec.padding, backend=chosen.name)
         else:
-            source = as_source(job.images)
-            chosen = get_backend(backend, source)
-            if source.kind == "dask":
-                out = lazy_patches(source, spec, chosen, keep=keep)
-            else:
-                out = kept_patches(source, spec, keep, chosen, max_memory)
+            out = kept_patches(source, spec, keep, chosen, max_memory)
+        if keep is None:
+            (rows, cols), grid = (np.arange(n) for n in out.shape[1:3]), ("patch_row", "patch_col")
+        else:
             (rows, cols), grid = np.nonzero(keep), ("patch",)
         data = unarrange(out, job.obj, job.layout, tuple(out.shape[1:-1]), spec.sizes)
         arrays[name] = _wrap(data, job.obj, job.layout, grid, job.labels.coords(rows, cols, grid))

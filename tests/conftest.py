@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
-from .helpers import random_image
+from .helpers import random_image, write_geotiff
 
 settings.register_profile(
     "patchkit", deadline=None, max_examples=120, suppress_health_check=[HealthCheck.too_slow], print_blob=True
@@ -30,3 +30,54 @@ def tf():
 def image() -> np.ndarray:
     """A small float32 batch with odd sizes, so SAME padding splits unevenly."""
     return random_image((2, 37, 41, 3), "float32")
+
+
+# ---- georeferenced rasters (written with rasterio, read back with rioxarray) ----------------------
+
+
+@pytest.fixture(scope="session")
+def geotiffs(tmp_path_factory) -> dict:
+    """GeoTIFFs in a projected CRS (UTM 33N), north-up, of odd sizes so SAME padding splits unevenly.
+
+    ``projected``: 3 bands uint16, 30 m pixels. ``nonsquare``: 1 band float32, 10 m by 20 m pixels.
+    ``nodata``: 2 bands float32 with nodata -9999 in a block and a NaN margin of 4 columns on the left.
+    ``stack``: three dates of 2 bands int16 (stacked along ``time`` by the ``stacked`` fixture).
+    """
+    pytest.importorskip("rasterio")
+    from rasterio.transform import from_origin
+
+    folder = tmp_path_factory.mktemp("rasters")
+    rng = np.random.default_rng(7)
+    paths = {
+        "projected": write_geotiff(folder / "projected.tif", rng.integers(0, 60000, (3, 61, 53), dtype=np.uint16),
+                                   from_origin(500000.0, 4200000.0, 30.0, 30.0)),
+        "nonsquare": write_geotiff(folder / "nonsquare.tif", rng.normal(size=(1, 47, 58)).astype(np.float32),
+                                   from_origin(399960.0, 5300040.0, 10.0, 20.0)),
+    }
+    masked = rng.normal(size=(2, 40, 45)).astype(np.float32)
+    masked[:, 10:22, 20:33] = -9999.0
+    masked[:, :, :4] = np.nan
+    paths["nodata"] = write_geotiff(folder / "nodata.tif", masked, from_origin(600000.0, 4100000.0, 20.0, 20.0), nodata=-9999.0)
+    paths["stack"] = [
+        write_geotiff(folder / f"date{t}.tif", rng.integers(-3000, 3000, (2, 33, 38), dtype=np.int16),
+                      from_origin(300000.0, 4500000.0, 10.0, 10.0))
+        for t in range(3)
+    ]
+    return paths
+
+
+@pytest.fixture
+def open_raster():
+    """``rioxarray.open_rasterio`` (skipped without rioxarray)."""
+    rioxarray = pytest.importorskip("rioxarray")
+    return rioxarray.open_rasterio
+
+
+@pytest.fixture
+def stacked(geotiffs, open_raster):
+    """The ``stack`` GeoTIFFs as one DataArray ``(time, band, y, x)``."""
+    import pandas as pd
+    import xarray as xr
+
+    dates = pd.date_range("2026-06-01", periods=len(geotiffs["stack"]), freq="10D")
+    return xr.concat([open_raster(p) for p in geotiffs["stack"]], dim=pd.Index(dates, name="time"))

@@ -34,6 +34,7 @@ class RecordingArray:
     def __init__(self, data: np.ndarray, chunks=None):
         self._data = data
         self.shape = data.shape
+        self.ndim = data.ndim
         self.dtype = data.dtype
         if chunks is not None:
             self.chunks = chunks
@@ -43,3 +44,26 @@ class RecordingArray:
         rows = key[1]
         self.reads.append((rows.start, rows.stop))
         return self._data[key].copy()
+
+
+def write_geotiff(path, data: np.ndarray, transform, crs="EPSG:32633", nodata=None):
+    """Write ``data`` (bands, rows, cols) as a GeoTIFF with rasterio; return the path."""
+    import rasterio
+
+    bands, height, width = data.shape
+    profile = dict(driver="GTiff", width=width, height=height, count=bands, dtype=data.dtype.name,
+                   crs=crs, transform=transform, nodata=nodata)
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+    return path
+
+
+def window_read(path, window, rates=(1, 1)) -> np.ndarray:
+    """A patch read straight from the file: a rasterio boundless window (fill 0), every rate-th pixel."""
+    import rasterio
+    from rasterio.windows import Window
+
+    with rasterio.open(path) as src:
+        data = src.read(window=Window(window.col_off, window.row_off, window.width, window.height),
+                        boundless=True, fill_value=0, masked=False)
+    return data[:, :: rates[0], :: rates[1]]
