@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
     "script, args, expect",
     [
         ("bench_extract.py", ["--quick", "--case", "dask"], "RSS growth"),
+        ("bench_xarray.py", ["--quick", "--repeats", "1"], "lazy, in memory"),
         ("classic_uses.py", ["--repeats", "1"], "every result equal to TensorFlow's, bit for bit"),
     ],
 )
