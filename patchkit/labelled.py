@@ -27,13 +27,14 @@ import numpy as np
 
 from .backends import get_backend
 from .chunking import DEFAULT_MAX_MEMORY, LAZY_CHUNK_MEMORY, _bands, compact, kept_patches, lazy_patches, plan_for
-from .errors import DimensionError
+from . import extract as extract_module
+from .errors import DimensionError, OutputTooLargeError
 from .extract import extract_patches
 from .geo import STEP_ATTR, check_north_up, crs_of, geotransform_of, grid_table, pixel_coords, regular_step, source_transform, write_grid
 from .nodata import check_fraction, nodata_counts, nodata_values
 from .sources import as_source
 from .spec import PatchSpec
-from .units import parse_bytes
+from .units import format_bytes, parse_bytes
 
 __all__ = ["Layout", "find_layout", "extract", "iterate", "grid"]
 
@@ -298,6 +299,7 @@ def extract(obj: Any, spec: PatchSpec, *, backend: str = "auto", max_nodata_frac
         elif keep is None:
             out = extract_patches(job.images, spec.sizes, spec.strides, spec.rates, spec.padding, backend=chosen.name)
         else:
+            _check_kept_fits(spec, source, int(keep.sum()))
             out = kept_patches(source, spec, keep, chosen, max_memory)
         if keep is None:
             (rows, cols), grid = (np.arange(n) for n in out.shape[1:3]), ("patch_row", "patch_col")
@@ -306,6 +308,19 @@ def extract(obj: Any, spec: PatchSpec, *, backend: str = "auto", max_nodata_frac
         data = unarrange(out, job.obj, job.layout, tuple(out.shape[1:-1]), spec.sizes)
         arrays[name] = _wrap(data, job.obj, job.layout, grid, job.labels.coords(rows, cols, grid))
     return _result(obj, arrays)
+
+
+def _check_kept_fits(spec: PatchSpec, source, kept: int) -> None:
+    """Raise :class:`OutputTooLargeError` before allocating kept patches that memory cannot hold."""
+    b, _, _, depth = spec.output_shape(source.shape)
+    need = b * kept * depth * source.dtype.itemsize
+    available = extract_module.available_memory()
+    if need > available:
+        raise OutputTooLargeError(
+            f"the {kept} kept patches would take {format_bytes(need)}, but only {format_bytes(available)} "
+            "is available; stream them with da.patches.iter(..., max_memory='512MiB'), or open the "
+            "raster with dask chunks for a lazy result"
+        )
 
 
 def iterate(obj: Any, spec: PatchSpec, *, max_memory: int | str = DEFAULT_MAX_MEMORY, backend: str = "auto",

@@ -5,10 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import xarray as xr
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
 import patchkit
-from patchkit.errors import DimensionError
+from patchkit.errors import DimensionError, KernelTooLargeError
 from patchkit.labelled import Layout, arrange, find_layout, unarrange
+
+from .helpers import random_image
 
 
 def _array(dims, sizes=None):
@@ -95,3 +99,60 @@ def test_numpy_result_is_a_view():
     da = _array(("band", "y", "x"))
     patches = da.patches.extract(4, 4)
     assert patches.data.base is not None
+
+
+@st.composite
+def _labelled_cases(draw):
+    """A DataArray with 0-1 leading dims, 0-2 channel dims before or after y/x, and a spec."""
+    leading = draw(st.lists(st.sampled_from(["time"]), max_size=1))
+    channels = draw(st.lists(st.sampled_from(["band", "channel"]), max_size=2, unique=True))
+    after = draw(st.booleans())
+    dims = leading + (["y", "x"] + channels if after else channels + ["y", "x"])
+    sizes = {d: draw(st.integers(1, 3)) for d in leading + channels}
+    sizes.update(y=draw(st.integers(1, 14)), x=draw(st.integers(1, 14)))
+    dtype = draw(st.sampled_from(["uint8", "int16", "float32", "float64", "complex64", "bool"]))
+    kwargs = dict(sizes=(draw(st.integers(1, 4)), draw(st.integers(1, 4))), strides=(draw(st.integers(1, 4)), draw(st.integers(1, 4))),
+                  rates=(draw(st.integers(1, 3)), draw(st.integers(1, 3))), padding=draw(st.sampled_from(["VALID", "SAME"])))
+    return dims, sizes, dtype, kwargs
+
+
+def _brute_force(da: xr.DataArray, layout: Layout, spec: patchkit.PatchSpec) -> np.ndarray:
+    """Patches gathered pixel by pixel from the zero-padded image, laid out as (*lead, rows, cols, *chan, y, x)."""
+    data = da.transpose(*layout.leading, layout.y, layout.x, *layout.channels).values
+    nl = len(layout.leading)
+    h, w = data.shape[nl:nl + 2]
+    rows, cols = spec.positions((h, w))
+    (top, bottom), (left, right) = spec.padding_amounts((h, w))
+    pad = [(0, 0)] * nl + [(top, bottom), (left, right)] + [(0, 0)] * len(layout.channels)
+    padded = np.pad(data, pad)
+    r = (rows + top)[:, None, :, None]  # [oh, 1, kh, 1]
+    c = (cols + left)[None, :, None, :]  # [1, ow, 1, kw]
+    gathered = padded[(slice(None),) * nl + (r, c)]  # [*lead, oh, ow, kh, kw, *chan]
+    nc = len(layout.channels)
+    order = tuple(range(nl + 2)) + tuple(range(nl + 4, nl + 4 + nc)) + (nl + 2, nl + 3)
+    return gathered.transpose(order)
+
+
+@given(_labelled_cases())
+def test_extract_matches_brute_force(case):
+    """For any dims layout, dtype and spec, every labelled patch pixel is the padded image's pixel it samples."""
+    dims, sizes, dtype, kwargs = case
+    spec = patchkit.PatchSpec(**kwargs)
+    shape = tuple(sizes[d] for d in dims)
+    try:
+        spec.check((sizes["y"], sizes["x"]))
+    except KernelTooLargeError:
+        assume(False)
+    da = xr.DataArray(random_image(shape, dtype), dims=dims)
+    layout = find_layout(da)
+    patches = da.patches.extract(**kwargs)
+    assert patches.dims == layout.dims(("patch_row", "patch_col"))
+    assert patches.values.tobytes() == np.ascontiguousarray(_brute_force(da, layout, spec)).tobytes()
+
+
+def test_kept_patches_that_cannot_fit_fail_fast(monkeypatch):
+    """Filtered eager extraction checks the kept patches' bytes against available memory first."""
+    monkeypatch.setattr(patchkit.extract, "available_memory", lambda: 1000)
+    da = _array(("band", "y", "x"))
+    with pytest.raises(patchkit.errors.OutputTooLargeError, match=r"patches.iter"):
+        da.patches.extract(4, 2, max_nodata_fraction=1.0)
