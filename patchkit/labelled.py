@@ -18,6 +18,7 @@ the backend's output, so its pixels are bit-exact with :func:`patchkit.extract_p
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from dataclasses import dataclass, replace
@@ -28,7 +29,7 @@ import numpy as np
 from .backends import get_backend
 from .chunking import DEFAULT_MAX_MEMORY, LAZY_CHUNK_MEMORY, _bands, compact, kept_patches, lazy_patches, plan_for
 from . import extract as extract_module
-from .errors import DimensionError, OutputTooLargeError
+from .errors import DimensionError, OutputTooLargeError, PatchkitValueError
 from .extract import extract_patches
 from .geo import STEP_ATTR, check_north_up, crs_of, geotransform_of, grid_table, pixel_coords, regular_step, source_transform, write_grid
 from .nodata import check_fraction, nodata_counts, nodata_values
@@ -36,10 +37,12 @@ from .sources import as_source
 from .spec import PatchSpec
 from .units import format_bytes, parse_bytes
 
-__all__ = ["Layout", "find_layout", "extract", "iterate", "grid"]
+__all__ = ["Layout", "find_layout", "extract", "iterate", "grid", "recorded_spec", "SPEC_ATTR"]
 
 SPATIAL_NAMES = (("y", "x"), ("lat", "lon"), ("latitude", "longitude"))
 CHANNEL_NAMES = ("band", "bands", "channel", "channels", "variable", "wavelength")
+#: Attribute of a patch array recording its spec and source shape (JSON), read by :func:`recorded_spec`.
+SPEC_ATTR = "patchkit_spec"
 #: Encoding entries a patch array keeps (the rest describe the source file).
 KEPT_ENCODING = ("grid_mapping", "_FillValue", "missing_value", "scale_factor", "add_offset", "dtype")
 
@@ -212,10 +215,31 @@ def _labels(obj: Any, layout: Layout, spec: PatchSpec) -> _Labels:
     return _Labels(obj, layout, tuple(centres), tuple(attrs))
 
 
-def _wrap(data, obj: Any, layout: Layout, grid: tuple[str, ...], coords: dict):
+def recorded_spec(patches: Any) -> tuple[PatchSpec, tuple[int, int]]:
+    """The spec and the source's ``(height, width)`` that a patch array records in ``attrs["patchkit_spec"]``.
+
+    Raises
+    ------
+    PatchkitValueError
+        When the array carries no such record (it was not made by ``.patches``).
+    """
+    text = patches.attrs.get(SPEC_ATTR)
+    try:
+        fields = json.loads(text)
+        return PatchSpec.from_dict(fields), tuple(int(n) for n in fields["image_shape"])
+    except (TypeError, ValueError, KeyError) as err:
+        raise PatchkitValueError(
+            f"patches has no valid attrs[{SPEC_ATTR!r}] (got {text!r}): it was not made by .patches.extract "
+            "or .patches.iter, or lost its attrs on the way (keep_attrs=True keeps them); pass the spec "
+            "and the image shape explicitly"
+        ) from err
+
+
+def _wrap(data, obj: Any, layout: Layout, spec: PatchSpec, grid: tuple[str, ...], coords: dict):
     import xarray as xr
 
-    out = xr.DataArray(data, dims=layout.dims(grid), coords=coords, attrs=dict(obj.attrs))
+    record = {**spec.to_dict(), "image_shape": [obj.sizes[layout.y], obj.sizes[layout.x]]}
+    out = xr.DataArray(data, dims=layout.dims(grid), coords=coords, attrs={**obj.attrs, SPEC_ATTR: json.dumps(record)})
     out.name = obj.name  # set after: xarray would take a dask array's name for a missing one
     out.encoding = {k: v for k, v in obj.encoding.items() if k in KEPT_ENCODING}
     return out
@@ -306,7 +330,7 @@ def extract(obj: Any, spec: PatchSpec, *, backend: str = "auto", max_nodata_frac
         else:
             (rows, cols), grid = np.nonzero(keep), ("patch",)
         data = unarrange(out, job.obj, job.layout, tuple(out.shape[1:-1]), spec.sizes)
-        arrays[name] = _wrap(data, job.obj, job.layout, grid, job.labels.coords(rows, cols, grid))
+        arrays[name] = _wrap(data, job.obj, job.layout, spec, grid, job.labels.coords(rows, cols, grid))
     return _result(obj, arrays)
 
 
@@ -354,7 +378,7 @@ def _iterate(obj, spec, jobs, sources, chosen, plans, keep) -> Iterator:
                 r, c = np.nonzero(keep[rows])
                 r = r + rows.start
             data = unarrange(out, job.obj, job.layout, tuple(out.shape[1:-1]), spec.sizes)
-            arrays[name] = _wrap(data, job.obj, job.layout, grid, job.labels.coords(r, c, grid))
+            arrays[name] = _wrap(data, job.obj, job.layout, spec, grid, job.labels.coords(r, c, grid))
         yield _result(obj, arrays)
 
 

@@ -286,6 +286,15 @@ class PatchSpec:
         object.__setattr__(self, "rates", _normalize_pair("rates", rates))
         object.__setattr__(self, "padding", normalize_padding(padding))
 
+    def to_dict(self) -> dict:
+        """``{"sizes": [kh, kw], "strides": [...], "rates": [...], "padding": "VALID"}``: JSON-ready."""
+        return {"sizes": list(self.sizes), "strides": list(self.strides), "rates": list(self.rates), "padding": self.padding}
+
+    @classmethod
+    def from_dict(cls, fields: dict) -> "PatchSpec":
+        """The spec :meth:`to_dict` described (validated like any other)."""
+        return cls(fields["sizes"], fields["strides"], fields.get("rates", 1), fields.get("padding", "VALID"))
+
     # ---- geometry -------------------------------------------------------------------------------
 
     @property

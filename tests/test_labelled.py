@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 import patchkit
 from patchkit.errors import DimensionError, KernelTooLargeError
-from patchkit.labelled import Layout, arrange, find_layout, unarrange
+from patchkit.labelled import Layout, arrange, find_layout, recorded_spec, unarrange
 
 from .helpers import random_image
 
@@ -156,3 +156,13 @@ def test_kept_patches_that_cannot_fit_fail_fast(monkeypatch):
     da = _array(("band", "y", "x"))
     with pytest.raises(patchkit.errors.OutputTooLargeError, match=r"patches.iter"):
         da.patches.extract(4, 2, max_nodata_fraction=1.0)
+
+
+@pytest.mark.parametrize("kwargs", [dict(sizes=3, strides=2), dict(sizes=(4, 2), strides=(1, 3), rates=2, padding="SAME")])
+def test_patches_record_their_spec(kwargs):
+    """A patch array records its spec and source shape; an array without the record is refused clearly."""
+    da = _array(("band", "y", "x"))
+    spec, shape = recorded_spec(da.patches.extract(**kwargs))
+    assert spec == patchkit.PatchSpec(**kwargs) and shape == (9, 8)
+    with pytest.raises(patchkit.errors.PatchkitValueError, match="not made by .patches.extract"):
+        recorded_spec(da)

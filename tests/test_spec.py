@@ -198,3 +198,11 @@ def test_check_names_the_rate():
     """The effective kernel message mentions the rate that made it large."""
     with pytest.raises(KernelTooLargeError, match=r"kernel 3 at rate 4 \(effective 9\).*width 8.*padding='SAME'"):
         PatchSpec(3, 1, 4).check((1, 20, 8, 1))
+
+
+@pytest.mark.parametrize("spec", [PatchSpec(3, 2), PatchSpec((4, 5), (1, 2), (2, 3), "same")])
+def test_dict_round_trip(spec):
+    """to_dict is JSON-ready and from_dict gives the same spec back."""
+    import json
+
+    assert PatchSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
