@@ -68,7 +68,7 @@ def _missing_per_pixel(pixels: np.ndarray, markers: list) -> np.ndarray:
     """Number of nodata values at each pixel of ``[b, h, w, c]``, summed over batch and channels."""
     b, h, w, c = pixels.shape
     count = np.zeros((h, w), np.int32)
-    floating = pixels.dtype.kind in "fcV" and pixels.dtype != np.bool_
+    floating = pixels.dtype.kind in "fcV"
     for i in range(b):
         for k in range(c):
             plane = pixels[i, :, :, k]

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from patchkit import PatchSpec, extract_patches, iter_patches
 from patchkit.backends import get_backend
-from patchkit.chunking import IN_MEMORY_BAND, lazy_patches, plan_for
+from patchkit.chunking import IN_MEMORY_BAND, compact, kept_patches, lazy_patches, plan_for
 from patchkit.sources import as_source
 from patchkit.units import parse_bytes
 from patchkit.errors import BudgetTooSmallError, InvalidMemoryError, KernelTooLargeError
@@ -145,3 +145,34 @@ def test_in_memory_bands_stop_growing_but_lazy_ones_use_the_budget():
     assert eager.band_rows > 1 and eager.peak <= parse_bytes(IN_MEMORY_BAND)
     lazy = plan_for(spec, as_source(RecordingArray(image)), numpy, "1GiB")
     assert lazy.peak > parse_bytes(IN_MEMORY_BAND) and lazy.peak <= parse_bytes("1GiB")
+
+
+@given(st.integers(1, 3), st.integers(1, 6), st.integers(1, 7), st.integers(0, 2**32 - 1))
+def test_compact_equals_boolean_selection(b, n, ow, seed):
+    """compact moves exactly the kept patches, in row-major order, to the front of the block, in place."""
+    rng = np.random.default_rng(seed)
+    block = rng.integers(0, 1000, (b, n, ow, 5))
+    keep = rng.random((n, ow)) < rng.random()
+    expected = block[:, keep].copy()
+    picked = compact(block, keep)
+    np.testing.assert_array_equal(picked, expected)
+    assert not picked.size or np.shares_memory(picked, block)
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+@pytest.mark.parametrize("padding", ["VALID", "SAME"])
+def test_kept_patches_equal_selection(lazy, padding):
+    """Only the kept patches, eager band by band or lazy (bands without one left out), equal a selection."""
+    image = random_image((2, 40, 33, 3), "float32")
+    spec = PatchSpec((5, 4), (3, 2), padding=padding)
+    full = extract_patches(image, spec.sizes, spec.strides, padding=padding)
+    keep = np.random.default_rng(3).random(full.shape[1:3]) < 0.3
+    keep[: full.shape[1] // 2] = False  # whole bands without a kept patch
+    da = pytest.importorskip("dask.array")
+    source = as_source(da.from_array(image, chunks=(2, 8, 33, 3)) if lazy else image)
+    backend = get_backend("numpy", source)
+    if lazy:
+        got = lazy_patches(source, spec, backend, "16KiB", keep=keep).compute()
+    else:
+        got = kept_patches(source, spec, keep, backend, "16KiB")
+    assert_patches_equal(got, full[:, keep])

@@ -206,3 +206,16 @@ def test_dict_round_trip(spec):
     import json
 
     assert PatchSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+
+
+@pytest.mark.parametrize("spec", [PatchSpec(3, 2), PatchSpec((4, 5), (1, 3), (2, 3), "SAME"), PatchSpec(5, 4, 2, "SAME")])
+def test_positions_walk_each_window(spec):
+    """positions gives, for each patch, its window's first pixel then every rate-th one."""
+    shape = (23, 19)
+    rows, cols = spec.positions(shape)
+    assert rows.shape == (spec.grid_shape(shape)[0], spec.sizes[0]) and cols.shape == (spec.grid_shape(shape)[1], spec.sizes[1])
+    for i in range(rows.shape[0]):
+        for j in range(cols.shape[0]):
+            window = spec.window(i, j, shape)
+            assert list(rows[i]) == list(range(window.row_off, window.row_off + window.height, spec.rates[0]))
+            assert list(cols[j]) == list(range(window.col_off, window.col_off + window.width, spec.rates[1]))
