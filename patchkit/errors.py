@@ -22,6 +22,9 @@ __all__ = [
     "OutputTooLargeError",
     "DimensionError",
     "GeoreferenceError",
+    "ForeignStoreError",
+    "IncompleteStoreError",
+    "SinkWriteError",
 ]
 
 
@@ -79,3 +82,15 @@ class DimensionError(PatchkitValueError):
 
 class GeoreferenceError(PatchkitValueError):
     """The grid is not one patchkit can georeference: irregular, non-monotonic, rotated or sheared."""
+
+
+class ForeignStoreError(PatchkitValueError):
+    """An output exists but was written from another source, spec or options (or not by patchkit)."""
+
+
+class IncompleteStoreError(PatchkitValueError):
+    """An output is opened before the run that writes it has finished."""
+
+
+class SinkWriteError(PatchkitError, OSError):
+    """Writing an output failed (no permission, a full disk...); finished work is kept for a rerun."""

@@ -311,11 +311,12 @@ def _result(obj: Any, arrays: dict):
 def extract(obj: Any, spec: PatchSpec, *, backend: str = "auto", max_nodata_fraction=None, spatial_dims=None,
             channel_dims=None, max_memory: int | str = DEFAULT_MAX_MEMORY, chunk_memory: int | str = LAZY_CHUNK_MEMORY):
     """Every patch of a DataArray or Dataset, labelled; see ``DataArray.patches.extract``."""
-    fraction = check_fraction(max_nodata_fraction)
-    jobs = _jobs(obj, spec, spatial_dims, channel_dims)
-    keep = _keep(jobs, spec, fraction, max_memory)
+    prepared = prepare(obj, spec, max_nodata_fraction=max_nodata_fraction, spatial_dims=spatial_dims,
+                       channel_dims=channel_dims, max_memory=max_memory)
+    keep = prepared.keep
+    rows, cols = prepared.labels(slice(0, prepared.grid_shape[0]))
     arrays = {}
-    for name, job in jobs.items():
+    for name, job in prepared.jobs.items():
         source = as_source(job.images)
         chosen = get_backend(backend, source)
         if source.kind == "dask":
@@ -325,12 +326,8 @@ def extract(obj: Any, spec: PatchSpec, *, backend: str = "auto", max_nodata_frac
         else:
             _check_kept_fits(spec, source, int(keep.sum()))
             out = kept_patches(source, spec, keep, chosen, max_memory)
-        if keep is None:
-            (rows, cols), grid = (np.arange(n) for n in out.shape[1:3]), ("patch_row", "patch_col")
-        else:
-            (rows, cols), grid = np.nonzero(keep), ("patch",)
         data = unarrange(out, job.obj, job.layout, tuple(out.shape[1:-1]), spec.sizes)
-        arrays[name] = _wrap(data, job.obj, job.layout, spec, grid, job.labels.coords(rows, cols, grid))
+        arrays[name] = _wrap(data, job.obj, job.layout, spec, prepared.grid, job.labels.coords(rows, cols, prepared.grid))
     return _result(obj, arrays)
 
 
@@ -347,39 +344,97 @@ def _check_kept_fits(spec: PatchSpec, source, kept: int) -> None:
         )
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """An object ready to cut: its jobs (one per spatial variable) and the kept patches (None: all)."""
+
+    obj: Any
+    spec: PatchSpec
+    jobs: dict
+    keep: np.ndarray | None
+
+    @property
+    def grid_shape(self) -> tuple[int, int]:
+        return self.spec.grid_shape(next(iter(self.jobs.values())).images.shape)
+
+    @property
+    def grid(self) -> tuple[str, ...]:
+        return ("patch_row", "patch_col") if self.keep is None else ("patch",)
+
+    def labels(self, rows: slice) -> tuple[np.ndarray, np.ndarray]:
+        """Patch rows and cols of output rows ``rows``: the grid's, or one pair per kept patch."""
+        if self.keep is None:
+            return np.arange(rows.start, rows.stop), np.arange(self.grid_shape[1])
+        r, c = np.nonzero(self.keep[rows])
+        return r + rows.start, c
+
+
+def prepare(obj: Any, spec: PatchSpec, *, max_nodata_fraction=None, spatial_dims=None, channel_dims=None,
+            max_memory: int | str = DEFAULT_MAX_MEMORY) -> Prepared:
+    """Check the arguments, find the dims and count nodata (when filtering): all but the extraction."""
+    fraction = check_fraction(max_nodata_fraction)
+    jobs = _jobs(obj, spec, spatial_dims, channel_dims)
+    return Prepared(obj, spec, jobs, _keep(jobs, spec, fraction, max_memory))
+
+
+def template(prepared: Prepared):
+    """The whole result's structure and coordinates, with lazy, never-computed data (for sinks)."""
+    import dask.array as da
+
+    rows = slice(0, prepared.grid_shape[0])
+    r, c = prepared.labels(rows)
+    arrays = {}
+    for name, job in prepared.jobs.items():
+        b, _, _, depth = prepared.spec.output_shape(job.images.shape)
+        grid = (len(r),) if prepared.keep is not None else prepared.grid_shape
+        shape = unarrange(np.broadcast_to(np.empty((), job.images.dtype), (b, *grid, depth)), job.obj, job.layout,
+                          grid, prepared.spec.sizes).shape
+        data = da.empty(shape, dtype=job.images.dtype, chunks=shape)
+        arrays[name] = _wrap(data, job.obj, job.layout, prepared.spec, prepared.grid, job.labels.coords(r, c, prepared.grid))
+    return _result(prepared.obj, arrays)
+
+
 def iterate(obj: Any, spec: PatchSpec, *, max_memory: int | str = DEFAULT_MAX_MEMORY, backend: str = "auto",
             max_nodata_fraction=None, spatial_dims=None, channel_dims=None) -> Iterator:
     """Labelled row bands of patches under ``max_memory``; see ``DataArray.patches.iter``."""
-    fraction = check_fraction(max_nodata_fraction)
-    jobs = _jobs(obj, spec, spatial_dims, channel_dims)
+    prepared = prepare(obj, spec, max_nodata_fraction=max_nodata_fraction, spatial_dims=spatial_dims,
+                       channel_dims=channel_dims, max_memory=max_memory)
+    return bands(prepared, max_memory=max_memory, backend=backend)
+
+
+def bands(prepared: Prepared, *, max_memory: int | str = DEFAULT_MAX_MEMORY, backend: str = "auto",
+          done: np.ndarray | None = None) -> Iterator:
+    """Labelled row bands of ``prepared`` under ``max_memory``, leaving out bands whose rows are all ``done``.
+
+    Arguments are checked here, before the first band is made.
+    """
+    jobs, spec, keep = prepared.jobs, prepared.spec, prepared.keep
     budget = parse_bytes(max_memory)
     sources = {name: as_source(job.images) for name, job in jobs.items()}
     chosen = {name: get_backend(backend, source) for name, source in sources.items()}
     plans = {name: plan_for(spec, sources[name], chosen[name], budget // len(jobs)) for name in jobs}
-    keep = _keep(jobs, spec, fraction, budget)
-    return _iterate(obj, spec, jobs, sources, chosen, plans, keep)
-
-
-def _iterate(obj, spec, jobs, sources, chosen, plans, keep) -> Iterator:
-    oh, ow = spec.grid_shape(next(iter(jobs.values())).images.shape)
+    oh = prepared.grid_shape[0]
     n = min(plan.band_rows for plan in plans.values())
-    bands = tuple(slice(i, min(i + n, oh)) for i in range(0, oh, n))
+    todo = tuple(slice(i, min(i + n, oh)) for i in range(0, oh, n))
     if keep is not None:
-        bands = tuple(rows for rows in bands if keep[rows].any())
-    streams = {name: _bands(sources[name], spec, replace(plans[name], bands=bands, band_rows=n), chosen[name]) for name in jobs}
+        todo = tuple(rows for rows in todo if keep[rows].any())
+    if done is not None:
+        todo = tuple(rows for rows in todo if not done[rows].all())
+    streams = {name: _bands(sources[name], spec, replace(plans[name], bands=todo, band_rows=n), chosen[name]) for name in jobs}
+    return _labelled_bands(prepared, streams)
+
+
+def _labelled_bands(prepared: Prepared, streams: dict) -> Iterator:
+    spec, keep = prepared.spec, prepared.keep
     for parts in zip(*streams.values()):
         rows = parts[0][0]
+        r, c = prepared.labels(rows)
         arrays = {}
-        for (name, job), (_, block) in zip(jobs.items(), parts):
-            if keep is None:
-                out, r, c, grid = np.asarray(block), np.arange(rows.start, rows.stop), np.arange(ow), ("patch_row", "patch_col")
-            else:
-                out, grid = compact(np.asarray(block), keep[rows]), ("patch",)
-                r, c = np.nonzero(keep[rows])
-                r = r + rows.start
+        for (name, job), (_, block) in zip(prepared.jobs.items(), parts):
+            out = np.asarray(block) if keep is None else compact(np.asarray(block), keep[rows])
             data = unarrange(out, job.obj, job.layout, tuple(out.shape[1:-1]), spec.sizes)
-            arrays[name] = _wrap(data, job.obj, job.layout, spec, grid, job.labels.coords(r, c, grid))
-        yield _result(obj, arrays)
+            arrays[name] = _wrap(data, job.obj, job.layout, spec, prepared.grid, job.labels.coords(r, c, prepared.grid))
+        yield _result(prepared.obj, arrays)
 
 
 def grid(obj: Any, spec: PatchSpec, *, max_nodata_fraction=None, spatial_dims=None, channel_dims=None,

@@ -19,6 +19,9 @@ from patchkit import errors
         (errors.OutputTooLargeError, MemoryError),
         (errors.DimensionError, ValueError),
         (errors.GeoreferenceError, ValueError),
+        (errors.ForeignStoreError, ValueError),
+        (errors.IncompleteStoreError, ValueError),
+        (errors.SinkWriteError, OSError),
     ],
 )
 def test_hierarchy(cls, builtin):
