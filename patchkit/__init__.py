@@ -10,6 +10,7 @@ from . import accessor, errors  # accessor registers DataArray.patches and Datas
 from .chunking import iter_patches
 from .extract import extract_image_patches, extract_patches
 from .geo import patch_transform
+from .sinks.zarr import open_patches
 from .spec import PatchSpec, Plan, Window
 
 try:
@@ -26,5 +27,6 @@ __all__ = [
     "extract_patches",
     "iter_patches",
     "patch_transform",
+    "open_patches",
     "__version__",
 ]

@@ -101,7 +101,53 @@ class PatchesAccessor:
         return labelled.grid(self._obj, spec, max_nodata_fraction=max_nodata_fraction, path=path,
                              spatial_dims=spatial_dims)
 
+    def to_zarr(self, store: str | Path, sizes, strides, rates=1, padding: str = "VALID", *,
+                max_memory: int | str = DEFAULT_MAX_MEMORY, mode: str | None = None,
+                max_nodata_fraction: float | None = None, compression: Any = "default", chunk_patches: int | None = None,
+                backend: str = "auto", progress: bool = True, spatial_dims: Sequence[str] | None = None,
+                channel_dims: Sequence[str] | None = None) -> Path:
+        """Write the patches to a Zarr (v3) store, one row band at a time, resumably.
+
+        The store holds what :meth:`extract` returns (coordinates, CRS, attrs, the spec); read it
+        with :func:`patchkit.open_patches`. A run killed at any point and run again with the same
+        arguments finishes the store, skipping the bands already written.
+
+        Parameters
+        ----------
+        store : path
+            A local directory.%s        max_memory : int or str, default "512MiB"
+            Bound on all that the extraction holds at once (as :meth:`iter`).
+        mode : {None, "w"}
+            None: create the store, resume it, or return at once when it is complete; a store
+            written from another source, spec or options is refused. "w": overwrite.
+        compression : "default", None or a zarr codec
+            "default" is zarr's (zstd); None stores raw bytes.
+        chunk_patches : int, optional
+            Patches per stored chunk along ``patch_col`` (or ``patch``); by default about 16 MiB.
+        progress : bool
+            Show a tqdm progress bar over patch rows.
+
+        Returns
+        -------
+        pathlib.Path
+            The store.
+
+        Raises
+        ------
+        ForeignStoreError
+            ``store`` holds something else and ``mode`` is not "w".
+        SinkWriteError
+            Writing failed (permissions, a full disk); the finished bands are kept for a rerun.
+        """
+        from .sinks.zarr import to_zarr
+
+        spec = PatchSpec(sizes, strides, rates, padding)
+        return to_zarr(self._obj, store, spec, max_memory=max_memory, mode=mode, max_nodata_fraction=max_nodata_fraction,
+                       compression=compression, chunk_patches=chunk_patches, backend=backend, progress=progress,
+                       spatial_dims=spatial_dims, channel_dims=channel_dims)
+
     extract.__doc__ = extract.__doc__ % _PARAMETERS
+    to_zarr.__doc__ = to_zarr.__doc__ % _PARAMETERS
     iter.__doc__ = iter.__doc__ % _PARAMETERS
 
 

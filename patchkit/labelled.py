@@ -399,14 +399,15 @@ def iterate(obj: Any, spec: PatchSpec, *, max_memory: int | str = DEFAULT_MAX_ME
     """Labelled row bands of patches under ``max_memory``; see ``DataArray.patches.iter``."""
     prepared = prepare(obj, spec, max_nodata_fraction=max_nodata_fraction, spatial_dims=spatial_dims,
                        channel_dims=channel_dims, max_memory=max_memory)
-    return bands(prepared, max_memory=max_memory, backend=backend)
+    return (band for _, band in bands(prepared, max_memory=max_memory, backend=backend))
 
 
 def bands(prepared: Prepared, *, max_memory: int | str = DEFAULT_MAX_MEMORY, backend: str = "auto",
           done: np.ndarray | None = None) -> Iterator:
-    """Labelled row bands of ``prepared`` under ``max_memory``, leaving out bands whose rows are all ``done``.
+    """``(rows, band)`` pairs: labelled row bands of ``prepared`` under ``max_memory``.
 
-    Arguments are checked here, before the first band is made.
+    Bands whose rows are all ``done`` are left out, as are bands without a kept patch. Arguments are
+    checked here, before the first band is made.
     """
     jobs, spec, keep = prepared.jobs, prepared.spec, prepared.keep
     budget = parse_bytes(max_memory)
@@ -434,7 +435,7 @@ def _labelled_bands(prepared: Prepared, streams: dict) -> Iterator:
             out = np.asarray(block) if keep is None else compact(np.asarray(block), keep[rows])
             data = unarrange(out, job.obj, job.layout, tuple(out.shape[1:-1]), spec.sizes)
             arrays[name] = _wrap(data, job.obj, job.layout, spec, prepared.grid, job.labels.coords(r, c, prepared.grid))
-        yield _result(prepared.obj, arrays)
+        yield rows, _result(prepared.obj, arrays)
 
 
 def grid(obj: Any, spec: PatchSpec, *, max_nodata_fraction=None, spatial_dims=None, channel_dims=None,

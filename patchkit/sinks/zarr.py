@@ -1,0 +1,212 @@
+"""Patches to a Zarr (v3) store, row band by row band, resumable; :func:`open_patches` reads it back.
+
+The store is what ``.patches.extract(...)`` would give, written with xarray: the patch variable(s)
+with their 2-D pixel-centre coordinates, ``patch_row``/``patch_col``, the grid mapping (``spatial_ref``,
+so rioxarray finds the CRS), the source's attrs and the spec (``attrs["patchkit_spec"]``).
+
+How a run survives a crash:
+
+1. The first run writes the structure and the coordinates, and in the group's attrs the run's
+   fingerprint and an empty list of finished patch rows (``patchkit_rows_done``).
+2. Each band is written with a region write, then its rows are added to ``patchkit_rows_done``
+   (zarr writes every file atomically).
+3. Last, ``patchkit_complete`` is set and the metadata consolidated.
+
+A rerun with the same arguments skips the finished rows; a store from another run is refused unless
+``mode="w"``; :func:`open_patches` refuses a store that is not complete.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..chunking import DEFAULT_MAX_MEMORY
+from ..errors import IncompleteStoreError, PatchkitValueError
+from ..labelled import bands, prepare, template
+from ..spec import PatchSpec
+from ..units import parse_bytes
+from ._store import MODES, RowLog, fingerprint, refuse_foreign, write_error
+
+__all__ = ["to_zarr", "open_patches", "COMPLETE", "ROWS_DONE", "FINGERPRINT"]
+
+FINGERPRINT = "patchkit_fingerprint"
+ROWS_DONE = "patchkit_rows_done"
+COMPLETE = "patchkit_complete"
+#: The variable a DataArray without a name is stored as (``patches`` would hide behind the accessor).
+DEFAULT_NAME = "pixels"
+#: Default size of a stored chunk: whole patches, about this many bytes.
+CHUNK_BYTES = "16MiB"
+
+
+def _check_options(mode, compression) -> None:
+    if mode not in MODES:
+        raise PatchkitValueError(f"mode={mode!r} is not one of {MODES}: None resumes a run with the same arguments, 'w' overwrites")
+    if isinstance(compression, str) and compression != "default":
+        raise PatchkitValueError(
+            f"compression={compression!r} is not understood; pass 'default' (zstd), None (raw bytes) or a zarr codec "
+            "such as zarr.codecs.BloscCodec(cname='lz4')"
+        )
+
+
+def _encoding(ds, grid: tuple[str, ...], compression, chunk_patches: int | None) -> dict:
+    """Chunks of whole patches along the grid (``CHUNK_BYTES`` by default) and the compressor.
+
+    Chunks hold one patch row (``patch_row`` 1), so every band fills whole chunks.
+    """
+    encoding = {}
+    for name, var in ds.data_vars.items():
+        patch_bytes = var.dtype.itemsize * math.prod(n for d, n in var.sizes.items() if d not in grid)
+        per_chunk = chunk_patches or max(1, parse_bytes(CHUNK_BYTES) // patch_bytes)
+        chunks = []
+        for dim in var.dims:
+            if dim == "patch_row":
+                chunks.append(1)
+            elif dim in ("patch_col", "patch"):
+                chunks.append(int(min(var.sizes[dim], per_chunk)) or 1)
+            else:
+                chunks.append(var.sizes[dim])
+        encoding[name] = {**var.encoding, "chunks": tuple(chunks)}  # the argument replaces var.encoding
+        if compression != "default":
+            encoding[name]["compressors"] = () if compression is None else (compression,)
+    for name, coord in ds.coords.items():
+        if coord.dtype.kind == "f":  # pixel centres are never missing: no _FillValue attribute
+            encoding[name] = {**coord.encoding, "_FillValue": None}
+    return encoding
+
+
+def _as_dataset(obj):
+    """A Dataset to write: a DataArray is named ``patches`` unless it has a name.
+
+    Encoding keys that rioxarray also leaves in ``attrs`` (``scale_factor``, ``add_offset``,
+    ``_FillValue`` of an unmasked raster) are dropped from the encoding: the values are written as
+    they are, and the attrs say how to read them, as in the source.
+    """
+    import xarray as xr
+
+    ds = obj.to_dataset(name=obj.name if obj.name is not None else DEFAULT_NAME) if isinstance(obj, xr.DataArray) else obj.copy()
+    for var in ds.variables.values():
+        var.encoding = {k: v for k, v in var.encoding.items() if k not in var.attrs}
+    return ds
+
+
+def _open_group(path: Path):
+    import zarr
+
+    try:
+        return zarr.open_group(str(path), mode="r")
+    except Exception:  # not a zarr group (or unreadable): the caller decides
+        return None
+
+
+def to_zarr(obj: Any, store: str | Path, spec: PatchSpec, *, max_memory: int | str = DEFAULT_MAX_MEMORY, mode: str | None = None,
+            max_nodata_fraction: float | None = None, compression: Any = "default", chunk_patches: int | None = None,
+            backend: str = "auto", progress: bool = True, spatial_dims=None, channel_dims=None) -> Path:
+    """Write the patches of ``obj`` to a Zarr store band by band; see ``DataArray.patches.to_zarr``."""
+    _check_options(mode, compression)
+    path = Path(store)
+    prepared = prepare(obj, spec, max_nodata_fraction=max_nodata_fraction, spatial_dims=spatial_dims,
+                       channel_dims=channel_dims, max_memory=max_memory)
+    mark = fingerprint(obj, spec, max_nodata_fraction=max_nodata_fraction, compression=repr(compression),
+                       chunk_patches=chunk_patches, spatial_dims=spatial_dims, channel_dims=channel_dims)
+    log = _start(path, prepared, mark, mode, compression, chunk_patches)
+    if log is None:
+        return path  # already complete
+    _write_bands(path, prepared, log, max_memory, backend, progress)
+    _finish(path)
+    return path
+
+
+def _start(path: Path, prepared, mark: str, mode, compression, chunk_patches) -> RowLog | None:
+    """Open the store to resume, or create it; None when it is already complete."""
+    rows = prepared.grid_shape[0]
+    group = _open_group(path) if path.exists() else None
+    if group is not None and mode is None and group.attrs.get(FINGERPRINT) == mark:
+        if group.attrs.get(COMPLETE):
+            return None
+        return RowLog(rows, group.attrs.get(ROWS_DONE, []))
+    occupied = path.exists() and (not path.is_dir() or any(path.iterdir()))
+    if occupied and mode != "w":
+        refuse_foreign("Zarr store", path, group.attrs.get(FINGERPRINT) if group is not None else None)
+    try:
+        if path.exists():
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        ds = _as_dataset(template(prepared))
+        ds.attrs.update({FINGERPRINT: mark, ROWS_DONE: []})
+        ds.to_zarr(str(path), mode="w", compute=False, consolidated=False, zarr_format=3,
+                   encoding=_encoding(ds, prepared.grid, compression, chunk_patches))
+    except OSError as err:
+        raise write_error("the Zarr store", path, err, "no bands") from err
+    return RowLog(rows)
+
+
+def _region(prepared, rows: slice) -> tuple[str, slice]:
+    """The grid dim and the slice of it that output rows ``rows`` fill in the store."""
+    if prepared.keep is None:
+        return "patch_row", rows
+    before = int(prepared.keep[: rows.start].sum())
+    return "patch", slice(before, before + int(prepared.keep[rows].sum()))
+
+
+def _write_bands(path: Path, prepared, log: RowLog, max_memory, backend: str, progress: bool) -> None:
+    """Write every band not yet finished, recording each as it lands.
+
+    The structure and every coordinate were written with the store, so a band writes only its
+    patches, straight into the zarr arrays (as they are: no CF encoding on the way).
+    """
+    import zarr
+    from tqdm.auto import tqdm
+
+    group = zarr.open_group(str(path), mode="r+")
+    total = prepared.grid_shape[0]
+    with tqdm(total=total, initial=log.count, unit="row", desc=f"patches -> {path.name}", disable=not progress or None) as bar:
+        for rows, band in bands(prepared, max_memory=max_memory, backend=backend, done=log.done):
+            dim, where = _region(prepared, rows)
+            fresh = int((~log.done[rows]).sum())
+            try:
+                for name, var in _as_dataset(band).data_vars.items():
+                    index = tuple(where if d == dim else slice(None) for d in var.dims)
+                    group[str(name)][index] = var.data
+                log.add(rows)
+                group.attrs[ROWS_DONE] = log.intervals()
+            except OSError as err:
+                raise write_error("the Zarr store", path, err, f"the {log.count} finished patch rows") from err
+            bar.update(fresh)
+        bar.update(total - bar.n)  # bands without a kept patch are never written
+
+
+def _finish(path: Path) -> None:
+    import zarr
+
+    group = zarr.open_group(str(path), mode="r+")
+    group.attrs[COMPLETE] = True
+    zarr.consolidate_metadata(str(path))
+
+
+def open_patches(store: str | Path, *, mask_and_scale: bool = False, **kwargs):
+    """Open a store written by :func:`to_zarr` (lazily, with dask), refusing one that is not complete.
+
+    Values are read as written (``mask_and_scale=False``): nodata stays the raster's nodata, and
+    ``_FillValue`` stays in ``attrs``, as rioxarray gives them. Other keywords go to ``xarray.open_zarr``.
+
+    Raises
+    ------
+    IncompleteStoreError
+        When the run writing the store has not finished; running it again finishes it.
+    """
+    import xarray as xr
+
+    path = Path(store)
+    group = _open_group(path)
+    if group is None or not group.attrs.get(COMPLETE):
+        done = 0 if group is None else sum(b - a for a, b in group.attrs.get(ROWS_DONE, []))
+        raise IncompleteStoreError(
+            f"the Zarr store {str(path)!r} is not complete ({done} patch rows written): the run writing it "
+            "stopped or is still going; run the same .patches.to_zarr(...) again to finish it"
+        )
+    kwargs.setdefault("decode_coords", "all")  # the grid mapping (spatial_ref) is a coordinate, as rioxarray has it
+    return xr.open_zarr(str(path), mask_and_scale=mask_and_scale, consolidated=True, **kwargs)
