@@ -115,7 +115,9 @@ def iter_patches(
 
 
 def _bands(source: Source, spec: PatchSpec, plan: Plan, backend) -> Iterator[tuple[slice, Any]]:
-    """The generator behind :func:`iter_patches` (arguments already checked)."""
+    """The generator behind :func:`iter_patches` (arguments already checked); nothing for a plan without bands."""
+    if not plan.bands:
+        return
     shape = source.shape
     b, _, w, c = shape
     _, _, ow, depth = spec.output_shape(shape)
@@ -179,8 +181,6 @@ def kept_patches(source: Source, spec: PatchSpec, keep: np.ndarray, backend, max
     out = np.empty((b, int(keep.sum()), depth), source.dtype)
     plan = plan_for(spec, source, backend, max_memory)
     plan = replace(plan, bands=tuple(rows for rows in plan.bands if keep[rows].any()))
-    if not plan.bands:
-        return out
     done = 0
     for rows, block in _bands(source, spec, plan, backend):
         picked = compact(np.asarray(block), keep[rows])

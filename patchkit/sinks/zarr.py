@@ -6,11 +6,12 @@ so rioxarray finds the CRS), the source's attrs and the spec (``attrs["patchkit_
 
 How a run survives a crash:
 
-1. The first run writes the structure and the coordinates, and in the group's attrs the run's
-   fingerprint and an empty list of finished patch rows (``patchkit_rows_done``).
+1. The first run writes the structure and the coordinates (the group's attrs say
+   ``patchkit_creating``), then sets the run's fingerprint and an empty list of finished patch rows
+   (``patchkit_rows_done``). A store killed before that is made again.
 2. Each band is written with a region write, then its rows are added to ``patchkit_rows_done``
    (zarr writes every file atomically).
-3. Last, ``patchkit_complete`` is set and the metadata consolidated.
+3. The metadata is consolidated, then, last, ``patchkit_complete`` is set.
 
 A rerun with the same arguments skips the finished rows; a store from another run is refused unless
 ``mode="w"``; :func:`open_patches` refuses a store that is not complete.
@@ -35,6 +36,8 @@ from ._store import MODES, RowLog, fingerprint, refuse_foreign, write_error
 __all__ = ["to_zarr", "open_patches", "COMPLETE", "ROWS_DONE", "FINGERPRINT"]
 
 FINGERPRINT = "patchkit_fingerprint"
+#: Set while the structure and coordinates are written; the fingerprint follows once they are.
+CREATING = "patchkit_creating"
 ROWS_DONE = "patchkit_rows_done"
 COMPLETE = "patchkit_complete"
 #: The variable a DataArray without a name is stored as (``patches`` would hide behind the accessor).
@@ -123,22 +126,24 @@ def to_zarr(obj: Any, store: str | Path, spec: PatchSpec, *, max_memory: int | s
 
 def _start(path: Path, prepared, mark: str, mode, compression, chunk_patches) -> RowLog | None:
     """Open the store to resume, or create it; None when it is already complete."""
+    import zarr
+
     rows = prepared.grid_shape[0]
     group = _open_group(path) if path.exists() else None
-    if group is not None and mode is None and group.attrs.get(FINGERPRINT) == mark:
-        if group.attrs.get(COMPLETE):
-            return None
-        return RowLog(rows, group.attrs.get(ROWS_DONE, []))
+    attrs = dict(group.attrs) if group is not None else {}
+    if mode is None and attrs.get(FINGERPRINT) == mark:
+        return None if attrs.get(COMPLETE) else RowLog(rows, attrs.get(ROWS_DONE, []))
     occupied = path.exists() and (not path.is_dir() or any(path.iterdir()))
-    if occupied and mode != "w":
-        refuse_foreign("Zarr store", path, group.attrs.get(FINGERPRINT) if group is not None else None)
+    if occupied and mode != "w" and attrs.get(CREATING) != mark:  # ours, killed while being created: redo
+        refuse_foreign("Zarr store", path, attrs.get(FINGERPRINT, attrs.get(CREATING)))
     try:
         if path.exists():
             shutil.rmtree(path) if path.is_dir() else path.unlink()
         ds = _as_dataset(template(prepared))
-        ds.attrs.update({FINGERPRINT: mark, ROWS_DONE: []})
+        ds.attrs[CREATING] = mark
         ds.to_zarr(str(path), mode="w", compute=False, consolidated=False, zarr_format=3,
                    encoding=_encoding(ds, prepared.grid, compression, chunk_patches))
+        zarr.open_group(str(path), mode="r+").update_attributes({FINGERPRINT: mark, ROWS_DONE: []})
     except OSError as err:
         raise write_error("the Zarr store", path, err, "no bands") from err
     return RowLog(rows)
@@ -182,9 +187,8 @@ def _write_bands(path: Path, prepared, log: RowLog, max_memory, backend: str, pr
 def _finish(path: Path) -> None:
     import zarr
 
-    group = zarr.open_group(str(path), mode="r+")
-    group.attrs[COMPLETE] = True
     zarr.consolidate_metadata(str(path))
+    zarr.open_group(str(path), mode="r+").attrs[COMPLETE] = True  # keeps the consolidated metadata
 
 
 def open_patches(store: str | Path, *, mask_and_scale: bool = False, **kwargs):

@@ -1,0 +1,226 @@
+"""The Zarr sink: stores equal to extract, resumable after SIGKILL, foreign and incomplete stores refused."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import patchkit
+from patchkit.errors import ForeignStoreError, IncompleteStoreError, PatchkitValueError, SinkWriteError
+
+zarr = pytest.importorskip("zarr")
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # zarr: consolidated metadata is not in the v3 spec
+
+SPEC = dict(sizes=(8, 6), strides=(5, 4), padding="SAME")
+
+
+def _stored(path, name="pixels"):
+    return patchkit.open_patches(path)[name].load()
+
+
+def _same_store(a: Path, b: Path) -> None:
+    """Two stores hold the same arrays, values and attributes (chunk by chunk the same bytes)."""
+    ga, gb = zarr.open_group(str(a), mode="r"), zarr.open_group(str(b), mode="r")
+    assert dict(ga.attrs) == dict(gb.attrs)
+    names = sorted(name for name, _ in ga.arrays())
+    assert names == sorted(name for name, _ in gb.arrays())
+    for name in names:
+        assert dict(ga[name].attrs) == dict(gb[name].attrs)
+        np.testing.assert_array_equal(ga[name][...], gb[name][...])
+
+
+@pytest.mark.parametrize("compression", ["default", None])
+@pytest.mark.parametrize("budget", ["24KiB", "512MiB"])
+def test_store_equals_extract(geotiffs, open_raster, tmp_path, compression, budget):
+    """The store reads back (with open_patches) identical to .patches.extract: pixels, coords, CRS, attrs."""
+    da = open_raster(geotiffs["projected"])
+    da.patches.to_zarr(tmp_path / "p.zarr", **SPEC, max_memory=budget, compression=compression, progress=False)
+    stored = _stored(tmp_path / "p.zarr")
+    xr.testing.assert_identical(stored.rename(None), da.patches.extract(**SPEC))
+    assert stored.rio.crs == da.rio.crs
+    assert zarr.open_group(str(tmp_path / "p.zarr"), mode="r").attrs["patchkit_complete"] is True
+
+
+def test_lazy_filtered_and_dataset_sources(geotiffs, open_raster, stacked, tmp_path):
+    """A dask-backed source, nodata filtering (a patch dim) and a Dataset with a time stack all store exactly."""
+    lazy = open_raster(geotiffs["nodata"], chunks={"x": 16, "y": 16})
+    lazy.patches.to_zarr(tmp_path / "f.zarr", **SPEC, max_nodata_fraction=0.2, max_memory="16KiB", progress=False)
+    expected = lazy.patches.extract(**SPEC, max_nodata_fraction=0.2).compute()
+    xr.testing.assert_identical(_stored(tmp_path / "f.zarr").rename(None), expected)
+    ds = xr.Dataset({"image": stacked, "mask": (stacked.isel(band=0, drop=True) > 0).astype("uint8")})
+    ds.patches.to_zarr(tmp_path / "d.zarr", 6, 6, max_memory="64KiB", progress=False)
+    stored = patchkit.open_patches(tmp_path / "d.zarr").load()
+    xr.testing.assert_identical(stored.drop_attrs(), ds.patches.extract(6, 6).drop_attrs())
+
+
+def test_complete_store_is_not_rewritten(geotiffs, open_raster, tmp_path):
+    """Running again on a complete store returns at once and writes nothing."""
+    da = open_raster(geotiffs["projected"])
+    path = da.patches.to_zarr(tmp_path / "p.zarr", **SPEC, progress=False)
+    before = {p: p.stat().st_mtime_ns for p in path.rglob("*") if p.is_file()}
+    da.patches.to_zarr(path, **SPEC, progress=False)
+    assert {p: p.stat().st_mtime_ns for p in path.rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [(dict(sizes=(6, 6)), "another source, spec or options"), (dict(max_nodata_fraction=0.5), "another source")],
+)
+def test_foreign_store_refused_unless_overwritten(geotiffs, open_raster, tmp_path, change, match):
+    """A store from other arguments is refused (nothing touched); mode='w' overwrites it."""
+    da = open_raster(geotiffs["projected"])
+    path = da.patches.to_zarr(tmp_path / "p.zarr", **SPEC, progress=False)
+    kwargs = {**SPEC, **change}
+    with pytest.raises(ForeignStoreError, match=match):
+        da.patches.to_zarr(path, **kwargs, progress=False)
+    da.patches.to_zarr(path, **kwargs, mode="w", progress=False)
+    stored = _stored(path)
+    expected = da.patches.extract(**kwargs)
+    xr.testing.assert_identical(stored.rename(None), expected)
+
+
+def test_other_directory_refused(geotiffs, open_raster, tmp_path):
+    """A non-empty directory that is not a patchkit store is refused and left alone."""
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "keep.txt").write_text("mine")
+    with pytest.raises(ForeignStoreError, match="is not a patchkit output.*mode='w'"):
+        open_raster(geotiffs["projected"]).patches.to_zarr(tmp_path / "notes", **SPEC, progress=False)
+    assert (tmp_path / "notes" / "keep.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [(dict(mode="a"), "mode='a'"), (dict(compression="gzip"), "compression='gzip'"), (dict(max_nodata_fraction=-1), "max_nodata_fraction")],
+)
+def test_bad_options(geotiffs, open_raster, tmp_path, kwargs, match):
+    """Bad options are refused before anything is written."""
+    with pytest.raises(PatchkitValueError, match=match):
+        open_raster(geotiffs["projected"]).patches.to_zarr(tmp_path / "p.zarr", **SPEC, **kwargs)
+    assert not (tmp_path / "p.zarr").exists()
+
+
+def test_unwritable_path(geotiffs, open_raster, tmp_path):
+    """A path that cannot be written raises SinkWriteError naming it and the fix."""
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(SinkWriteError, match="writable|fix"):
+        open_raster(geotiffs["projected"]).patches.to_zarr(blocker / "p.zarr", **SPEC, progress=False)
+
+
+def test_incomplete_store_refused(geotiffs, open_raster, tmp_path):
+    """open_patches refuses a store whose run has not finished, and says how to finish it."""
+    da = open_raster(geotiffs["projected"])
+    path = da.patches.to_zarr(tmp_path / "p.zarr", **SPEC, progress=False)
+    group = zarr.open_group(str(path), mode="r+")
+    del group.attrs["patchkit_complete"]
+    with pytest.raises(IncompleteStoreError, match="run the same .patches.to_zarr"):
+        patchkit.open_patches(path)
+    with pytest.raises(IncompleteStoreError):
+        patchkit.open_patches(tmp_path / "nothing.zarr")
+
+
+# ---- crash and resume -----------------------------------------------------------------------------
+
+CHILD = textwrap.dedent(
+    """
+    import os, signal, sys, warnings
+    warnings.simplefilter("ignore")
+    import rioxarray, zarr
+    import patchkit
+    from patchkit.sinks import zarr as sink
+
+    source, store, point, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    calls = {"count": 0}
+
+    def killing(original):
+        def wrapper(*args, **kwargs):
+            calls["count"] += 1
+            if calls["count"] == n:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return original(*args, **kwargs)
+        return wrapper
+
+    if point == "data":
+        zarr.Array.__setitem__ = killing(zarr.Array.__setitem__)
+    elif point == "log":
+        zarr.core.attributes.Attributes.__setitem__ = killing(zarr.core.attributes.Attributes.__setitem__)
+    elif point == "finish":
+        zarr.consolidate_metadata = killing(zarr.consolidate_metadata)
+    da = rioxarray.open_rasterio(source, chunks={"y": 16, "x": 53})
+    da.patches.to_zarr(store, sizes=(8, 6), strides=(5, 4), padding="SAME", max_memory="24KiB", progress=False)
+    """
+)
+
+
+def _run_child(source, store, point, n) -> int:
+    done = subprocess.run([sys.executable, "-c", CHILD, str(source), str(store), point, str(n)], capture_output=True, text=True,
+                          timeout=120)
+    return done.returncode
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(geotiffs, tmp_path_factory) -> Path:
+    """The store an uninterrupted child run writes."""
+    path = tmp_path_factory.mktemp("uninterrupted") / "whole.zarr"
+    assert _run_child(geotiffs["projected"], path, "none", 0) == 0
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("point", "n"), [("data", 1), ("data", 4), ("log", 2), ("log", 5), ("finish", 1)])
+def test_sigkill_then_rerun_gives_the_same_store(geotiffs, uninterrupted, tmp_path, point, n):
+    """A run killed with SIGKILL (creating the store, writing a band, logging it, finishing) then rerun equals an uninterrupted one."""
+    source = geotiffs["projected"]
+    assert _run_child(source, tmp_path / "crash.zarr", point, n) == -signal.SIGKILL
+    with pytest.raises(IncompleteStoreError):
+        patchkit.open_patches(tmp_path / "crash.zarr")
+    assert _run_child(source, tmp_path / "crash.zarr", "none", 0) == 0
+    _same_store(uninterrupted, tmp_path / "crash.zarr")
+
+
+@pytest.mark.slow
+def test_resume_skips_finished_rows(geotiffs, tmp_path):
+    """After a crash, the rerun writes only the rows not logged as finished."""
+    source = geotiffs["projected"]
+    assert _run_child(source, tmp_path / "p.zarr", "log", 4) == -signal.SIGKILL
+    logged = json.loads((tmp_path / "p.zarr" / "zarr.json").read_text())["attributes"]["patchkit_rows_done"]
+    assert logged and logged[0][0] == 0
+    chunk_files = sorted((tmp_path / "p.zarr" / "pixels").rglob("c/*"))
+    first_row = [p for p in chunk_files if p.relative_to(tmp_path / "p.zarr" / "pixels").parts[1] == "0"]
+    stamps = {p: p.stat().st_mtime_ns for p in first_row}
+    assert _run_child(source, tmp_path / "p.zarr", "none", 0) == 0
+    assert stamps and {p: p.stat().st_mtime_ns for p in first_row} == stamps
+
+
+# ---- a full disk ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_filesystem(tmp_path):
+    """A 1 MiB tmpfs (root and mount(8) needed; skipped where the sandbox forbids mounting)."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode:
+        pytest.skip(f"cannot mount a small filesystem here: {done.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_full_disk(small_filesystem, tmp_path):
+    """A full disk raises SinkWriteError (no space; rerun), and the store never reads as complete."""
+    rng = np.random.default_rng(0)
+    da = xr.DataArray(rng.random((2, 300, 300)).astype(np.float32), dims=("band", "y", "x"))
+    with pytest.raises(SinkWriteError, match="No space left on device.*free some space.*run the same call again"):
+        da.patches.to_zarr(small_filesystem / "p.zarr", 32, 16, compression=None, max_memory="2MiB", progress=False)
+    with pytest.raises(IncompleteStoreError):
+        patchkit.open_patches(small_filesystem / "p.zarr")
