@@ -146,7 +146,44 @@ class PatchesAccessor:
                        compression=compression, chunk_patches=chunk_patches, backend=backend, progress=progress,
                        spatial_dims=spatial_dims, channel_dims=channel_dims)
 
+    def to_geotiffs(self, folder: str | Path, sizes, strides, rates=1, padding: str = "VALID", *,
+                    max_memory: int | str = DEFAULT_MAX_MEMORY, mode: str | None = None,
+                    max_nodata_fraction: float | None = None, compress: str | None = "deflate", backend: str = "auto",
+                    progress: bool = True, spatial_dims: Sequence[str] | None = None,
+                    channel_dims: Sequence[str] | None = None) -> Path:
+        """Write one GeoTIFF chip per (kept) patch, and a GeoJSON index of them, resumably.
+
+        Each chip ``r{row}_c{col}.tif`` has the patch's transform, the CRS and nodata; its bands are
+        the non-spatial dims flattened (band descriptions name them). ``index.geojson``, written
+        last, lists every chip with its bounds; :func:`patchkit.sinks.geotiff.read_index` reads it.
+
+        Parameters
+        ----------
+        folder : path
+            A directory (created).%s        max_memory : int or str, default "512MiB"
+            Bound on all that the extraction holds at once (as :meth:`iter`).
+        mode : {None, "w"}
+            None: create, resume (writing only missing chips) or return when complete; a folder
+            from another run is refused. "w": overwrite.
+        compress : str or None, default "deflate"
+            GDAL compression ("deflate", "lzw", "zstd", ...); None for none.
+        progress : bool
+            Show a tqdm progress bar over chips.
+
+        Returns
+        -------
+        pathlib.Path
+            The folder.
+        """
+        from .sinks.geotiff import to_geotiffs
+
+        spec = PatchSpec(sizes, strides, rates, padding)
+        return to_geotiffs(self._obj, folder, spec, max_memory=max_memory, mode=mode, max_nodata_fraction=max_nodata_fraction,
+                           compress=compress, backend=backend, progress=progress, spatial_dims=spatial_dims,
+                           channel_dims=channel_dims)
+
     extract.__doc__ = extract.__doc__ % _PARAMETERS
+    to_geotiffs.__doc__ = to_geotiffs.__doc__ % _PARAMETERS
     to_zarr.__doc__ = to_zarr.__doc__ % _PARAMETERS
     iter.__doc__ = iter.__doc__ % _PARAMETERS
 
