@@ -10,6 +10,7 @@ from . import accessor, errors  # accessor registers DataArray.patches and Datas
 from .chunking import iter_patches
 from .extract import extract_image_patches, extract_patches
 from .geo import patch_transform
+from .sinks.tfrecord import read_tfrecord, to_tf_dataset, to_tfrecord
 from .sinks.zarr import open_patches
 from .spec import PatchSpec, Plan, Window
 
@@ -28,5 +29,8 @@ __all__ = [
     "iter_patches",
     "patch_transform",
     "open_patches",
+    "read_tfrecord",
+    "to_tf_dataset",
+    "to_tfrecord",
     "__version__",
 ]

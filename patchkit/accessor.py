@@ -123,7 +123,8 @@ class PatchesAccessor:
         compression : "default", None or a zarr codec
             "default" is zarr's (zstd); None stores raw bytes.
         chunk_patches : int, optional
-            Patches per stored chunk along ``patch_col`` (or ``patch``); by default about 16 MiB.
+            Patches per stored chunk along ``patch_col`` (or ``patch``); by default about 4 MiB.
+            Chunks are written one at a time: two chunks' bytes count against ``max_memory``.
         progress : bool
             Show a tqdm progress bar over patch rows.
 
@@ -181,6 +182,27 @@ class PatchesAccessor:
         return to_geotiffs(self._obj, folder, spec, max_memory=max_memory, mode=mode, max_nodata_fraction=max_nodata_fraction,
                            compress=compress, backend=backend, progress=progress, spatial_dims=spatial_dims,
                            channel_dims=channel_dims)
+
+    def to_tfrecord(self, prefix: str | Path, sizes, strides, rates=1, padding: str = "VALID", **kwargs) -> Path:
+        """Sharded, resumable TFRecord files of ``tf.train.Example`` patches, and a manifest.
+
+        Keywords (``max_memory``, ``shard_size``, ``max_nodata_fraction``, ``compression``, ``mode``,
+        ``progress``, ``backend``) are those of :func:`patchkit.to_tfrecord`; read the set back with
+        :func:`patchkit.read_tfrecord`.
+        """
+        from .sinks.tfrecord import to_tfrecord
+
+        return to_tfrecord(self._obj, prefix, sizes, strides, rates, padding, **kwargs)
+
+    def to_tf_dataset(self, sizes, strides, rates=1, padding: str = "VALID", **kwargs):
+        """A ``tf.data.Dataset`` of the patches, cut band by band as it is iterated.
+
+        Keywords (``batch_size``, ``prefetch``, ``max_memory``, ``max_nodata_fraction``,
+        ``shuffle_buffer``) are those of :func:`patchkit.to_tf_dataset`.
+        """
+        from .sinks.tfrecord import to_tf_dataset
+
+        return to_tf_dataset(self._obj, sizes, strides, rates, padding, **kwargs)
 
     extract.__doc__ = extract.__doc__ % _PARAMETERS
     to_geotiffs.__doc__ = to_geotiffs.__doc__ % _PARAMETERS

@@ -53,7 +53,7 @@ def test_store_equals_extract(geotiffs, open_raster, tmp_path, compression, budg
 def test_lazy_filtered_and_dataset_sources(geotiffs, open_raster, stacked, tmp_path):
     """A dask-backed source, nodata filtering (a patch dim) and a Dataset with a time stack all store exactly."""
     lazy = open_raster(geotiffs["nodata"], chunks={"x": 16, "y": 16})
-    lazy.patches.to_zarr(tmp_path / "f.zarr", **SPEC, max_nodata_fraction=0.2, max_memory="16KiB", progress=False)
+    lazy.patches.to_zarr(tmp_path / "f.zarr", **SPEC, max_nodata_fraction=0.2, max_memory="96KiB", chunk_patches=3, progress=False)
     expected = lazy.patches.extract(**SPEC, max_nodata_fraction=0.2).compute()
     xr.testing.assert_identical(_stored(tmp_path / "f.zarr").rename(None), expected)
     ds = xr.Dataset({"image": stacked, "mask": (stacked.isel(band=0, drop=True) > 0).astype("uint8")})
@@ -156,7 +156,7 @@ CHILD = textwrap.dedent(
     elif point == "finish":
         zarr.consolidate_metadata = killing(zarr.consolidate_metadata)
     da = rioxarray.open_rasterio(source, chunks={"y": 16, "x": 53})
-    da.patches.to_zarr(store, sizes=(8, 6), strides=(5, 4), padding="SAME", max_memory="24KiB", progress=False)
+    da.patches.to_zarr(store, sizes=(8, 6), strides=(5, 4), padding="SAME", max_memory="40KiB", chunk_patches=4, progress=False)
     """
 )
 
@@ -176,7 +176,7 @@ def uninterrupted(geotiffs, tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("point", "n"), [("data", 1), ("data", 4), ("log", 2), ("log", 5), ("finish", 1)])
+@pytest.mark.parametrize(("point", "n"), [("data", 1), ("data", 4), ("data", 12), ("log", 2), ("log", 5), ("finish", 1)])
 def test_sigkill_then_rerun_gives_the_same_store(geotiffs, uninterrupted, tmp_path, point, n):
     """A run killed with SIGKILL (creating the store, writing a band, logging it, finishing) then rerun equals an uninterrupted one."""
     source = geotiffs["projected"]

@@ -19,6 +19,7 @@ A rerun with the same arguments skips the finished rows; a store from another ru
 
 from __future__ import annotations
 
+import itertools
 import math
 import shutil
 from pathlib import Path
@@ -27,10 +28,10 @@ from typing import Any
 import numpy as np
 
 from ..chunking import DEFAULT_MAX_MEMORY
-from ..errors import IncompleteStoreError, PatchkitValueError
+from ..errors import BudgetTooSmallError, IncompleteStoreError, PatchkitValueError
 from ..labelled import bands, prepare, template
 from ..spec import PatchSpec
-from ..units import parse_bytes
+from ..units import format_bytes, parse_bytes
 from ._store import MODES, RowLog, fingerprint, refuse_foreign, write_error
 
 __all__ = ["to_zarr", "open_patches", "COMPLETE", "ROWS_DONE", "FINGERPRINT"]
@@ -42,8 +43,8 @@ ROWS_DONE = "patchkit_rows_done"
 COMPLETE = "patchkit_complete"
 #: The variable a DataArray without a name is stored as (``patches`` would hide behind the accessor).
 DEFAULT_NAME = "pixels"
-#: Default size of a stored chunk: whole patches, about this many bytes.
-CHUNK_BYTES = "16MiB"
+#: Default size of a stored chunk: whole patches, about this many bytes (at least one patch).
+CHUNK_BYTES = "4MiB"
 
 
 def _check_options(mode, compression) -> None:
@@ -167,21 +168,69 @@ def _write_bands(path: Path, prepared, log: RowLog, max_memory, backend: str, pr
     from tqdm.auto import tqdm
 
     group = zarr.open_group(str(path), mode="r+")
+    arrays = {name: group[name] for name in _variable_names(prepared)}
+    budget = _band_budget(max_memory, arrays.values())
+    try:
+        stream = bands(prepared, max_memory=budget, backend=backend, done=log.done)
+    except BudgetTooSmallError as err:
+        raise BudgetTooSmallError(
+            f"max_memory={max_memory!r} less the store's chunk buffers leaves {format_bytes(budget)} for the "
+            f"patches, too little: {err}; or pass a smaller chunk_patches"
+        ) from err
     total = prepared.grid_shape[0]
     with tqdm(total=total, initial=log.count, unit="row", desc=f"patches -> {path.name}", disable=not progress or None) as bar:
-        for rows, band in bands(prepared, max_memory=max_memory, backend=backend, done=log.done):
+        for rows, band in stream:
             dim, where = _region(prepared, rows)
             fresh = int((~log.done[rows]).sum())
             try:
                 for name, var in _as_dataset(band).data_vars.items():
-                    index = tuple(where if d == dim else slice(None) for d in var.dims)
-                    group[str(name)][index] = var.data
+                    _write_chunks(arrays[str(name)], var, dim, where)
                 log.add(rows)
                 group.attrs[ROWS_DONE] = log.intervals()
             except OSError as err:
                 raise write_error("the Zarr store", path, err, f"the {log.count} finished patch rows") from err
             bar.update(fresh)
         bar.update(total - bar.n)  # bands without a kept patch are never written
+
+
+def _variable_names(prepared) -> list[str]:
+    return [str(name) for name in _as_dataset(template(prepared)).data_vars]
+
+
+def _band_budget(max_memory, arrays) -> int:
+    """``max_memory`` less what writing holds: one chunk in memory order and one encoded, per variable.
+
+    Chunks are written one at a time (:func:`_write_chunks`), so that is all the sink adds.
+    """
+    budget = parse_bytes(max_memory)
+    overhead = sum(2 * a.dtype.itemsize * math.prod(a.chunks) for a in arrays)
+    if budget <= overhead:
+        raise BudgetTooSmallError(
+            f"max_memory={max_memory!r} does not leave room for the patches once the store's chunk buffers "
+            f"({format_bytes(overhead)}) are counted; raise max_memory or pass a smaller chunk_patches"
+        )
+    return budget - overhead
+
+
+def _pieces(offset: int, length: int, chunk: int) -> list[tuple[int, int]]:
+    """``[start, stop)`` pieces of local positions ``0..length`` that cut at stored-chunk boundaries."""
+    out, start = [], 0
+    while start < length:
+        stop = min(length, start + chunk - (offset + start) % chunk)
+        out.append((start, stop))
+        start = stop
+    return out
+
+
+def _write_chunks(array, var, dim: str, where: slice) -> None:
+    """Write one band of ``var`` into ``array`` at ``where`` along ``dim``, one stored chunk at a time."""
+    axes = [i for i, d in enumerate(var.dims) if d in ("patch_row", "patch_col", "patch")]
+    offsets = [where.start if var.dims[i] == dim else 0 for i in axes]
+    for pieces in itertools.product(*(_pieces(o, var.shape[i], array.chunks[i]) for o, i in zip(offsets, axes))):
+        local, target = [slice(None)] * var.ndim, [slice(None)] * var.ndim
+        for i, offset, (a, b) in zip(axes, offsets, pieces):
+            local[i], target[i] = slice(a, b), slice(offset + a, offset + b)
+        array[tuple(target)] = np.ascontiguousarray(var.data[tuple(local)])
 
 
 def _finish(path: Path) -> None:

@@ -1,0 +1,98 @@
+"""Writing patches to Zarr: ``.patches.to_zarr`` against xarray writing the eager result.
+
+Run ``python benchmarks/bench_sinks.py [--quick] [--json PATH]``. The scene is a tiled 4-band uint16
+GeoTIFF (as in ``bench_xarray.py``), opened lazily with rioxarray (dask chunks of 1024 x 1024), larger
+than the ``max_memory`` given to patchkit. Each contender runs in a fresh process, best of
+``--repeats`` calls, each call into a new store:
+
+* ``to_zarr`` with zarr's default compression (zstd) and without compression, under ``max_memory``;
+* ``xarray``: open, ``.load()``, ``.patches.extract(...)``, ``.to_zarr(...)`` (the eager result written
+  by xarray in one call), with and without compression.
+
+Reported: seconds, GB/s of patches written (1 GB = 10**9 bytes), the ratio to xarray with the same
+compression, and the peak RSS above the start of the call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_extract import GB, PeakRSS, format_size, isolated, timed  # noqa: E402
+from bench_xarray import write_scene  # noqa: E402
+
+FULL = dict(bands=4, size=4096, patch=256, stride=128, chunks=1024, max_memory="64MiB", repeats=2)
+QUICK = dict(bands=4, size=1024, patch=128, stride=64, chunks=256, max_memory="8MiB", repeats=1)
+CONTENDERS = ("to_zarr zstd", "to_zarr raw", "xarray zstd", "xarray raw")
+
+
+def run(path: str, folder: str, name: str, params: dict) -> dict:
+    """Write the scene's patches one way, ``repeats`` times into fresh stores; the best call counts."""
+    warnings.simplefilter("ignore")
+    import rioxarray
+
+    import patchkit  # noqa: F401  (registers .patches)
+
+    k, s, chunks = params["patch"], params["stride"], params["chunks"]
+    compression = "default" if name.endswith("zstd") else None
+    row: dict = {"contender": name, "seconds": float("inf"), "growth": 0}
+    for attempt in range(params["repeats"]):
+        store = Path(folder) / f"{name.replace(' ', '-')}-{attempt}.zarr"
+
+        def call():
+            if name.startswith("to_zarr"):
+                da = rioxarray.open_rasterio(path, chunks={"band": -1, "y": chunks, "x": chunks})
+                return da.patches.to_zarr(store, k, s, max_memory=params["max_memory"], compression=compression, progress=False)
+            patches = rioxarray.open_rasterio(path).load().patches.extract(k, s)
+            encoding = {} if compression == "default" else {"pixels": {"compressors": ()}}
+            return patches.to_dataset(name="pixels").to_zarr(store, mode="w", zarr_format=3, encoding=encoding)
+
+        with PeakRSS() as rss:
+            elapsed, _ = timed(call)
+        row["seconds"] = min(row["seconds"], elapsed)
+        row["growth"] = max(row["growth"], rss.growth)
+        shutil.rmtree(store, ignore_errors=True)
+    return row
+
+
+def _worker(path: str, folder: str, name: str, params: dict) -> list[dict]:
+    return [run(path, folder, name, params)]
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a 1024x1024 scene: checks that the script runs")
+    parser.add_argument("--repeats", type=int, help="timed calls per contender (best counts)")
+    parser.add_argument("--json", type=Path, help="also write the rows to this JSON file")
+    args = parser.parse_args(argv)
+    params = dict(QUICK if args.quick else FULL)
+    if args.repeats:
+        params["repeats"] = args.repeats
+    patches_bytes = 2 * params["bands"] * params["patch"] ** 2 * ((params["size"] - params["patch"]) // params["stride"] + 1) ** 2
+    with tempfile.TemporaryDirectory() as folder:
+        path = str(write_scene(Path(folder) / "scene.tif", params["bands"], params["size"]))
+        scene = 2 * params["bands"] * params["size"] ** 2
+        print(f"scene: {params['bands']} bands x {params['size']}x{params['size']} uint16 ({format_size(scene)}), lazy "
+              f"({params['chunks']}x{params['chunks']} chunks); patches {params['patch']} stride {params['stride']} "
+              f"({format_size(patches_bytes)}); patchkit max_memory {params['max_memory']}")
+        rows = [isolated(_worker, path, folder, name, params)[0] for name in CONTENDERS]
+    by_name = {row["contender"]: row for row in rows}
+    print(f"{'contender':<16}{'seconds':>9}{'GB/s':>8}{'vs xarray':>11}{'RSS growth':>13}")
+    for row in rows:
+        row["gbps"] = patches_bytes / row["seconds"] / GB
+        peer = by_name["xarray " + row["contender"].split()[-1]]
+        print(f"{row['contender']:<16}{row['seconds']:>9.2f}{row['gbps']:>8.2f}{peer['seconds'] / row['seconds']:>10.2f}x"
+              f"{format_size(row['growth']):>13}")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+    return rows
+
+
+if __name__ == "__main__":
+    main()
