@@ -224,3 +224,26 @@ def test_full_disk(small_filesystem, tmp_path):
         da.patches.to_zarr(small_filesystem / "p.zarr", 32, 16, compression=None, max_memory="2MiB", progress=False)
     with pytest.raises(IncompleteStoreError):
         patchkit.open_patches(small_filesystem / "p.zarr")
+
+
+@pytest.fixture
+def file_size_limit():
+    """Files of this process cannot grow past 32 KiB (RLIMIT_FSIZE; SIGXFSZ ignored): writes fail with EFBIG."""
+    import resource
+
+    old_limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (32 * 1024, old_limit[1]))
+    yield
+    resource.setrlimit(resource.RLIMIT_FSIZE, old_limit)
+    signal.signal(signal.SIGXFSZ, old_handler)
+
+
+def test_write_failure_keeps_the_store_incomplete(tmp_path, file_size_limit):
+    """A write that fails part way raises SinkWriteError and leaves a store that never reads as complete."""
+    rng = np.random.default_rng(0)
+    da = xr.DataArray(rng.random((2, 300, 300)).astype(np.float32), dims=("band", "y", "x"))
+    with pytest.raises(SinkWriteError, match="File too large.*run the same call again"):
+        da.patches.to_zarr(tmp_path / "p.zarr", 64, 32, compression=None, chunk_patches=2, max_memory="8MiB", progress=False)
+    with pytest.raises(IncompleteStoreError):
+        patchkit.open_patches(tmp_path / "p.zarr")
