@@ -381,3 +381,16 @@ def test_import_does_not_load_tensorflow():
     """Importing the sink (and patchkit) leaves TensorFlow unimported."""
     code = "import sys, patchkit.sinks.tfrecord; sys.exit('tensorflow' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_to_tf_dataset_of_a_patchkit_store(tf, geotiffs, open_raster, tmp_path):
+    """A store written by .patches.to_zarr streams its patches, and is refused while incomplete."""
+    zarr = pytest.importorskip("zarr")
+    da = open_raster(geotiffs["projected"])
+    store = da.patches.to_zarr(tmp_path / "p.zarr", 8, 8, progress=False)
+    expected = da.patches.extract(8, 8).transpose("patch_row", "patch_col", "y", "x", "band").values.reshape(-1, 8, 8, 3)
+    got = np.stack([element["patch"].numpy() for element in to_tf_dataset(str(store))])
+    np.testing.assert_array_equal(got, expected)
+    del zarr.open_group(str(store), mode="r+").attrs["patchkit_complete"]
+    with pytest.raises(IncompleteStoreError, match="to_zarr"):
+        to_tf_dataset(str(store))

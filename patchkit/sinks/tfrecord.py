@@ -794,6 +794,11 @@ def _open_patches(source: Any) -> xr.Dataset:
     if isinstance(source, xr.DataArray):
         name = source.name if source.name is not None and source.name not in source.dims else "patches"
         return source.to_dataset(name=name)
+    from .zarr import CREATING, FINGERPRINT, _open_group, open_patches
+
+    group = _open_group(Path(source)) if isinstance(source, (str, os.PathLike)) else None
+    if group is not None and (FINGERPRINT in group.attrs or CREATING in group.attrs):
+        return open_patches(source, chunks=None)  # written by .patches.to_zarr: refused until complete
     try:  # without dask: xarray's lazy indexing reads just the slices asked for
         return xr.open_zarr(source, mask_and_scale=False, chunks=None)
     except Exception as err:  # zarr raises its own errors for a missing or malformed store
