@@ -1,0 +1,100 @@
+"""Notebook templates: listed, parameters checked before a kernel starts, run by papermill on this environment's kernel."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from patchkit import jobs
+from patchkit.errors import PatchkitValueError
+
+papermill = pytest.importorskip("papermill")
+
+
+def test_templates_are_shipped():
+    """Both templates are found with importlib.resources, each with one parameters cell."""
+    found = jobs.templates()
+    assert {"extract_patches", "stitch_predictions"} <= set(found)
+    for path in found.values():
+        cells = json.loads(path.read_text())["cells"]
+        assert sum("parameters" in c.get("metadata", {}).get("tags", []) for c in cells) == 1
+
+
+def test_parameters_have_types_and_help():
+    """Parameters come with their default, its type and the comment that explains them."""
+    params = jobs.parameters("extract_patches")
+    assert {"input_path", "sizes", "strides", "rates", "padding", "max_memory", "max_nodata_fraction", "sink",
+            "output_dir", "backend", "scheduler_address"} <= set(params)
+    assert params["sizes"].type == "int" and params["sizes"].value == 128 and "patch size" in params["sizes"].help
+    assert params["max_nodata_fraction"].type == "float"
+
+
+@pytest.mark.parametrize(
+    ("given", "match"),
+    [
+        ({"sizez": 12}, r"no parameter 'sizez'; its parameters are: input_path .*sizes \(int"),
+        ({"sizes": "big"}, r"sizes='big' is of type str.*expects the type of its default 128"),
+        ({"max_nodata_fraction": "half"}, "max_nodata_fraction='half'"),
+        ({"padding": 3}, "padding=3"),
+    ],
+)
+def test_bad_parameters_refused(given, match):
+    """Unknown names (listing the valid ones) and wrong types are refused."""
+    with pytest.raises(PatchkitValueError, match=match):
+        jobs.check_parameters("extract_patches", given)
+
+
+@pytest.mark.parametrize(
+    "given",
+    [{"sizes": [256, 128]}, {"max_nodata_fraction": None}, {"max_nodata_fraction": 0}, {"sink": "geotiff"}, {}],
+)
+def test_good_parameters_pass(given):
+    """Lists of ints for spec parameters, None, ints for floats and strings pass unchanged."""
+    assert jobs.check_parameters("extract_patches", given) == given
+
+
+@pytest.mark.parametrize(("text", "value"), [("128", 128), ("[256, 128]", [256, 128]), ("None", None), ("0.2", 0.2),
+                                             ("SAME", "SAME"), ("tcp://h:8786", "tcp://h:8786")])
+def test_parse_value(text, value):
+    """Command-line values are read as Python literals, or else kept as text."""
+    assert jobs.parse_value(text) == value
+
+
+def test_kernel_is_this_environment():
+    """The templates' kernel runs this very Python."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    name = jobs.ensure_kernel()
+    spec = KernelSpecManager().get_kernel_spec(name)
+    assert Path(spec.argv[0]).resolve() == Path(sys.executable).resolve()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sink", ["zarr", "geotiff"])
+def test_extract_template_runs(tmp_path, sink):
+    """The extraction template runs headlessly: executed notebook, patches, preview and (zarr) a stitched scene."""
+    executed = jobs.run_template("extract_patches", {"sizes": 256, "strides": 256, "sink": sink, "max_memory": "64MiB"},
+                                 tmp_path, progress=False)
+    assert executed == tmp_path / "extract_patches.ipynb" and executed.exists()
+    assert (tmp_path / "preview.png").stat().st_size > 10_000 and (tmp_path / "patches.png").exists()
+    if sink == "zarr":
+        assert (tmp_path / "patches.zarr" / "zarr.json").exists() and (tmp_path / "stitched.tif").exists()
+    else:
+        assert (tmp_path / "chips" / "index.geojson").exists()
+
+
+@pytest.mark.slow
+def test_stitch_template_runs(tmp_path):
+    """The stitching template cuts the sample, predicts NDVI, stitches it into a GeoTIFF."""
+    jobs.run_template("stitch_predictions", {"max_memory": "64MiB"}, tmp_path, progress=False)
+    assert (tmp_path / "prediction.tif").exists() and (tmp_path / "prediction.png").exists()
+
+
+def test_failing_cell_is_reported(tmp_path):
+    """A cell that raises gives NotebookError with the cell, the error and its value; the notebook is kept."""
+    with pytest.raises(jobs.NotebookError, match="ValueError: sink='nowhere'") as info:
+        jobs.run_template("extract_patches", {"sink": "nowhere", "sizes": 512, "strides": 512}, tmp_path, progress=False)
+    assert info.value.ename == "ValueError" and info.value.notebook.exists()
