@@ -15,11 +15,16 @@ $(VENV)/.installed-dev: pyproject.toml setup.py patchkit/backends/_copy.c | $(VE
 	touch $@
 
 $(VENV)/.installed-demo: pyproject.toml setup.py patchkit/backends/_copy.c | $(VENV)/bin/python
-	$(BIN)/python -m pip install --quiet -e ".[tensorflow,dask]"
+	$(BIN)/python -m pip install --quiet -e ".[geo,notebook]"
 	touch $@
 
+# The extraction template, headless through papermill, on the bundled synthetic GeoTIFF scene.
 demo: $(VENV)/.installed-demo
-	$(BIN)/python benchmarks/classic_uses.py
+	$(BIN)/patchkit run extract_patches --output-dir outputs
+	@echo "outputs/extract_patches.ipynb   the executed notebook"
+	@echo "outputs/patches.zarr            the patches (Zarr v3, coordinates and CRS): patchkit.open_patches('outputs/patches.zarr')"
+	@echo "outputs/stitched.tif            the patches stitched back onto the map (GeoTIFF)"
+	@echo "outputs/preview.png             the scene with its patch grid; outputs/patches.png: a mosaic of patches"
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest

@@ -235,12 +235,17 @@ def recorded_spec(patches: Any) -> tuple[PatchSpec, tuple[int, int]]:
         ) from err
 
 
+def _user_name(obj: Any):
+    """``obj.name``, unless it is the name xarray took from a dask array (``"transpose-8f3a..."``)."""
+    return None if obj.name is not None and obj.name == getattr(obj.data, "name", None) else obj.name
+
+
 def _wrap(data, obj: Any, layout: Layout, spec: PatchSpec, grid: tuple[str, ...], coords: dict):
     import xarray as xr
 
     record = {**spec.to_dict(), "image_shape": [obj.sizes[layout.y], obj.sizes[layout.x]]}
     out = xr.DataArray(data, dims=layout.dims(grid), coords=coords, attrs={**obj.attrs, SPEC_ATTR: json.dumps(record)})
-    out.name = obj.name  # set after: xarray would take a dask array's name for a missing one
+    out.name = _user_name(obj)  # set after: xarray would take a dask array's name for a missing one
     out.encoding = {k: v for k, v in obj.encoding.items() if k in KEPT_ENCODING}
     return out
 

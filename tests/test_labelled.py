@@ -166,3 +166,12 @@ def test_patches_record_their_spec(kwargs):
     assert spec == patchkit.PatchSpec(**kwargs) and shape == (9, 8)
     with pytest.raises(patchkit.errors.PatchkitValueError, match="not made by .patches.extract"):
         recorded_spec(da)
+
+
+def test_dask_names_are_not_kept():
+    """A DataArray named after its dask array by xarray gives an unnamed patch array; a real name is kept."""
+    dask_array = pytest.importorskip("dask.array")
+    da = xr.DataArray(dask_array.zeros((2, 8, 8), chunks=4), dims=("band", "y", "x"))
+    assert da.name is not None  # xarray took the dask array's name
+    assert da.patches.extract(4, 4).name is None
+    assert da.rename("scene").patches.extract(4, 4).name == "scene"
