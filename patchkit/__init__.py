@@ -13,6 +13,7 @@ from .geo import patch_transform
 from .sinks.tfrecord import read_tfrecord, to_tf_dataset, to_tfrecord
 from .sinks.zarr import open_patches
 from .spec import PatchSpec, Plan, Window
+from .stitch import stitch
 
 try:
     __version__ = version("patchkit")
@@ -29,6 +30,7 @@ __all__ = [
     "iter_patches",
     "patch_transform",
     "open_patches",
+    "stitch",
     "read_tfrecord",
     "to_tf_dataset",
     "to_tfrecord",
