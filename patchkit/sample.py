@@ -131,9 +131,10 @@ def write_sample(path: str | Path, shape: tuple[int, int] = (1024, 1024), seed: 
 def sample_path(shape: tuple[int, int] = (1024, 1024), seed: int = 0, folder: str | Path | None = None) -> Path:
     """The sample GeoTIFF for ``shape`` and ``seed``, written on first use into ``folder``.
 
-    ``folder`` defaults to ``$PATCHKIT_CACHE`` or a ``patchkit`` folder in the system's temporary directory.
+    ``folder`` defaults to ``$PATCHKIT_CACHE`` or a ``patchkit-samples`` folder in the system's temporary directory
+    (not ``patchkit``: scripts run from that directory would import the folder as the package).
     """
-    folder = Path(folder or os.environ.get("PATCHKIT_CACHE") or Path(tempfile.gettempdir()) / "patchkit")
+    folder = Path(folder or os.environ.get("PATCHKIT_CACHE") or Path(tempfile.gettempdir()) / "patchkit-samples")
     key = hashlib.sha256(f"{shape}-{seed}-v1".encode()).hexdigest()[:10]
     path = folder / f"sample-{shape[0]}x{shape[1]}-{seed}-{key}.tif"
     return path if path.exists() else write_sample(path, shape, seed)

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
@@ -349,6 +349,7 @@ class _Reader:
     labels: tuple[np.ndarray, np.ndarray] | None = None
     order: np.ndarray | None = None
     chunks: tuple[int, ...] | None = None
+    cache: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def patch_bytes(self) -> int:
@@ -359,10 +360,28 @@ class _Reader:
         return not isinstance(self.data, np.ndarray)
 
     def _take(self, first: int, stop: int, index: np.ndarray | None = None) -> np.ndarray:
-        """Entries ``[first, stop)`` (or ``index``) along the rows/list axis, as an ndarray."""
+        """Entries ``[first, stop)`` (or ``index``) along the rows/list axis, as an ndarray.
+
+        From a lazy array, whole chunks are read (as :meth:`read_bytes` counts) and kept while the
+        next read still needs them: consecutive bands share patch rows, which are read once.
+        """
+        if index is None and self.lazy and self.chunks is not None:
+            return self._take_chunks(first, stop)
         key = slice(first, stop) if index is None else index
         piece = self.data[:, key]
         return np.asarray(piece.compute() if hasattr(piece, "compute") else piece)
+
+    def _take_chunks(self, first: int, stop: int) -> np.ndarray:
+        edges = np.cumsum((0,) + tuple(self.chunks))
+        c0 = int(np.searchsorted(edges, first, side="right")) - 1
+        c1 = int(np.searchsorted(edges, stop, side="left"))
+        for k in [k for k in self.cache if not c0 <= k < c1]:
+            del self.cache[k]  # no later band needs it: bands move down the image
+        for k in range(c0, c1):
+            if k not in self.cache:
+                self.cache[k] = np.asarray(self.data[:, int(edges[k]): int(edges[k + 1])].compute())
+        joined = np.concatenate([self.cache[k] for k in range(c0, c1)], axis=1)
+        return joined[:, first - int(edges[c0]): stop - int(edges[c0])]
 
     def read(self, p0: int, p1: int) -> _Band | None:
         """Patch rows ``[p0, p1)`` that are there, or None when none is."""

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
     [
         ("bench_extract.py", ["--quick", "--case", "dask"], "RSS growth"),
         ("bench_xarray.py", ["--quick", "--repeats", "1"], "lazy, in memory"),
-        ("bench_sinks.py", ["--quick"], "to_zarr raw"),
+        ("bench_sinks.py", ["--quick"], "stitch in memory"),
         ("classic_uses.py", ["--repeats", "1"], "every result equal to TensorFlow's, bit for bit"),
     ],
 )
