@@ -204,6 +204,17 @@ class PatchesAccessor:
 
         return to_tf_dataset(self._obj, sizes, strides, rates, padding, **kwargs)
 
+    def explore(self, sizes=None, strides=None, rates=1, padding: str = "VALID", **kwargs):
+        """An interactive :class:`patchkit.widgets.PatchExplorer` of this DataArray (ipywidgets).
+
+        The grid, patch count, memory plan and nodata share update as the controls move, without
+        extracting; a decimated preview shows the grid; a button runs a sink. Keywords are those of
+        ``PatchExplorer`` (``max_memory``, ``max_nodata_fraction``, ``sink``, ``path``...).
+        """
+        from .widgets import PatchExplorer
+
+        return PatchExplorer(self._obj, sizes, strides, rates, padding, **kwargs)
+
     extract.__doc__ = extract.__doc__ % _PARAMETERS
     to_geotiffs.__doc__ = to_geotiffs.__doc__ % _PARAMETERS
     to_zarr.__doc__ = to_zarr.__doc__ % _PARAMETERS
