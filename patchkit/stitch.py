@@ -375,12 +375,17 @@ class _Reader:
         edges = np.cumsum((0,) + tuple(self.chunks))
         c0 = int(np.searchsorted(edges, first, side="right")) - 1
         c1 = int(np.searchsorted(edges, stop, side="left"))
-        for k in [k for k in self.cache if not c0 <= k < c1]:
-            del self.cache[k]  # no later band needs it: bands move down the image
-        for k in range(c0, c1):
-            if k not in self.cache:
-                self.cache[k] = np.asarray(self.data[:, int(edges[k]): int(edges[k + 1])].compute())
-        joined = np.concatenate([self.cache[k] for k in range(c0, c1)], axis=1)
+        span, joined = self.cache.get("joined", (None, None))
+        if span != (c0, c1):  # consecutive bands mostly need the same chunks: join them once
+            for k in [k for k in self.cache if k != "joined" and not c0 <= k < c1]:
+                del self.cache[k]  # no later band needs it: bands move down the image
+            self.cache.pop("joined", None)
+            for k in range(c0, c1):
+                if k not in self.cache:
+                    self.cache[k] = np.asarray(self.data[:, int(edges[k]): int(edges[k + 1])].compute())
+            parts = [self.cache[k] for k in range(c0, c1)]
+            joined = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+            self.cache["joined"] = ((c0, c1), joined)
         return joined[:, first - int(edges[c0]): stop - int(edges[c0])]
 
     def read(self, p0: int, p1: int) -> _Band | None:
