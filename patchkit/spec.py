@@ -534,27 +534,49 @@ def _peak(spec: PatchSpec, shape, dtype, n: int, oh: int, lazy=False, chunks=Non
     """Bytes held at once when bands of ``n`` rows are made.
 
     The block and halo buffers are allocated once, for the largest band and halo, and reused; the
-    temporaries of the costliest band come on top. Padding temporaries of bands that touch no edge
-    row depend only on the band's height, so they are worked out once: planning a grid of many
-    thousands of rows stays fast.
+    temporaries of the costliest band come on top. Halos and read temporaries of all bands are worked
+    out together with numpy, and padding temporaries of bands that touch no edge row depend only on
+    the band's height: planning a grid of many thousands of rows stays fast.
     """
     b, h, w, c = _four_d(shape)
     pixel = b * c * check_dtype(dtype).itemsize
     axis = spec._axes(shape)[0]
+    starts = np.arange(0, oh, n)
+    stops = np.minimum(starts + n, oh)
+    halo, temp = _halos_and_reads(axis, starts, stops, w, pixel, lazy, chunks)
     r_lo, r_hi = axis.interior()
-    halo = temp = 0
     interior_pad: dict[int, int] = {}
-    for i0 in range(0, oh, n):
-        i1 = min(i0 + n, oh)
-        band_halo, read_temp = _halo_and_read(axis, i0, i1, w, pixel, lazy, chunks)
+    for i0, i1 in zip(starts.tolist(), stops.tolist()):
         if i0 < r_lo or i1 > r_hi:
             pad_temp = _pad_temporaries(spec, (i0, i1), shape, pixel, pad_copy)
         else:
             if i1 - i0 not in interior_pad:
                 interior_pad[i1 - i0] = _pad_temporaries(spec, (i0, i1), shape, pixel, pad_copy)
             pad_temp = interior_pad[i1 - i0]
-        halo, temp = max(halo, band_halo), max(temp, read_temp, pad_temp)
+        temp = max(temp, pad_temp)
     return n * spec.row_nbytes(shape, dtype) + halo + temp
+
+
+def _halos_and_reads(axis: _Axis, starts: np.ndarray, stops: np.ndarray, width: int, pixel: int, lazy: bool,
+                     chunks) -> tuple[int, int]:
+    """The largest clipped halo, and the largest read temporaries, over bands ``[starts, stops)``.
+
+    The vectorised form of :func:`_halo_and_read` (zeros when the source is not ``lazy``).
+    """
+    if not lazy:
+        return 0, 0
+    ya = np.maximum(starts * axis.s - axis.before, 0)
+    yb = np.minimum((stops - 1) * axis.s - axis.before + axis.ke, axis.n)
+    rows = np.maximum(yb - ya, 0)
+    halo = int(rows.max()) * width * pixel
+    if chunks is None:
+        return halo, halo
+    row_edges = _edges(tuple(chunks[1]))
+    first = np.searchsorted(row_edges, ya, side="right") - 1
+    last = np.searchsorted(row_edges, yb, side="left")
+    touched = row_edges[last] - row_edges[first]
+    reads = np.where(rows > 0, (touched + rows) * max(chunks[2]) * pixel, 0)
+    return halo, int(reads.max())
 
 
 @functools.lru_cache(maxsize=16)
