@@ -82,3 +82,17 @@ def test_failing_notebook_exits_1(tmp_path):
     done = patchkit_command("run", "extract_patches", "-p", "sink", "nowhere", "-p", "sizes", "512", "-p", "strides", "512",
                             "--output-dir", str(tmp_path))
     assert done.returncode == 1 and "ValueError: sink='nowhere'" in done.stderr
+
+
+def test_parameters_file_is_checked(tmp_path):
+    """Parameters from a YAML file are checked like -p ones (and -p wins over the file)."""
+    params = tmp_path / "params.yaml"
+    params.write_text("sizes: 128\nstridez: 64\n")
+    done = patchkit_command("run", "extract_patches", "-f", str(params), "--output-dir", str(tmp_path / "out"))
+    assert done.returncode == 1 and "no parameter 'stridez'" in done.stderr
+
+
+def test_bench_runs_the_benchmark():
+    """`patchkit bench` runs the benchmark script of the source checkout with its arguments."""
+    done = patchkit_command("bench", "--quick", "--case", "dask")
+    assert done.returncode == 0 and "RSS growth" in done.stdout

@@ -98,3 +98,17 @@ def test_failing_cell_is_reported(tmp_path):
     with pytest.raises(jobs.NotebookError, match="ValueError: sink='nowhere'") as info:
         jobs.run_template("extract_patches", {"sink": "nowhere", "sizes": 512, "strides": 512}, tmp_path, progress=False)
     assert info.value.ename == "ValueError" and info.value.notebook.exists()
+
+
+@pytest.mark.slow
+def test_extract_template_on_a_dask_cluster(tmp_path):
+    """With scheduler_address, the template's reads run on a real dask LocalCluster (worker processes)."""
+    distributed = pytest.importorskip("distributed")
+    transitions = lambda dask_scheduler: dask_scheduler.transition_counter  # noqa: E731
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        with distributed.Client(cluster) as client:
+            before = client.run_on_scheduler(transitions)
+            jobs.run_template("extract_patches", {"sizes": 256, "strides": 256, "scheduler_address": cluster.scheduler_address},
+                              tmp_path, progress=False)
+            assert client.run_on_scheduler(transitions) > before + 50  # the reads ran as tasks on the cluster
+    assert (tmp_path / "patches.zarr" / "zarr.json").exists() and (tmp_path / "stitched.tif").exists()
