@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument("--backend", default="auto", choices=("auto", "numpy", "tensorflow"), help="extraction backend (default auto)")
 
     bench = commands.add_parser("bench", help="run the extraction benchmark (needs a source checkout)")
-    bench.add_argument("args", nargs=argparse.REMAINDER, help="arguments for benchmarks/bench_extract.py, e.g. --quick")
+    bench.add_argument("args", nargs="*", help="arguments for benchmarks/bench_extract.py, e.g. --quick --case dask")
     return parser
 
 
@@ -146,7 +146,12 @@ def _bench(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``patchkit`` command; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "bench":
+        args.args = [*args.args, *extra]  # the benchmark's own options pass through
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         if args.command == "templates":
             _templates()
