@@ -137,21 +137,21 @@ def _extract(args: argparse.Namespace) -> None:
     print(f"wrote {write(args.output, *spec, **kwargs)}")
 
 
-def _bench(args: argparse.Namespace) -> int:
+def _bench(arguments: Sequence[str]) -> int:
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_extract.py"
     if not script.exists():
-        raise PatchkitError(f"the benchmark is not installed with the package ({script} is missing); run it from a source checkout")
-    return subprocess.call([sys.executable, str(script), *args.args])
+        print(f"patchkit bench: the benchmark is not installed with the package ({script} is missing); "
+              "run it from a source checkout", file=sys.stderr)
+        return 1
+    return subprocess.call([sys.executable, str(script), *arguments])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``patchkit`` command; returns the exit status."""
-    parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    if args.command == "bench":
-        args.args = [*args.args, *extra]  # the benchmark's own options pass through
-    elif extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"] and argv[1:2] not in (["-h"], ["--help"]):
+        return _bench(argv[1:])  # the benchmark parses its own options
+    args = build_parser().parse_args(argv)
     try:
         if args.command == "templates":
             _templates()
@@ -162,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "extract":
             _extract(args)
         else:
-            return _bench(args)
+            return _bench(args.args)
     except (PatchkitError, OSError) as err:
         print(f"patchkit {args.command}: {err}", file=sys.stderr)
         return 1
