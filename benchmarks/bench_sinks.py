@@ -18,7 +18,6 @@ the same compression, and the peak RSS above the start of the call.
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys
@@ -28,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_extract import GB, PeakRSS, format_size, isolated, timed  # noqa: E402
-from bench_xarray import write_scene  # noqa: E402
+from bench_xarray import parse_scene_args, write_scene  # noqa: E402
 
 FULL = dict(bands=4, size=4096, patch=256, stride=128, chunks=1024, max_memory="64MiB", repeats=2)
 QUICK = dict(bands=4, size=1024, patch=128, stride=64, chunks=256, max_memory="8MiB", repeats=1)
@@ -88,14 +87,7 @@ def _store(path: str, folder: str, params: dict) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a 1024x1024 scene: checks that the script runs")
-    parser.add_argument("--repeats", type=int, help="timed calls per contender (best counts)")
-    parser.add_argument("--json", type=Path, help="also write the rows to this JSON file")
-    args = parser.parse_args(argv)
-    params = dict(QUICK if args.quick else FULL)
-    if args.repeats:
-        params["repeats"] = args.repeats
+    args, params = parse_scene_args(argv, __doc__.splitlines()[0], FULL, QUICK)
     patches_bytes = 2 * params["bands"] * params["patch"] ** 2 * ((params["size"] - params["patch"]) // params["stride"] + 1) ** 2
     with tempfile.TemporaryDirectory() as folder:
         path = str(write_scene(Path(folder) / "scene.tif", params["bands"], params["size"]))

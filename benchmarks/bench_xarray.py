@@ -79,15 +79,21 @@ def _worker(path: str, mode: str, params: dict) -> list[dict]:
     return [run(path, mode, params)]
 
 
-def main(argv: list[str] | None = None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_scene_args(argv: list[str] | None, description: str, full: dict, quick: dict) -> tuple[argparse.Namespace, dict]:
+    """``--quick``, ``--repeats`` and ``--json`` of the GeoTIFF benchmarks, and the scene's parameters."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true", help="a 1024x1024 scene: checks that the script runs")
-    parser.add_argument("--repeats", type=int, help="timed calls per path (best counts)")
+    parser.add_argument("--repeats", type=int, help="timed calls per contender (best counts)")
     parser.add_argument("--json", type=Path, help="also write the rows to this JSON file")
     args = parser.parse_args(argv)
-    params = dict(QUICK if args.quick else FULL)
+    params = dict(quick if args.quick else full)
     if args.repeats:
         params["repeats"] = args.repeats
+    return args, params
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    args, params = parse_scene_args(argv, __doc__.splitlines()[0], FULL, QUICK)
     with tempfile.TemporaryDirectory() as folder:
         path = str(write_scene(Path(folder) / "scene.tif", params["bands"], params["size"]))
         print(f"scene: {params['bands']} bands x {params['size']}x{params['size']} uint16 GeoTIFF (512x512 tiles); "
