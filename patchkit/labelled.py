@@ -37,7 +37,7 @@ from .sources import as_source
 from .spec import PatchSpec
 from .units import format_bytes, parse_bytes
 
-__all__ = ["Layout", "find_layout", "extract", "iterate", "grid", "recorded_spec", "SPEC_ATTR"]
+__all__ = ["Layout", "find_layout", "Prepared", "prepare", "template", "bands", "extract", "iterate", "grid", "recorded_spec", "SPEC_ATTR"]
 
 SPATIAL_NAMES = (("y", "x"), ("lat", "lon"), ("latitude", "longitude"))
 CHANNEL_NAMES = ("band", "bands", "channel", "channels", "variable", "wavelength")
@@ -313,6 +313,39 @@ def _result(obj: Any, arrays: dict):
     return xr.Dataset({**arrays, **untouched}, attrs=dict(obj.attrs))
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """An object ready to cut: its jobs (one per spatial variable) and the kept patches (None: all)."""
+
+    obj: Any
+    spec: PatchSpec
+    jobs: dict
+    keep: np.ndarray | None
+
+    @property
+    def grid_shape(self) -> tuple[int, int]:
+        return self.spec.grid_shape(next(iter(self.jobs.values())).images.shape)
+
+    @property
+    def grid(self) -> tuple[str, ...]:
+        return ("patch_row", "patch_col") if self.keep is None else ("patch",)
+
+    def labels(self, rows: slice) -> tuple[np.ndarray, np.ndarray]:
+        """Patch rows and cols of output rows ``rows``: the grid's, or one pair per kept patch."""
+        if self.keep is None:
+            return np.arange(rows.start, rows.stop), np.arange(self.grid_shape[1])
+        r, c = np.nonzero(self.keep[rows])
+        return r + rows.start, c
+
+
+def prepare(obj: Any, spec: PatchSpec, *, max_nodata_fraction=None, spatial_dims=None, channel_dims=None,
+            max_memory: int | str = DEFAULT_MAX_MEMORY) -> Prepared:
+    """Check the arguments, find the dims and count nodata (when filtering): all but the extraction."""
+    fraction = check_fraction(max_nodata_fraction)
+    jobs = _jobs(obj, spec, spatial_dims, channel_dims)
+    return Prepared(obj, spec, jobs, _keep(jobs, spec, fraction, max_memory))
+
+
 def extract(obj: Any, spec: PatchSpec, *, backend: str = "auto", max_nodata_fraction=None, spatial_dims=None,
             channel_dims=None, max_memory: int | str = DEFAULT_MAX_MEMORY, chunk_memory: int | str = LAZY_CHUNK_MEMORY):
     """Every patch of a DataArray or Dataset, labelled; see ``DataArray.patches.extract``."""
@@ -347,39 +380,6 @@ def _check_kept_fits(spec: PatchSpec, source, kept: int) -> None:
             "is available; stream them with da.patches.iter(..., max_memory='512MiB'), or open the "
             "raster with dask chunks for a lazy result"
         )
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """An object ready to cut: its jobs (one per spatial variable) and the kept patches (None: all)."""
-
-    obj: Any
-    spec: PatchSpec
-    jobs: dict
-    keep: np.ndarray | None
-
-    @property
-    def grid_shape(self) -> tuple[int, int]:
-        return self.spec.grid_shape(next(iter(self.jobs.values())).images.shape)
-
-    @property
-    def grid(self) -> tuple[str, ...]:
-        return ("patch_row", "patch_col") if self.keep is None else ("patch",)
-
-    def labels(self, rows: slice) -> tuple[np.ndarray, np.ndarray]:
-        """Patch rows and cols of output rows ``rows``: the grid's, or one pair per kept patch."""
-        if self.keep is None:
-            return np.arange(rows.start, rows.stop), np.arange(self.grid_shape[1])
-        r, c = np.nonzero(self.keep[rows])
-        return r + rows.start, c
-
-
-def prepare(obj: Any, spec: PatchSpec, *, max_nodata_fraction=None, spatial_dims=None, channel_dims=None,
-            max_memory: int | str = DEFAULT_MAX_MEMORY) -> Prepared:
-    """Check the arguments, find the dims and count nodata (when filtering): all but the extraction."""
-    fraction = check_fraction(max_nodata_fraction)
-    jobs = _jobs(obj, spec, spatial_dims, channel_dims)
-    return Prepared(obj, spec, jobs, _keep(jobs, spec, fraction, max_memory))
 
 
 def template(prepared: Prepared):
