@@ -11,8 +11,8 @@ import patchkit
 
 
 def test_import_is_light():
-    """Importing patchkit loads neither TensorFlow, rasterio, rioxarray, zarr nor dask."""
-    code = "import sys, patchkit; print(sorted(m for m in ('tensorflow', 'rasterio', 'rioxarray', 'zarr', 'dask') if m in sys.modules))"
+    """Importing patchkit loads none of TensorFlow, rasterio, rioxarray, zarr, dask, scipy, matplotlib, ipywidgets, papermill."""
+    code = "import sys, patchkit; print(sorted(m for m in ('tensorflow', 'rasterio', 'rioxarray', 'zarr', 'dask', 'scipy', 'matplotlib', 'ipywidgets', 'papermill') if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
 
