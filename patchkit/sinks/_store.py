@@ -21,7 +21,7 @@ import numpy as np
 from ..errors import ForeignStoreError, SinkWriteError
 from ..spec import PatchSpec
 
-__all__ = ["fingerprint", "write_json", "read_json", "RowLog", "refuse_foreign", "write_error", "MODES"]
+__all__ = ["digest", "describe", "fingerprint", "write_json", "read_json", "RowLog", "refuse_foreign", "write_error", "MODES"]
 
 #: ``mode`` values of the sinks: None resumes a run with the same fingerprint, "w" starts afresh.
 MODES = (None, "w")
@@ -39,34 +39,49 @@ def _describe(value: Any) -> Any:
     return [str(array.dtype), list(array.shape), repr(array.ravel()[:3].tolist()), repr(array.ravel()[-3:].tolist())]
 
 
+def digest(value: Any) -> str:
+    """A SHA-256 of ``value``'s canonical JSON (keys sorted; other objects by ``str``)."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def describe(obj: Any) -> dict:
+    """A JSON-able description of a DataArray's or Dataset's variables: dims, shape, dtype, attrs, coordinates.
+
+    Small coordinate and attribute arrays are hashed whole, large ones by their ends; pixels are never read.
+    """
+    variables = {obj.name: obj} if hasattr(obj, "dims") and not hasattr(obj, "data_vars") else dict(obj.data_vars)
+    return {
+        str(name): {
+            "dims": list(var.dims),
+            "shape": list(var.shape),
+            "dtype": str(var.dtype),
+            "attrs": {str(k): _describe(v) for k, v in sorted(var.attrs.items())},
+            "coords": {str(k): [list(c.dims), _describe(c.values), {str(a): _describe(b) for a, b in sorted(c.attrs.items())}]
+                       for k, c in sorted(var.coords.items(), key=lambda kv: str(kv[0]))},
+        }
+        for name, var in variables.items()
+    }
+
+
 def fingerprint(obj: Any, spec: PatchSpec, **options: Any) -> str:
     """A hash of what a sink writes: the source's description, the spec and the options."""
-    variables = {obj.name: obj} if hasattr(obj, "dims") and not hasattr(obj, "data_vars") else dict(obj.data_vars)
-    description = {
+    return digest({
         "format": FORMAT,
         "spec": spec.to_dict(),
         "options": {k: _describe(v) if not isinstance(v, (list, tuple)) else [_describe(x) for x in v] for k, v in sorted(options.items())},
-        "variables": {
-            str(name): {
-                "dims": list(var.dims),
-                "shape": list(var.shape),
-                "dtype": str(var.dtype),
-                "attrs": {str(k): _describe(v) for k, v in sorted(var.attrs.items())},
-                "coords": {str(k): [list(c.dims), _describe(c.values), {str(a): _describe(b) for a, b in sorted(c.attrs.items())}]
-                           for k, c in sorted(var.coords.items(), key=lambda kv: str(kv[0]))},
-            }
-            for name, var in variables.items()
-        },
-    }
-    return hashlib.sha256(json.dumps(description, sort_keys=True, default=str).encode()).hexdigest()
+        "variables": describe(obj),
+    })
 
 
 def write_json(path: str | Path, data: dict) -> None:
-    """Write ``data`` as JSON atomically: a temporary file beside it, then a rename."""
+    """Write ``data`` as JSON atomically: a temporary file beside it, synced to disk, then a rename."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
     try:
-        tmp.write_text(json.dumps(data, indent=1, default=str))
+        with open(tmp, "w") as f:
+            json.dump(data, f, indent=1, default=str)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

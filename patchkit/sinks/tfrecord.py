@@ -42,7 +42,6 @@ TensorFlow is imported by the functions that need it, never by ``import patchkit
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -62,6 +61,7 @@ from ..labelled import find_layout
 from ..nodata import check_fraction
 from ..spec import PatchSpec
 from ..units import parse_bytes
+from ._store import describe, digest, write_json
 
 __all__ = [
     "to_tfrecord",
@@ -292,51 +292,9 @@ def _check_count(value: Any, name: str) -> int | None:
 # --------------------------------------------------------------------------------------------------
 
 
-def _digest(value: Any) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def _values_digest(values: Any) -> str:
-    values = np.asarray(values)
-    if values.dtype.kind in "OUS":
-        return hashlib.sha256("\n".join(map(str, values.tolist())).encode()).hexdigest()
-    return hashlib.sha256(values.dtype.str.encode() + np.ascontiguousarray(values).tobytes()).hexdigest()
-
-
-def _source_files(obj: Any, features: Sequence[_Feature]) -> list[dict]:
-    """The files behind ``obj`` (rioxarray and xarray record them in ``encoding["source"]``), with size and mtime."""
-    paths = {obj.encoding.get("source")}
-    paths.update(obj[f.var].encoding.get("source") for f in features if f.var is not None)
-    files = []
-    for path in sorted(p for p in paths if isinstance(p, str)):
-        try:
-            stat = os.stat(path)
-        except OSError:
-            files.append({"path": path})
-        else:
-            files.append({"path": path, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns})
-    return files
-
-
-def _source_fingerprint(obj: Any, features: Sequence[_Feature], crs: str | None) -> str:
-    """A digest of what identifies the source without reading its pixels.
-
-    Dims, shapes and dtypes of the variables, the index coordinates' values, attrs, the CRS, and
-    the path, size and modification time of the files it was read from.
-    """
-    variables = {}
-    for f in features:
-        var = obj if f.var is None else obj[f.var]
-        variables[str(f.var)] = {"dims": [str(d) for d in var.dims], "shape": list(var.shape), "dtype": var.dtype.str}
-    summary = {
-        "kind": type(obj).__name__,
-        "variables": variables,
-        "indexes": {str(name): _values_digest(index.values) for name, index in obj.indexes.items()},
-        "attrs": obj.attrs,
-        "crs": crs,
-        "files": _source_files(obj, features),
-    }
-    return _digest(summary)
+def _source_fingerprint(obj: Any, crs: str | None) -> str:
+    """A digest of what identifies the source without reading its pixels (as every sink identifies it)."""
+    return digest({"variables": describe(obj), "crs": crs})
 
 
 def _json_values(values: Any) -> list:
@@ -414,12 +372,7 @@ class _Target:
 
     def save(self, manifest: dict) -> None:
         """Replace the manifest atomically (a temporary file, synced, then ``os.replace``)."""
-        tmp = self.manifest.with_name(f"{self.manifest.name}.{os.getpid()}.tmp")
-        with open(tmp, "w") as f:
-            json.dump(manifest, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.manifest)
+        write_json(self.manifest, manifest)
 
     def drop_partials(self) -> None:
         """Delete the ``.partial`` files a killed run left (call when no shard is being written)."""
@@ -454,7 +407,7 @@ def _new_manifest(obj, target: _Target, features, spec: PatchSpec, image: tuple[
         "max_nodata_fraction": fraction,
         "compression": compression,
         "rows_per_shard": per_shard,
-        "fingerprint": {"source": _source_fingerprint(obj, features, crs), "arguments": _digest(arguments)},
+        "fingerprint": {"source": _source_fingerprint(obj, crs), "arguments": digest(arguments)},
         "shards": [
             {"path": target.shard(k, count), "rows": [k * per_shard, min((k + 1) * per_shard, oh)],
              "count": None, "bytes": None, "done": False}
