@@ -37,7 +37,7 @@ from .sources import as_source
 from .spec import PatchSpec
 from .units import format_bytes, parse_bytes
 
-__all__ = ["Layout", "find_layout", "Prepared", "prepare", "template", "bands", "extract", "iterate", "grid", "recorded_spec", "SPEC_ATTR"]
+__all__ = ["Layout", "find_layout", "Prepared", "prepare", "template", "bands", "patch_table", "extract", "iterate", "grid", "recorded_spec", "SPEC_ATTR"]
 
 SPATIAL_NAMES = (("y", "x"), ("lat", "lon"), ("latitude", "longitude"))
 CHANNEL_NAMES = ("band", "bands", "channel", "channels", "variable", "wavelength")
@@ -443,20 +443,25 @@ def _labelled_bands(prepared: Prepared, streams: dict) -> Iterator:
         yield rows, _result(prepared.obj, arrays)
 
 
+def patch_table(prepared: Prepared):
+    """The :func:`patchkit.geo.grid_table` of ``prepared``: every patch, or only the kept ones."""
+    job = next(iter(prepared.jobs.values()))
+    obj, y, x = job.obj, job.layout.y, job.layout.x
+    centres = [obj[d].values if d in obj.coords else np.arange(obj.sizes[d]) for d in (x, y)]
+    gt = geotransform_of(obj)
+    transform = source_transform(*centres, steps=(None, None) if gt is None else (gt.a, gt.e))
+    table = grid_table(prepared.spec, (obj.sizes[y], obj.sizes[x]), transform, crs_of(prepared.obj))
+    return table if prepared.keep is None else table[prepared.keep.ravel()].reset_index(drop=True)
+
+
 def grid(obj: Any, spec: PatchSpec, *, max_nodata_fraction=None, spatial_dims=None, channel_dims=None,
          path=None, max_memory: int | str = DEFAULT_MAX_MEMORY):
     """The table of every patch's place; see ``DataArray.patches.grid``."""
     fraction = check_fraction(max_nodata_fraction)
-    jobs = _jobs(obj, spec, spatial_dims, channel_dims)
-    job = next(iter(jobs.values()))
-    y, x = job.layout.y, job.layout.x
-    shape = (obj.sizes[y], obj.sizes[x])
-    centres = [obj[d].values if d in obj.coords else np.arange(obj.sizes[d]) for d in (x, y)]
-    gt = geotransform_of(job.obj)
-    transform = source_transform(*centres, steps=(None, None) if gt is None else (gt.a, gt.e))
-    table = grid_table(spec, shape, transform, crs_of(obj))
+    prepared = prepare(obj, spec, spatial_dims=spatial_dims, channel_dims=channel_dims)
+    table = patch_table(prepared)
     if fraction is not None:
-        shares = _shares(jobs, spec, max_memory).ravel()
+        shares = _shares(prepared.jobs, spec, max_memory).ravel()
         table["nodata_fraction"] = shares
         table = table[shares <= fraction].reset_index(drop=True)
     if path is not None:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import functools
 import io
-import json
 import math
 import shlex
 import threading
@@ -44,6 +43,9 @@ from .dtypes import check_dtype
 from .errors import DimensionError, PatchkitError, PatchkitTypeError, PatchkitValueError
 from .labelled import Layout, arrange, find_layout
 from .nodata import check_fraction, nodata_counts, nodata_values
+from .sinks import geotiff as geotiff_sink
+from .sinks import zarr as zarr_sink
+from .sinks._store import read_json
 from .sources import Source, as_source
 from .spec import PatchSpec, Plan, _four_d
 from .units import format_bytes, parse_bytes
@@ -851,13 +853,6 @@ def cancellable(obj: Any, event: threading.Event, layout: Layout | None = None):
     return obj.copy(data=data)
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def sink_progress(sink: str, path: str | Path, rows: int) -> tuple[int, int, str]:
     """``(done, total, unit)`` of a sink's output as it is on disk now (``(0, rows, ...)`` before it starts).
 
@@ -866,19 +861,19 @@ def sink_progress(sink: str, path: str | Path, rows: int) -> tuple[int, int, str
     """
     path = Path(path)
     if sink == "zarr":
-        attrs = (_read_json(path / "zarr.json") or {}).get("attributes", {})
-        if attrs.get("patchkit_complete"):
+        attrs = (read_json(path / "zarr.json") or {}).get("attributes", {})
+        if attrs.get(zarr_sink.COMPLETE):
             return rows, rows, "rows"
-        return min(rows, sum(b - a for a, b in attrs.get("patchkit_rows_done", []))), rows, "rows"
+        return min(rows, sum(b - a for a, b in attrs.get(zarr_sink.ROWS_DONE, []))), rows, "rows"
     if sink == "geotiff":
-        manifest = _read_json(path / "patchkit.json") or {}
+        manifest = read_json(path / geotiff_sink.MANIFEST) or {}
         total = int(manifest.get("chips", 0))
         if manifest.get("complete"):
             return total, total, "chips"
         done = sum(1 for _ in path.glob("r*_c*.tif")) if path.is_dir() else 0
         return min(done, total), total, "chips"
     if sink == "tfrecord":
-        manifest = _read_json(path.with_name(path.name + ".json")) or {}
+        manifest = read_json(path.with_name(path.name + ".json")) or {}
         if manifest.get("complete"):
             return rows, rows, "rows"
         done = sum(s["rows"][1] - s["rows"][0] for s in manifest.get("shards", []) if s.get("done"))

@@ -25,8 +25,8 @@ import numpy as np
 
 from ..chunking import DEFAULT_MAX_MEMORY
 from ..errors import DimensionError, IncompleteStoreError, PatchkitValueError
-from ..geo import crs_of, geotransform_of, grid_table, source_transform
-from ..labelled import bands, prepare
+from ..geo import crs_of
+from ..labelled import bands, patch_table, prepare
 from ..nodata import nodata_values
 from ..spec import PatchSpec
 from ._store import MODES, RowLog, fingerprint, read_json, refuse_foreign, write_error, write_json
@@ -66,19 +66,6 @@ def _descriptions(obj, dims: tuple[str, ...]) -> list[str]:
     return [", ".join(f"{d}={np.ravel(g)[i]}" for d, g in zip(dims, grids)) for i in range(math.prod(obj.sizes[d] for d in dims))]
 
 
-def _table(obj, prepared):
-    """The grid table (transforms and bounds of every patch), cut to the kept patches."""
-    job = next(iter(prepared.jobs.values()))
-    y, x = job.layout.y, job.layout.x
-    centres = [obj[d].values if d in obj.coords else np.arange(obj.sizes[d]) for d in (x, y)]
-    gt = geotransform_of(obj)
-    transform = source_transform(*centres, steps=(None, None) if gt is None else (gt.a, gt.e))
-    table = grid_table(prepared.spec, (obj.sizes[y], obj.sizes[x]), transform, crs_of(obj))
-    if prepared.keep is not None:
-        table = table[prepared.keep.ravel()].reset_index(drop=True)
-    return table
-
-
 def to_geotiffs(obj: Any, folder: str | Path, spec: PatchSpec, *, max_memory: int | str = DEFAULT_MAX_MEMORY,
                 mode: str | None = None, max_nodata_fraction: float | None = None, compress: str | None = "deflate",
                 backend: str = "auto", progress: bool = True, spatial_dims=None, channel_dims=None) -> Path:
@@ -92,7 +79,7 @@ def to_geotiffs(obj: Any, folder: str | Path, spec: PatchSpec, *, max_memory: in
     folder = Path(folder)
     prepared = prepare(obj, spec, max_nodata_fraction=max_nodata_fraction, spatial_dims=spatial_dims,
                        channel_dims=channel_dims, max_memory=max_memory)
-    table = _table(obj, prepared)  # also refuses irregular or rotated grids, before any file
+    table = patch_table(prepared)  # also refuses irregular or rotated grids, before any file
     mark = fingerprint(obj, spec, max_nodata_fraction=max_nodata_fraction, compress=compress,
                        spatial_dims=spatial_dims, channel_dims=channel_dims)
     manifest = _start(folder, mark, mode, spec, len(table))
