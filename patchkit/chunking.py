@@ -13,7 +13,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .backends import get_backend, tensor_to_numpy, to_tensor
+from .backends import aligned_empty, get_backend, tensor_to_numpy, to_tensor
 from .sources import Source, as_source
 from .spec import PatchSpec, Plan
 from .units import parse_bytes
@@ -137,7 +137,10 @@ def _bands(source: Source, spec: PatchSpec, plan: Plan, backend) -> Iterator[tup
             src, row0 = source.read_rows(ya, yb, out=halo), ya
         else:
             src, row0 = whole, 0
-        out = block_buf[: b * n * ow * depth].reshape(b, n, ow, depth) if reuse else None
+        if reuse:
+            out = block_buf[: b * n * ow * depth].reshape(b, n, ow, depth)
+        else:  # a tensor shares its block: aligned for TensorFlow's kernels, never reused
+            out = aligned_empty((b, n, ow, depth), source.dtype) if backend.name == "numpy" else None
         block = backend.band(src, row0, shape, spec, rows, out)
         if backend.name == "numpy":
             yield rows, (to_tensor(block) if tensor_out else block)

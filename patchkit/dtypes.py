@@ -47,8 +47,9 @@ def check_dtype(dtype, name: str = "images") -> np.dtype:
             f"convert it to one of {', '.join(SUPPORTED_DTYPES)}"
         ) from exc
     if dt.name not in SUPPORTED_DTYPES:
+        shown = getattr(dtype, "name", None) if hasattr(dtype, "as_numpy_dtype") else None  # TensorFlow's name
         raise UnsupportedDtypeError(
-            f"{name} has dtype {dt} ({dt.kind!r} kind), which tf.image.extract_patches does not accept; "
+            f"{name} has dtype {shown or dt} ({dt.kind!r} kind), which tf.image.extract_patches does not accept; "
             f"convert it first, e.g. images.astype('float32'). Supported: {', '.join(SUPPORTED_DTYPES)}"
         )
     return dt

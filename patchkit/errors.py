@@ -29,7 +29,14 @@ __all__ = [
 
 
 class PatchkitError(Exception):
-    """Base class of every error patchkit raises."""
+    """Base class of every error patchkit raises.
+
+    Its constructor is ``Exception``'s own, which tells TensorFlow's AutoGraph that the error can be
+    re-raised with the same type when it happens while a ``tf.function`` is traced (otherwise it
+    becomes a ``StagingError`` that ``except ValueError`` would not catch).
+    """
+
+    __init__ = Exception.__init__
 
 
 class PatchkitValueError(PatchkitError, ValueError):

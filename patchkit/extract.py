@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import numpy as np
 
-from .backends import get_backend, tensor_to_numpy, to_tensor
+from .backends import get_backend, tensor_to_numpy
 from .chunking import DEFAULT_MAX_MEMORY, iter_patches, lazy_patches
 from .errors import InvalidSpecError, OutputTooLargeError
-from .sources import Source, as_source
-from .spec import PatchSpec
+from .sources import Source, as_source, is_symbolic
+from .spec import PatchSpec, _normalize_pair
+from .tensors import eager_patches, symbolic_patches
 from .units import format_bytes, parse_bytes
 
 __all__ = ["extract_patches", "extract_image_patches", "available_memory"]
@@ -27,7 +29,15 @@ def extract_patches(images: Any, sizes, strides, rates=1, padding: str = "VALID"
     """Extract patches from images: a drop-in for ``tf.image.extract_patches``.
 
     Same shapes and the same values, bit for bit, for every dtype TensorFlow's op accepts
-    (bfloat16, float16/32/64, int8-64, uint8-64, complex64/128) and bool.
+    (bfloat16, float16/32/64, int8-64, uint8-64, complex64/128) and bool, and the same edge cases:
+    empty images give empty results, and so does a ``VALID`` kernel larger than the image by less
+    than two strides (TensorFlow refuses larger ones, and so does this).
+
+    Inside TensorFlow programs it is TensorFlow's op: a symbolic tensor (``tf.function``,
+    ``tf.data.Dataset.map``, a Keras layer, a ``tf.compat.v1`` graph, ``jit_compile=True``) goes to
+    ``tf.image.extract_patches`` after patchkit's checks have run at trace time. An eager tensor gives
+    a tensor TensorFlow's kernels can use (64-byte aligned, or TensorFlow's own), differentiable
+    under ``tf.GradientTape`` with TensorFlow's gradient (see :mod:`patchkit.tensors`).
 
     Parameters
     ----------
@@ -43,7 +53,8 @@ def extract_patches(images: Any, sizes, strides, rates=1, padding: str = "VALID"
         ``VALID``: only windows inside the image. ``SAME``: ``ceil(n / stride)`` patches per axis,
         zero-padded, ``total // 2`` zeros before and the rest after.
     backend : {"auto", "numpy", "tensorflow"}
-        ``auto`` measures which is faster for the input's device (numpy on CPU).
+        ``auto`` measures which is faster for the input's device (numpy on CPU). Symbolic tensors
+        always use TensorFlow's op: there are no values to copy yet.
 
     Returns
     -------
@@ -51,6 +62,7 @@ def extract_patches(images: Any, sizes, strides, rates=1, padding: str = "VALID"
         ``[batch, out_rows, out_cols, kh * kw * channels]``, the last axis ordered (kernel row,
         kernel col, channel); the same kind of array as ``images`` (a dask input gives a lazy result
         whose chunks are row bands; a zarr or h5py array gives an ndarray, read band by band).
+        Sizes may be integral floats (``[1, 2.0, 2.0, 1]``), as TensorFlow accepts.
 
     Raises
     ------
@@ -67,19 +79,35 @@ def extract_patches(images: Any, sizes, strides, rates=1, padding: str = "VALID"
     array([0., 1., 4., 5.], dtype=float32)
     """
     spec = PatchSpec(sizes, strides, rates, padding)
-    source = as_source(images)
-    spec.check(source.shape)
+    if is_symbolic(images):
+        return symbolic_patches(images, spec)
+    source = as_source(images, allow_empty=True)
+    out_shape = spec.tf_output_shape(source.shape)
+    if 0 in out_shape:
+        return _empty(source, out_shape)
     chosen = get_backend(backend, source)
     if source.kind == "dask":
         return lazy_patches(source, spec, chosen)
     _check_fits(spec, source, chosen)
     if source.kind == "lazy":
         return _gather(source, spec, chosen)
+    if source.kind == "tensorflow":
+        return eager_patches(source, spec, chosen)
     if chosen.name == "numpy":
-        out = chosen.extract(source.numpy(), spec)
-        return to_tensor(out) if source.kind == "tensorflow" else out
-    result = chosen.extract(source.data, spec)
-    return result if source.kind == "tensorflow" else tensor_to_numpy(result)
+        return chosen.extract(source.numpy(), spec)
+    return tensor_to_numpy(chosen.extract(source.data, spec))
+
+
+def _empty(source: Source, shape: tuple[int, int, int, int]) -> Any:
+    """An empty result of ``shape``, of the kind ``source`` is (as ``tf.image.extract_patches`` gives)."""
+    if source.kind == "tensorflow":
+        tf = sys.modules["tensorflow"]
+        return tf.zeros(shape, source.data.dtype)
+    if source.kind == "dask":
+        import dask.array as da
+
+        return da.zeros(shape, dtype=source.dtype)
+    return np.zeros(shape, source.dtype)
 
 
 def _check_fits(spec: PatchSpec, source: Source, backend) -> None:
@@ -116,7 +144,7 @@ def extract_image_patches(images: Any, ksizes=None, strides=None, rates=None, pa
 
     ``tf.extract_image_patches`` is gone from TensorFlow 2 (only ``tf.compat.v1`` keeps it); code from
     the tutorials runs again by importing this instead. ``sizes`` is accepted as an alias of
-    ``ksizes`` (as ``tf.compat.v1`` does); ``name`` is ignored.
+    ``ksizes`` (as ``tf.compat.v1`` does), and errors name whichever was given; ``name`` is ignored.
 
     Examples
     --------
@@ -128,7 +156,10 @@ def extract_image_patches(images: Any, ksizes=None, strides=None, rates=None, pa
     (1, 2, 2, 48)
     """
     if ksizes is None:
-        ksizes = sizes
+        ksizes, name = sizes, "sizes"
     elif sizes is not None:
         raise InvalidSpecError(f"pass ksizes or sizes, not both (got ksizes={ksizes!r}, sizes={sizes!r})")
-    return extract_patches(images, ksizes, strides, 1 if rates is None else rates, "VALID" if padding is None else padding)
+    else:
+        name = "ksizes"
+    kernel = _normalize_pair(name, ksizes)  # errors name the argument as the caller spelled it
+    return extract_patches(images, kernel, strides, 1 if rates is None else rates, "VALID" if padding is None else padding)

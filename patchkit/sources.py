@@ -8,6 +8,7 @@ Nothing here imports TensorFlow or dask: their objects are recognised by their t
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +18,7 @@ from .dtypes import check_dtype
 from .errors import PatchkitTypeError
 from .spec import _four_d
 
-__all__ = ["Source", "as_source", "is_tensor", "is_dask"]
+__all__ = ["Source", "as_source", "is_tensor", "is_symbolic", "is_dask"]
 
 
 def _module(obj: Any) -> str:
@@ -25,8 +26,22 @@ def _module(obj: Any) -> str:
 
 
 def is_tensor(obj: Any) -> bool:
-    """True for a TensorFlow tensor or variable (without importing TensorFlow)."""
+    """True for an eager TensorFlow tensor or variable (without importing TensorFlow)."""
     return _module(obj).startswith(("tensorflow", "tf_keras", "keras")) and hasattr(obj, "numpy") and hasattr(obj, "device")
+
+
+def is_symbolic(obj: Any) -> bool:
+    """True for a tensor without values yet: inside ``tf.function``, ``tf.data``, Keras, TF1 graphs.
+
+    Also a variable read while a graph is being built (``tf.executing_eagerly()`` is false).
+    TensorFlow is not imported here: such objects exist only once it is.
+    """
+    if not _module(obj).startswith(("tensorflow", "tf_keras", "keras")):
+        return False
+    tf = sys.modules.get("tensorflow")
+    if tf is None or not tf.is_tensor(obj):
+        return False
+    return tf.is_symbolic_tensor(obj) or not tf.executing_eagerly()
 
 
 def is_dask(obj: Any) -> bool:
@@ -113,7 +128,7 @@ def _normalize_chunks(chunks: Any, shape: tuple[int, ...]) -> tuple[tuple[int, .
     return tuple(blocks)
 
 
-def as_source(images: Any, name: str = "images") -> Source:
+def as_source(images: Any, name: str = "images", allow_empty: bool = False) -> Source:
     """Wrap ``images`` as a :class:`Source`, validating rank, emptiness and dtype.
 
     Accepts numpy arrays (and anything ``np.asarray`` turns into a numeric array, such as nested
@@ -123,7 +138,7 @@ def as_source(images: Any, name: str = "images") -> Source:
     Raises
     ------
     InvalidImageError
-        Not 4-D, or an axis of length 0.
+        Not 4-D, or an axis of length 0 (unless ``allow_empty``: TensorFlow's op takes empty images).
     UnsupportedDtypeError
         A dtype TensorFlow's op does not accept.
     PatchkitTypeError
@@ -133,17 +148,23 @@ def as_source(images: Any, name: str = "images") -> Source:
         raise PatchkitTypeError(f"{name} is None; pass a 4-D [batch, height, width, channels] array")
     if _module(images).startswith("xarray") and hasattr(images, "variable"):
         images = images.data
+    if type(images).__name__ == "KerasTensor":
+        raise PatchkitTypeError(
+            f"{name} is a Keras symbolic input ({images!r}), which has no values to cut; inside a Keras model "
+            "use the layer patchkit.keras.ExtractPatches(sizes, strides, rates, padding)"
+        )
     if is_tensor(images):
         shape = tuple(int(d) for d in images.shape)
-        return _checked(images, "tensorflow", shape, images.dtype, None, name)
+        return _checked(images, "tensorflow", shape, images.dtype, None, name, allow_empty)
     if is_dask(images):
         shape = tuple(int(d) for d in images.shape)
-        return _checked(images, "dask", shape, images.dtype, _normalize_chunks(images.chunks, shape), name)
+        return _checked(images, "dask", shape, images.dtype, _normalize_chunks(images.chunks, shape), name, allow_empty)
     if isinstance(images, np.ndarray):
-        return _checked(images, "numpy", images.shape, images.dtype, None, name)
+        return _checked(images, "numpy", images.shape, images.dtype, None, name, allow_empty)
     if hasattr(images, "shape") and hasattr(images, "dtype") and hasattr(images, "__getitem__"):
         shape = tuple(int(d) for d in images.shape)
-        return _checked(images, "lazy", shape, images.dtype, _normalize_chunks(getattr(images, "chunks", None), shape), name)
+        chunks = _normalize_chunks(getattr(images, "chunks", None), shape)
+        return _checked(images, "lazy", shape, images.dtype, chunks, name, allow_empty)
     not_array = PatchkitTypeError(
         f"{name} is a {type(images).__name__}, which is not an array; pass a numpy array, a tf.Tensor "
         "or a dask array of shape [batch, height, width, channels]"
@@ -154,8 +175,8 @@ def as_source(images: Any, name: str = "images") -> Source:
         raise not_array from exc
     if array.ndim == 0 and array.dtype == object:
         raise not_array
-    return _checked(array, "numpy", array.shape, array.dtype, None, name)
+    return _checked(array, "numpy", array.shape, array.dtype, None, name, allow_empty)
 
 
-def _checked(data, kind, shape, dtype, chunks, name) -> Source:
-    return Source(data, kind, _four_d(shape), check_dtype(dtype, name), chunks)
+def _checked(data, kind, shape, dtype, chunks, name, allow_empty=False) -> Source:
+    return Source(data, kind, _four_d(shape, allow_empty), check_dtype(dtype, name), chunks)

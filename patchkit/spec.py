@@ -34,6 +34,7 @@ __all__ = [
     "Plan",
     "effective_size",
     "output_size",
+    "tf_output_size",
     "padding_amounts",
     "normalize_padding",
 ]
@@ -68,6 +69,27 @@ def padding_amounts(n: int, k: int, s: int, r: int, padding: str) -> tuple[int, 
         return (0, 0)
     total = max((output_size(n, k, s, r, padding) - 1) * s + effective_size(k, r) - n, 0)
     return (total // 2, total - total // 2)
+
+
+def tf_output_size(n: int, k: int, s: int, r: int, padding: str, axis: str = "height") -> int:
+    """TensorFlow's own count of patches along an axis, empty axes and images included.
+
+    Equal to :func:`output_size` wherever the grid is not empty. TensorFlow computes a ``VALID`` count
+    as ``(n - ke + s) / s`` in C++ (truncated towards zero): a kernel larger than the axis by less than
+    two strides gives 0 patches, and TensorFlow refuses anything larger ("Computed output size would be
+    negative"), as this does with :class:`KernelTooLargeError`.
+    """
+    if padding == "SAME":
+        return -(-n // s)
+    ke = effective_size(k, r)
+    if n - ke + s <= -s:
+        extent = f"{k}" if r == 1 else f"{k} at rate {r}"
+        raise KernelTooLargeError(
+            f"kernel {extent} (effective {ke}) is larger than the image {axis} {n} by two strides ({s}) or more "
+            "with padding='VALID' (tf.image.extract_patches refuses it too); use padding='SAME' or a smaller "
+            "kernel or rate"
+        )
+    return max(n - ke + s, 0) // s
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +193,18 @@ class Plan:
 
 
 def _as_int(name: str, value, item) -> int:
-    if isinstance(item, (bool, np.bool_)) or isinstance(item, (float, np.floating)):
+    """``item`` as an int: integers, and integral floats (TensorFlow takes ``[1, 2.0, 2.0, 1]``).
+
+    NaN, infinity, fractions and bools are refused, naming ``name`` and the whole ``value``.
+    """
+    if isinstance(item, (float, np.floating)) and not isinstance(item, bool):
+        if math.isfinite(item) and float(item).is_integer():
+            return int(item)
+        raise InvalidSpecError(
+            f"{name}={value!r} must hold integers, got {item!r} (a fraction, NaN or infinity counts no pixels); "
+            f"e.g. {name}=(16, 16)"
+        )
+    if isinstance(item, (bool, np.bool_)):
         raise InvalidSpecError(f"{name}={value!r} must hold integers, got {item!r}; e.g. {name}=(16, 16)")
     try:
         return operator.index(item)
@@ -227,12 +260,15 @@ def _rank_error(shape: tuple[int, ...]) -> InvalidImageError:
     )
 
 
-def _spatial(shape: Sequence[int]) -> tuple[int, int]:
-    """``(height, width)`` of a ``(height, width)`` or ``(batch, height, width, channels)`` shape."""
+def _spatial(shape: Sequence[int], allow_empty: bool = False) -> tuple[int, int]:
+    """``(height, width)`` of a ``(height, width)`` or ``(batch, height, width, channels)`` shape.
+
+    An axis of length 0 is refused unless ``allow_empty`` (TensorFlow's op takes empty images).
+    """
     shape = tuple(int(d) for d in shape)
     if len(shape) not in (2, 4):
         raise _rank_error(shape)
-    if 0 in shape:
+    if 0 in shape and not allow_empty:
         raise InvalidImageError(
             f"images has shape {shape}, which is empty; every axis "
             f"({'batch, height, width, channels' if len(shape) == 4 else 'height, width'}) needs at least one element"
@@ -240,12 +276,12 @@ def _spatial(shape: Sequence[int]) -> tuple[int, int]:
     return shape[-3:-1] if len(shape) == 4 else shape
 
 
-def _four_d(shape: Sequence[int]) -> tuple[int, int, int, int]:
-    """``shape`` as a validated 4-D ``(batch, height, width, channels)`` tuple."""
+def _four_d(shape: Sequence[int], allow_empty: bool = False) -> tuple[int, int, int, int]:
+    """``shape`` as a validated 4-D ``(batch, height, width, channels)`` tuple (see :func:`_spatial`)."""
     shape = tuple(int(d) for d in shape)
     if len(shape) != 4:
         raise _rank_error(shape)
-    _spatial(shape)
+    _spatial(shape, allow_empty)
     return shape  # type: ignore[return-value]
 
 
@@ -342,6 +378,21 @@ class PatchSpec:
         b, _, _, c = _four_d(shape)
         oh, ow = self.grid_shape(shape)
         return (b, oh, ow, self.sizes[0] * self.sizes[1] * c)
+
+    def tf_output_shape(self, shape: Sequence[int]) -> tuple[int, int, int, int]:
+        """TensorFlow's output shape for any 4-D ``shape``, empty results included.
+
+        Empty images (an axis of length 0) and ``VALID`` kernels larger than the image by less than
+        two strides give an output with a zero axis, as ``tf.image.extract_patches`` does; larger
+        kernels raise :class:`KernelTooLargeError` (see :func:`tf_output_size`). Elsewhere this is
+        :meth:`output_shape`.
+        """
+        b, h, w, c = _four_d(shape, allow_empty=True)
+        rows, cols = (
+            tf_output_size(n, k, s, r, self.padding, axis)
+            for axis, n, k, s, r in zip(("height", "width"), (h, w), self.sizes, self.strides, self.rates)
+        )
+        return (b, rows, cols, self.sizes[0] * self.sizes[1] * c)
 
     def padding_amounts(self, shape: Sequence[int]) -> tuple[tuple[int, int], tuple[int, int]]:
         """Zeros added ``((top, bottom), (left, right))``; all 0 under ``VALID``."""

@@ -20,7 +20,16 @@ from ..spec import PatchSpec
 from .numpy import NumpyBackend
 from .tensorflow import TensorflowBackend, import_tensorflow
 
-__all__ = ["BACKENDS", "get_backend", "calibrate", "auto_choices", "to_tensor", "tensor_to_numpy"]
+__all__ = [
+    "BACKENDS",
+    "get_backend",
+    "calibrate",
+    "auto_choices",
+    "to_tensor",
+    "tensor_to_numpy",
+    "aligned_empty",
+    "TENSOR_ALIGNMENT",
+]
 
 BACKENDS = ("auto", "numpy", "tensorflow")
 _INSTANCES = {"numpy": NumpyBackend(), "tensorflow": TensorflowBackend()}
@@ -76,8 +85,10 @@ def calibrate(device: str, host_input: bool = False, repeats: int = 3) -> str:
         tensor = tf.identity(tf.constant(probe))
 
     def run_numpy():
-        out = _INSTANCES["numpy"].extract(probe if host_input else tensor_to_numpy(tensor), PROBE_SPEC)
-        return out if host_input else to_tensor(out)
+        if host_input:
+            return _INSTANCES["numpy"].extract(probe, PROBE_SPEC)
+        out = aligned_empty(PROBE_SPEC.output_shape(PROBE_SHAPE), probe.dtype)
+        return to_tensor(_INSTANCES["numpy"].extract(tensor_to_numpy(tensor), PROBE_SPEC, out=out))
 
     def run_tensorflow():
         with tf.device(device):
@@ -102,12 +113,42 @@ def tensor_to_numpy(tensor: Any) -> np.ndarray:
     return np.asarray(tensor)
 
 
+#: Alignment TensorFlow's CPU kernels require of a tensor's buffer (Eigen's ``EIGEN_MAX_ALIGN_BYTES``).
+TENSOR_ALIGNMENT = 64
+
+
+def aligned_empty(shape: tuple[int, ...], dtype, alignment: int = TENSOR_ALIGNMENT) -> np.ndarray:
+    """An uninitialised C-contiguous array whose data starts on an ``alignment``-byte boundary.
+
+    numpy only promises 16 bytes; a tensor that shares a less aligned buffer aborts the interpreter
+    in TensorFlow's first real kernel (``Check failed: IsAligned()``).
+    """
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    raw = np.empty(nbytes + alignment, np.uint8)
+    start = -raw.ctypes.data % alignment
+    return raw[start : start + nbytes].view(dtype).reshape(shape)
+
+
+def is_aligned(array: np.ndarray, alignment: int = TENSOR_ALIGNMENT) -> bool:
+    """Whether ``array``'s data starts on an ``alignment``-byte boundary."""
+    return array.ctypes.data % alignment == 0
+
+
 def to_tensor(array: np.ndarray, copy: bool = False) -> Any:
-    """A ``tf.Tensor`` of ``array``: sharing its memory where DLPack allows (not bfloat16), unless ``copy``."""
+    """A ``tf.Tensor`` of ``array`` that TensorFlow's kernels can use safely.
+
+    It shares ``array``'s memory through DLPack when that is safe: C-contiguous, native byte order,
+    not bfloat16 (DLPack has no such type here), and 64-byte aligned (:func:`aligned_empty`), unless
+    ``copy``. Otherwise ``tf.constant`` takes it, which copies any buffer that is not aligned.
+    """
     tf = import_tensorflow()
-    if not copy and array.flags.c_contiguous and array.dtype.name != "bfloat16" and array.dtype.isnative:
+    if copy:
+        array = np.array(array, order="C")
+    shareable = array.flags.c_contiguous and array.dtype.name != "bfloat16" and array.dtype.isnative
+    if shareable and array.size and is_aligned(array):
         try:
             return tf.experimental.dlpack.from_dlpack(array.__dlpack__())
         except (BufferError, TypeError, ValueError, AttributeError):
             pass
-    return tf.convert_to_tensor(array)
+    return tf.constant(array)
