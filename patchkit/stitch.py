@@ -2,27 +2,39 @@
 
 Every patch pixel goes back to the input pixel it sampled (:meth:`PatchSpec.positions`: rows
 ``i * stride - pad_top + a * rate``, columns likewise); padded cells lie outside the image and are
-dropped. Where several patches sample a pixel their values are blended:
+dropped. Where several patches sample a pixel their values are blended (:data:`BLENDS`):
 
-* ``"mean"`` and every weighted blend add ``weight * value`` into a float64 (complex128 for complex
-  data) accumulator and the weights into a second one, then divide. A pixel that no patch samples
-  gets ``fill_value``.
+* ``"mean"``, ``"cosine"``, any ``scipy.signal.windows`` name (``"hamming"``, ``("tukey", 0.5)``,
+  ``"hann"``...) and a callable add ``weight * value`` into a float64 (complex128 for complex
+  data) accumulator and the weights into a second one, then divide. Weights may be 0 (windows
+  with zero ends): a zero-weight tap adds nothing, so a pixel gets the weighted mean of its
+  positive-weight taps. A pixel that no patch samples, or only zero-weight taps sample, gets
+  ``fill_value``.
+* ``"sum"``: every patch pixel's value is added into the pixel it sampled, with no division:
+  TensorFlow's ``fold`` with reduction sum, and exactly the gradient of extraction
+  (``tape.gradient(tf.image.extract_patches(x, ...), x, output_gradients=patches)``). Floats add
+  up in float64 (complex128), integers and bool in int64 (exact, and wrapping like numpy's integer
+  addition when the result does not fit the dtype; bool: any), then cast to the patches' dtype.
+  Pixels no patch samples get 0, not ``fill_value``: the gradient there is 0.
 * ``"none"``: the last write wins, in row-major patch order (the last patch ``(i, j)`` that samples
   the pixel), with no arithmetic.
 
 Exactness: where every patch sampling a pixel holds the same value (as after extraction), the result
-is that value bit for bit, for every blend and dtype. For dtypes that float64 holds exactly with
-room to spare (floats of up to 32 bits, integers of up to 32 bits, bool) the weighted mean of
-equal values rounds back to the value (integers are rounded, then cast). For float64, int64, uint64
-and complex types the accumulator holds deviations from the last-written value instead of the
-values, so equal values add up to exactly zero and the written value stays, NaN payloads included.
-(Signalling NaNs of the narrower floats come back as quiet NaNs, with the same sign and payload.)
+is that value bit for bit, for every blend but ``"sum"`` and every dtype (with zero weights: where
+some positive weight samples the pixel). For dtypes that float64 holds exactly with room to spare
+(floats of up to 32 bits, integers of up to 32 bits, bool) the weighted mean of equal values rounds
+back to the value (integers are rounded, then cast). For float64, int64, uint64 and complex types
+the accumulator holds deviations from the last-written value (of a positive-weight tap) instead of
+the values, so equal values add up to exactly zero and the written value stays, NaN payloads
+included. (Signalling NaNs of the narrower floats come back as quiet NaNs, with the same sign and
+payload.)
 
 Pixels are added through strided views, never one by one. Along each axis a step takes one patch
 (its taps), one kernel tap (every patch's), or a group of ``stride // rate`` consecutive taps of
 every patch wholly inside the band (no two of which share a pixel: with rate 1 they tile a run of
 pixels), whichever makes the fewest steps; a band costs the product of the two axes' steps, each
-one vectorised addition.
+one vectorised addition. Zero weights at a window's ends are dropped like a crop; zeros inside it
+are masked out of each addition.
 
 The image is made in bands of output rows under ``max_memory``: a band's accumulators, the rows of
 patches it needs (read from a dask-backed array band by band) and the temporaries. With ``out`` a
@@ -33,7 +45,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
@@ -54,7 +66,7 @@ from .units import format_bytes, parse_bytes
 __all__ = ["stitch", "blend_weights", "normalize_crop", "BLENDS"]
 
 #: The blends patchkit names itself; any ``scipy.signal.windows`` name or a callable also works.
-BLENDS = ("mean", "cosine", "none")
+BLENDS = ("mean", "sum", "cosine", "none")
 #: Output suffixes :func:`stitch` streams to.
 SUFFIXES = (".tif", ".tiff", ".zarr")
 #: In-memory stitching works in bands of about this much accumulator: reused buffers stay warm.
@@ -73,6 +85,8 @@ _FINISH_ELEMENTS = 2**13
 #: Dtypes whose weighted means are accumulated as deviations from the last-written value: those
 #: float64 cannot hold exactly, and complex types (a complex product turns inf * 0 into NaN parts).
 _WIDE = frozenset({"float64", "int64", "uint64", "complex64", "complex128"})
+#: Weights of a scipy window this far below zero, relative to its largest, are round-off of a zero.
+_ROUND_OFF = 1e-12
 
 
 # --------------------------------------------------------------------------------------------------
@@ -86,7 +100,11 @@ def _cosine(k: int) -> np.ndarray:
 
 
 def _scipy_window(blend, k: int) -> np.ndarray:
-    """``scipy.signal.windows.get_window(blend, k, fftbins=False)``, with patchkit's errors."""
+    """``scipy.signal.windows.get_window(blend, k, fftbins=False)``, with patchkit's errors.
+
+    Round-off below zero at a window's zero ends (``"blackman"`` has ``-1.4e-17`` there) is set to
+    0: weights within :data:`_ROUND_OFF` of the largest below zero count as the zeros they stand for.
+    """
     try:
         from scipy.signal.windows import get_window
     except ImportError as err:
@@ -95,17 +113,20 @@ def _scipy_window(blend, k: int) -> np.ndarray:
             "`pip install scipy`, or use blend='cosine' or 'mean'"
         ) from err
     try:
-        return np.asarray(get_window(blend, k, fftbins=False), np.float64)
+        window = np.asarray(get_window(blend, k, fftbins=False), np.float64)
     except (ValueError, TypeError) as err:
         raise PatchkitValueError(
             f"blend={blend!r} is not a blend patchkit knows ({err}); use one of {BLENDS}, a "
             "scipy.signal.windows name such as 'hamming' or ('tukey', 0.5), or a callable "
             "(kh, kw) -> weights of shape (kh, kw)"
         ) from None
+    if window.size and np.isfinite(window).all():
+        window[(window < 0) & (window >= -_ROUND_OFF * np.abs(window).max())] = 0.0
+    return window
 
 
 def _check_weights(weights: Any, blend, shape: tuple[int, int]) -> np.ndarray:
-    """``weights`` as float64 of ``shape``, all finite and positive, or a patchkit error naming ``blend``."""
+    """``weights`` as float64 of ``shape``, finite, at least 0 and not all 0, or a patchkit error naming ``blend``."""
     try:
         weights = np.asarray(weights, dtype=np.float64)
     except (TypeError, ValueError) as err:
@@ -115,13 +136,19 @@ def _check_weights(weights: Any, blend, shape: tuple[int, int]) -> np.ndarray:
             f"blend={blend!r} gave weights of shape {weights.shape}, but the patches (after crop) are "
             f"{shape}; a callable blend is called as blend(kh, kw) and must return an array of shape (kh, kw)"
         )
-    if not np.all(np.isfinite(weights)) or not np.all(weights > 0):
-        bad = weights[~(np.isfinite(weights) & (weights > 0))]
+    good = np.isfinite(weights) & (weights >= 0)
+    if not good.all():
+        bad = weights[~good]
         raise PatchkitValueError(
-            f"blend={blend!r} gives {bad.size} weights that are zero, negative or not finite (e.g. {bad.flat[0]!r}); "
-            "every weight must be positive, or pixels that only those taps cover would have no value: use "
-            "blend='cosine' (never zero), a window without zeros such as 'hamming', or drop the zero ends, "
-            "e.g. lambda kh, kw: np.outer(hann(kh + 2)[1:-1], hann(kw + 2)[1:-1])"
+            f"blend={blend!r} gives {bad.size} weights that are negative or not finite (e.g. {bad.flat[0]!r}); "
+            "every weight must be finite and at least 0 (zeros are fine: a pixel that only zero weights reach "
+            "gets fill_value): clip them, e.g. lambda kh, kw: np.clip(my_weights(kh, kw), 0, None), or use "
+            "blend='cosine' or a scipy.signal.windows name such as 'hann'"
+        )
+    if not weights.any():
+        raise PatchkitValueError(
+            f"blend={blend!r} gives only zero weights for patches of {shape[0]}x{shape[1]} pixels (after crop), "
+            "so every pixel would be fill_value; use larger patches, a smaller crop, or blend='mean'"
         )
     return weights
 
@@ -132,25 +159,28 @@ def blend_weights(blend: str | tuple | Callable, shape: tuple[int, int]) -> np.n
     Parameters
     ----------
     blend : str, tuple or callable
-        ``"mean"`` (all 1), ``"cosine"`` (patchkit's ``sin^2(pi (i + 0.5) / k)`` per axis, outer
-        product: it hides seams and is never zero; note that scipy's own ``"cosine"`` window is the
-        square root of it), ``"none"``, any ``scipy.signal.windows`` name or ``(name, parameter)``
-        tuple (separable outer product of ``get_window(name, k, fftbins=False)``), or a callable
-        ``(kh, kw) -> array of shape (kh, kw)``.
+        ``"mean"`` and ``"sum"`` (all 1), ``"cosine"`` (patchkit's ``sin^2(pi (i + 0.5) / k)`` per
+        axis, outer product: it hides seams and is never zero; note that scipy's own ``"cosine"``
+        window is the square root of it), ``"none"``, any ``scipy.signal.windows`` name or
+        ``(name, parameter)`` tuple (separable outer product of ``get_window(name, k,
+        fftbins=False)``; round-off below zero at zero ends, as in ``"blackman"``, is taken as 0),
+        or a callable ``(kh, kw) -> array of shape (kh, kw)``.
     shape : (int, int)
         Rows and columns of the part of a patch that is blended (the patch minus ``crop``).
 
     Returns
     -------
     ndarray or None
-        float64 ``shape``, every weight finite and positive.
+        float64 ``shape``, every weight finite and at least 0, some above 0. Zeros are allowed
+        (``"hann"``, ``"bartlett"``, ``("tukey", 0.5)`` end in them): a zero-weight tap adds
+        nothing, so a pixel gets the weighted mean of its positive-weight taps, and a pixel that
+        only zero-weight taps sample gets ``fill_value`` (as ``tiler``'s ``Merger`` leaves it).
 
     Raises
     ------
     PatchkitValueError
-        Unknown names (the message lists the choices), weights of the wrong shape, or weights that
-        are zero, negative or not finite: windows that are zero at their ends, such as ``"hann"``,
-        are refused, since a pixel only those taps sample would get no value.
+        Unknown names (the message lists the choices), weights of the wrong shape, weights that are
+        negative or not finite, or weights that are all zero (``"hann"`` on two pixels).
     PatchkitTypeError
         ``blend`` is neither a string, a tuple nor a callable.
     """
@@ -159,7 +189,7 @@ def blend_weights(blend: str | tuple | Callable, shape: tuple[int, int]) -> np.n
         name = blend.lower()
         if name == "none":
             return None
-        rows, cols = (np.ones(kh), np.ones(kw)) if name == "mean" else (_cosine(kh), _cosine(kw))
+        rows, cols = (_cosine(kh), _cosine(kw)) if name == "cosine" else (np.ones(kh), np.ones(kw))
         return np.outer(rows, cols)
     if isinstance(blend, (str, tuple)):
         return _check_weights(np.outer(_scipy_window(blend, kh), _scipy_window(blend, kw)), blend, shape)
@@ -235,6 +265,22 @@ def _lines(spec: PatchSpec, shape: tuple[int, int], crop: tuple[int, int]) -> tu
         _Line(n, o, s, r, before, c, k - c)
         for n, o, s, r, (before, _), k, c in zip(shape, grid, spec.strides, spec.rates, pads, spec.sizes, crop)
     )
+
+
+def _support(lines: tuple[_Line, _Line], weights: np.ndarray | None) -> tuple[tuple[_Line, _Line], np.ndarray | None]:
+    """The lines narrowed to the rectangle of taps with positive weight, and its weights, when no zero lies
+    inside it (zero ends, as scipy windows have): zero-weight taps are then a crop and cost nothing.
+    Otherwise (zeros inside) the lines and weights as they are: the zeros are masked out step by step.
+    """
+    if weights is None or weights.all():
+        return lines, weights
+    rows, cols = np.flatnonzero(weights.any(axis=1)), np.flatnonzero(weights.any(axis=0))
+    inner = weights[rows[0]: rows[-1] + 1, cols[0]: cols[-1] + 1]
+    if not inner.all():
+        return lines, weights
+    narrowed = tuple(replace(line, t0=line.t0 + int(kept[0]), t1=line.t0 + int(kept[-1]) + 1)
+                     for line, kept in zip(lines, (rows, cols)))
+    return narrowed, inner  # type: ignore[return-value]
 
 
 def axis_ops(line: _Line, patches: range, lo: int, hi: int) -> list[_Op]:
@@ -634,33 +680,54 @@ def _pixels(array: np.ndarray, rop: _Op, cop: _Op, lines: tuple[_Line, _Line]) -
     return as_strided(base, shape, strides, writeable=True)
 
 
-def _last_write(out: np.ndarray, covered: np.ndarray, band: _Band, row_ops, col_ops, lines) -> None:
-    """Copy each patch pixel to ``out[N, h, W, M]`` in writing order, so the last patch wins; mark ``covered``."""
+def _where(band: _Band, rop: _Op, cop: _Op, lines: tuple[_Line, _Line], keep: np.ndarray | None) -> np.ndarray | None:
+    """Which (patch, tap) pairs of a step add anything, shaped to broadcast against :func:`_piece` (None: all).
+
+    The patches that are there (:func:`_mask`) and, with ``keep[kh', kw']`` (the taps of positive
+    weight, indexed after crop), only those taps.
+    """
+    mask = _mask(band, rop, cop)
+    if keep is None:
+        return mask
+    rows = slice(rop.taps.start - lines[0].t0, rop.taps.stop - lines[0].t0)
+    cols = slice(cop.taps.start - lines[1].t0, cop.taps.stop - lines[1].t0)
+    taps = keep[None, None, rows, None, cols, None]
+    return taps if mask is None else mask & taps
+
+
+def _last_write(out: np.ndarray, covered: np.ndarray, band: _Band, row_ops, col_ops, lines,
+                keep: np.ndarray | None = None) -> None:
+    """Copy each patch pixel to ``out[N, h, W, M]`` in writing order, so the last patch wins; mark ``covered``.
+
+    With ``keep`` (taps of positive weight) only those taps are written: the deviation path measures
+    from a value that takes part in the mean.
+    """
     for rop in row_ops:
         for cop in col_ops:
-            sub, mask = _piece(band, rop, cop), _mask(band, rop, cop)
+            sub, where = _piece(band, rop, cop), _where(band, rop, cop, lines, keep)
             target, seen = _pixels(out, rop, cop, lines), _pixels(covered, rop, cop, lines)
-            if mask is None:
+            if where is None:
                 target[...] = sub
                 seen[...] = True
-            else:
-                np.copyto(target, sub, where=mask)
-                seen |= mask[0, ..., 0]
+            elif where.any():
+                np.copyto(target, sub, where=where)
+                seen |= where[0, ..., 0]
 
 
 @dataclass
 class _Sums:
-    """A band's accumulators: ``acc[N, h, W, M]`` of weighted values (or deviations), ``weight[h, W]``."""
+    """A band's accumulators: ``acc[N, h, W, M]`` of weighted values (or deviations, or sums), ``weight[h, W]``."""
 
     acc: np.ndarray
-    weight: np.ndarray
+    weight: np.ndarray | None  # None for "sum", which divides by nothing
     tmp: np.ndarray  # flat scratch for one step's weighted values
 
 
-def _add(sums: _Sums, band: _Band, row_ops, col_ops, lines, weights: np.ndarray, ones: bool,
-         ref: np.ndarray | None = None) -> None:
-    """Add ``weight * value`` (or ``weight * (value - ref)``) of every patch pixel into ``sums``."""
-    acc, first = sums.acc, _channels_first(sums.acc)
+def _add(sums: _Sums, band: _Band, row_ops, col_ops, job: _Job, ref: np.ndarray | None = None) -> None:
+    """Add ``weight * value`` (or ``weight * (value - ref)``, or the value for ``"sum"``) of every patch
+    pixel into ``sums``; zero-weight taps add nothing (not even ``0 * inf``)."""
+    lines, weights, acc = job.lines, job.weights, sums.acc
+    first, plain = _channels_first(acc), ref is None and (job.ones or job.mode == "sum")
     fix = ref is not None and ref.dtype.kind in "fc" and not np.isfinite(ref).all()
     # Weights repeated along a channels-last M: a stride-0 innermost axis would make numpy crawl.
     wide = weights[:, :, None] if first else np.repeat(weights[:, :, None], acc.shape[3], axis=2)
@@ -669,21 +736,26 @@ def _add(sums: _Sums, band: _Band, row_ops, col_ops, lines, weights: np.ndarray,
         rows = slice(rop.taps.start - t0[0], rop.taps.stop - t0[0])
         for cop in col_ops:
             cols = slice(cop.taps.start - t0[1], cop.taps.stop - t0[1])
-            sub, mask = _piece(band, rop, cop), _mask(band, rop, cop)
-            w = weights[None, rows, None, cols]
-            _pixels(sums.weight, rop, cop, lines)[...] += w if mask is None else w * mask[0, ..., 0]
-            target = _pixels(acc, rop, cop, lines)
-            if ref is None and ones:
-                np.add(target, sub, out=target, where=True if mask is None else mask)
+            where = _where(band, rop, cop, lines, job.keep)
+            if where is not None and not where.any():
+                continue
+            sub, target = _piece(band, rop, cop), _pixels(acc, rop, cop, lines)
+            if sums.weight is not None:
+                w, mask = weights[None, rows, None, cols], _mask(band, rop, cop)
+                _pixels(sums.weight, rop, cop, lines)[...] += w if mask is None else w * mask[0, ..., 0]
+            if plain:  # integers into int64 for "sum": uint64 wraps into it, exact modulo 2**64
+                where = True if where is None else where
+                np.add(target, sub, out=target, where=where, dtype=acc.dtype, casting="unsafe")
                 continue
             r = None if ref is None else _pixels(ref, rop, cop, lines)
-            parts = (sub, target, wide[None, None, rows, None, cols], mask, r)
+            parts = (sub, target, wide[None, None, rows, None, cols], where, r)
             for piece in _pieces(parts, _STEP_ELEMENTS):  # scratch that stays in cache
-                _add_weighted(*piece, _scratch(sums.tmp, piece[0].shape, first), ones, fix)
+                _add_weighted(*piece, _scratch(sums.tmp, piece[0].shape, first), job.ones, fix)
 
 
 def _add_weighted(sub, target, w, mask, ref, t, ones: bool, fix: bool) -> None:
-    """``target += w * sub`` (or ``w * (sub - ref)``) where ``mask``, through the scratch ``t``."""
+    """``target += w * sub`` (or ``w * (sub - ref)``) where ``mask`` (patches there, taps of positive
+    weight), through the scratch ``t``."""
     if ref is None:
         np.multiply(sub, w, out=t)
     else:
@@ -743,6 +815,13 @@ def _finish_mean(sums: _Sums, out: np.ndarray) -> np.ndarray:
     return covered
 
 
+def _finish_sum(sums: _Sums, out: np.ndarray) -> np.ndarray:
+    """The sums cast into ``out`` (integers wrap, as numpy's addition does; bool: any); all pixels count as
+    written, since those nothing reached hold the 0 a gradient has there."""
+    np.copyto(out, sums.acc, casting="unsafe")
+    return np.ones(out.shape[1:3], bool)
+
+
 def _finish_deviation(sums: _Sums, out: np.ndarray) -> np.ndarray:
     """``out`` (the last-written values) plus the weighted mean deviation; returns where some patch wrote."""
     covered = sums.weight > 0
@@ -776,16 +855,25 @@ class _Job:
     dtype: np.dtype
     fill: Any
     band_copies: int  # copies of a band of the result the sink holds: 0 in memory, more when writing
+    keep: np.ndarray | None = None  # the taps of positive weight, when some weights are 0
+    sum: bool = False  # "sum": add the values, divide by nothing
 
     @property
     def mode(self) -> str:
+        """``"none"`` (last write), ``"sum"``, ``"direct"`` (weighted values) or ``"deviation"`` (from the
+        last write)."""
         if self.weights is None:
             return "none"
+        if self.sum:
+            return "sum"
         return "deviation" if self.dtype.name in _WIDE else "direct"
 
     @property
     def acc_dtype(self) -> np.dtype:
-        return np.dtype(np.complex128 if self.dtype.kind == "c" else np.float64)
+        """complex128 for complex data, int64 for integers and bool summed, float64 otherwise."""
+        if self.dtype.kind == "c":
+            return np.dtype(np.complex128)
+        return np.dtype(np.int64 if self.sum and self.dtype.kind in "iub" else np.float64)
 
     def _bands(self, h: int) -> tuple[np.ndarray, np.ndarray]:
         """First and last-plus-one patch rows that each band of ``h`` output rows reads."""
@@ -800,7 +888,7 @@ class _Job:
         ``sqrt(h)`` rows, and a piece no more than ``sqrt(h)`` rows of the band's width. Nor is it
         more than the patches the band reads.
         """
-        if self.mode == "none" or (self.mode == "direct" and self.ones):
+        if self.mode in ("none", "sum") or (self.mode == "direct" and self.ones):
             return 0
         rows, cols = self.lines
         p0, p1 = self._bands(h)
@@ -812,16 +900,18 @@ class _Job:
         """Peak bytes of stitching in bands of ``h`` output rows (buffers of the largest band are reused).
 
         The band's copies in the sink (when streaming: the buffer and what the writer makes), the
-        accumulators, the coverage masks, the rows of patches read, the larger of one step's
-        scratch (with its masks) and the temporaries of finishing a band, and numpy's ufunc buffers.
+        accumulators (values; weights but for ``"sum"``), the coverage masks (and a step's mask of
+        positive-weight taps, at most a byte a pixel, with zeros inside the window), the rows of
+        patches read, the larger of one step's scratch (with its masks) and the temporaries of
+        finishing a band, and numpy's ufunc buffers.
         """
         r, width = self.reader, self.lines[1].n
         pixels = r.n * r.m * h * width
-        fixed = pixels * self.dtype.itemsize * self.band_copies + h * width * 2
+        fixed = pixels * self.dtype.itemsize * self.band_copies + h * width * (2 if self.keep is None else 3)
         if self.mode != "none":
-            fixed += pixels * self.acc_dtype.itemsize + h * width * 8
+            fixed += pixels * self.acc_dtype.itemsize + (0 if self.mode == "sum" else h * width * 8)
         step = self.step_size(h) * (self.acc_dtype.itemsize + 1)
-        finish = pixels * 9 if self.mode == "deviation" else min(pixels, _FINISH_ELEMENTS) * 8
+        finish = {"deviation": pixels * 9, "sum": 0}.get(self.mode, min(pixels, _FINISH_ELEMENTS) * 8)
         p0, p1 = self._bands(h)
         buffers = min(pixels, _UFUNC_ELEMENTS) * 32
         return int(fixed + max(step, finish) + np.max(r.read_bytes(p0, p1)) + buffers)
@@ -1097,9 +1187,11 @@ def stitch(
     blend : str, tuple or callable, default "mean"
         How overlapping patches combine: ``"mean"``, ``"cosine"`` (weights ``sin^2`` across each
         patch: seams fade; never zero), ``"none"`` (the last patch in row-major order wins), a
-        ``scipy.signal.windows`` name such as ``"hamming"`` or ``("tukey", 0.5)``, or a callable
-        ``(kh, kw) -> weights`` (sizes after ``crop``). Weights must be positive: windows with zeros,
-        such as ``"hann"``, are refused (see :func:`blend_weights`).
+        ``scipy.signal.windows`` name such as ``"hamming"``, ``"hann"`` or ``("tukey", 0.5)``, or a
+        callable ``(kh, kw) -> weights`` (sizes after ``crop``), or ``"sum"`` (no division:
+        TensorFlow's ``fold`` and the gradient of extraction). Weights must be finite and at least
+        0; zeros are allowed: a pixel only zero-weight taps sample gets ``fill_value`` (see
+        :func:`blend_weights`).
     spec : PatchSpec or dict, optional
         The spec the patches were cut with; by default the one a patch array records.
     image_shape : (h, w) or (b, h, w, c), optional
@@ -1120,8 +1212,9 @@ def stitch(
         when streaming).
     fill_value : scalar, optional
         Value of pixels no (kept part of a) patch samples: strides larger than the kernel, dropped
-        patches, crop. Default: the source's nodata (``_FillValue``/``nodata`` attrs), else NaN for
-        floats, 0 for integers and bool.
+        patches, crop, or only zero weights. Default: the source's nodata (``_FillValue``/``nodata``
+        attrs), else NaN for floats, 0 for integers and bool. Not for ``"sum"``: there such pixels
+        are 0, as in a gradient (a ``fill_value`` other than 0 is refused).
 
     Returns
     -------
@@ -1130,7 +1223,10 @@ def stitch(
         and ``x`` (rows no patch samples extrapolated with the grid's step, else NaN), other
         coordinates, attrs (less ``patchkit_spec``) and CRS; ``.rio.transform()`` is the source's.
         For an array: ``[batch, h, w, C]``. With ``out``: the path written. The dtype is the
-        patches'; where patches agree (as after extraction) values come back bit for bit.
+        patches'; where patches agree (as after extraction) values come back bit for bit (but for
+        ``"sum"``). ``"sum"`` adds floats in float64 (complex128) and integers and bool in int64
+        (exact; wrapping like numpy's integer addition where the dtype cannot hold the sum; bool
+        gives "any"), then casts.
 
     Raises
     ------
@@ -1146,6 +1242,33 @@ def stitch(
     --------
     >>> patches = da.patches.extract(256, 128, padding="SAME")  # doctest: +SKIP
     >>> stitch(model(patches), blend="cosine", crop=16)  # doctest: +SKIP
+
+    A Tukey window weighs each patch's border down to 0: pixels only such zero weights reach (here
+    the image's border, which only the patches' outer taps sample) get ``fill_value``:
+
+    >>> import numpy as np
+    >>> from patchkit import PatchSpec, extract_patches
+    >>> image, spec = np.arange(36.0).reshape(1, 6, 6, 1), PatchSpec(4, 2)
+    >>> back = stitch(extract_patches(image, 4, 2), blend=("tukey", 0.5), spec=spec, image_shape=(6, 6),
+    ...               fill_value=-1)
+    >>> back[0, :, :, 0]
+    array([[-1., -1., -1., -1., -1., -1.],
+           [-1.,  7.,  8.,  9., 10., -1.],
+           [-1., 13., 14., 15., 16., -1.],
+           [-1., 19., 20., 21., 22., -1.],
+           [-1., 25., 26., 27., 28., -1.],
+           [-1., -1., -1., -1., -1., -1.]])
+
+    ``"sum"`` is the gradient of extraction: stitching patches of ones counts the patches that
+    sample each pixel.
+
+    >>> stitch(extract_patches(np.ones((1, 6, 6, 1)), 4, 2), "sum", spec=spec, image_shape=(6, 6))[0, :, :, 0]
+    array([[1., 1., 2., 2., 1., 1.],
+           [1., 1., 2., 2., 1., 1.],
+           [2., 2., 4., 4., 2., 2.],
+           [2., 2., 4., 4., 2., 2.],
+           [1., 1., 2., 2., 1., 1.],
+           [1., 1., 2., 2., 1., 1.]])
     """
     labelled = _is_labelled(patches)
     path, budget = _out_path(out), parse_bytes(max_memory)
@@ -1153,10 +1276,9 @@ def stitch(
     spec.check(shape)
     lines = _lines(spec, shape, normalize_crop(crop, spec.sizes))
     weights = blend_weights(blend, (lines[0].t1 - lines[0].t0, lines[1].t1 - lines[1].t0))
+    lines, weights = _support(lines, weights)
     dims, reader = _reader_for(patches, spec, shape, batch_channels, labelled)
-    fill = _fill_value(fill_value, reader.dtype, patches if labelled else None)
-    ones = weights is not None and bool(np.all(weights == 1))
-    job = _Job(lines, reader, weights, ones, reader.dtype, fill, BAND_COPIES[path and path.suffix.lower()])
+    job = _make_job(blend, lines, reader, weights, fill_value, patches if labelled else None, path)
     rows = _plan(job, budget, max_memory)
     shape4 = (reader.n, shape[0], shape[1], reader.m)
     if path is None:
@@ -1170,6 +1292,30 @@ def stitch(
     finally:
         sink.close()
     return path
+
+
+def _make_job(blend, lines, reader: _Reader, weights: np.ndarray | None, fill_value, source, path: Path | None) -> _Job:
+    """The :class:`_Job` of a blend: its weights, which taps count, the fill (0 for ``"sum"``), the sink's copies."""
+    summing = isinstance(blend, str) and blend.lower() == "sum"
+    if summing:
+        fill = _sum_fill(fill_value, reader.dtype)
+    else:
+        fill = _fill_value(fill_value, reader.dtype, source)
+    keep = None if weights is None or bool(np.all(weights > 0)) else weights > 0
+    ones = weights is not None and bool(np.all(weights == 1))
+    return _Job(lines, reader, weights, ones, reader.dtype, fill, BAND_COPIES[path and path.suffix.lower()],
+                keep=keep, sum=summing)
+
+
+def _sum_fill(fill_value: Any, dtype: np.dtype) -> Any:
+    """0 in ``dtype``, the value ``"sum"`` gives pixels no patch samples; a ``fill_value`` other than 0 is refused."""
+    given = None if fill_value is None else np.asarray(fill_value)
+    if given is not None and not (given.shape == () and given.dtype.kind in "biufc" and given == 0):
+        raise PatchkitValueError(
+            f"fill_value={fill_value!r} does not apply to blend='sum': pixels that no patch samples get 0, the "
+            "gradient of extraction there; drop fill_value, or use blend='mean' to fill them"
+        )
+    return np.zeros((), dtype)[()]
 
 
 def _is_labelled(patches: Any) -> bool:
@@ -1260,7 +1406,7 @@ def _streaming_sink(path: Path, job: _Job, rows: int, shape4, patches, dims, spe
         meta["crs"] = crs_of(patches)
         from .nodata import nodata_values
 
-        meta["nodata"] = job.fill if nodata_values(patches) else None
+        meta["nodata"] = job.fill if nodata_values(patches) and job.mode != "sum" else None  # sums: 0 is a value
     return _geotiff_sink(path, shape4, rows, job.dtype, meta), rows
 
 
@@ -1281,8 +1427,8 @@ def _run(job: _Job, sink, rows: int) -> None:
     n, m = job.reader.n, job.reader.m
     sums = None
     if job.mode != "none":
-        sums = _Sums(np.empty(n * rows * width * m, job.acc_dtype), np.empty(rows * width),
-                     np.empty(job.step_size(rows), job.acc_dtype))
+        weight = None if job.mode == "sum" else np.empty(rows * width)
+        sums = _Sums(np.empty(n * rows * width * m, job.acc_dtype), weight, np.empty(job.step_size(rows), job.acc_dtype))
     col_cache: dict[range, list[_Op]] = {}
     with tqdm(total=height, unit="row", desc="stitch", disable=None, leave=False) as bar:
         for y0 in range(0, height, rows):
@@ -1297,7 +1443,8 @@ def _run(job: _Job, sink, rows: int) -> None:
 
 
 def _stitch_band(job: _Job, sums: _Sums | None, out: np.ndarray, y0: int, y1: int, col_cache: dict) -> np.ndarray:
-    """Stitch output rows ``[y0, y1)`` into ``out[N, h, W, M]``; returns which pixels some patch sampled."""
+    """Stitch output rows ``[y0, y1)`` into ``out[N, h, W, M]``; returns which pixels got a value (some
+    tap of positive weight sampled them; all of them for ``"sum"``, where the others are 0)."""
     lines = job.lines
     h, w = y1 - y0, lines[1].n
     p0, p1 = (int(v) for v in lines[0].needed(y0, y1))
@@ -1308,21 +1455,29 @@ def _stitch_band(job: _Job, sums: _Sums | None, out: np.ndarray, y0: int, y1: in
     if band.cols not in col_cache:
         col_cache[band.cols] = axis_ops(lines[1], band.cols, 0, w)
     col_ops = col_cache[band.cols]
-    covered = np.zeros((h, w), bool)
-    if job.mode != "direct":
-        _last_write(out, covered, band, row_ops, col_ops, lines)
-    if job.mode == "none":
-        return covered
+    if job.mode in ("none", "deviation"):
+        covered = np.zeros((h, w), bool)
+        _last_write(out, covered, band, row_ops, col_ops, lines, job.keep)
+        if job.mode == "none":
+            return covered
+    band_sums = _band_sums(job, sums, band, h, w)
+    if job.mode == "deviation":
+        _add(band_sums, band, row_ops, col_ops, job, ref=out)
+        return _finish_deviation(band_sums, out)
+    _add(band_sums, band, row_ops, col_ops, job)
+    return _finish_sum(band_sums, out) if job.mode == "sum" else _finish_mean(band_sums, out)
+
+
+def _band_sums(job: _Job, sums: _Sums, band: _Band, h: int, w: int) -> _Sums:
+    """The accumulators of a band of ``h`` rows, cleared, in the patches' memory order."""
     n, m = job.reader.n, job.reader.m
     first = m > 1 and band.data.strides[5] > band.data.strides[4]  # follow the patches' memory order
     acc = sums.acc[: n * h * w * m]
     acc = acc.reshape(n, m, h, w).transpose(0, 2, 3, 1) if first else acc.reshape(n, h, w, m)
-    acc.fill(-0.0)  # -0.0 + x is x for every x, signed zeros included
-    weight = sums.weight[: h * w].reshape(h, w)
-    weight.fill(0.0)
-    band_sums = _Sums(acc, weight, sums.tmp)
-    if job.mode == "direct":
-        _add(band_sums, band, row_ops, col_ops, lines, job.weights, job.ones)
-        return _finish_mean(band_sums, out)
-    _add(band_sums, band, row_ops, col_ops, lines, job.weights, job.ones, ref=out)
-    return _finish_deviation(band_sums, out)
+    # -0.0 + x is x for every x, signed zeros included; a sum starts from +0.0, as TensorFlow's gradient does
+    acc.fill(0 if job.mode == "sum" else -0.0)
+    weight = None
+    if sums.weight is not None:
+        weight = sums.weight[: h * w].reshape(h, w)
+        weight.fill(0.0)
+    return _Sums(acc, weight, sums.tmp)

@@ -8,7 +8,7 @@ import tracemalloc
 import numpy as np
 import pytest
 import xarray as xr
-from hypothesis import assume, given
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from patchkit import PatchSpec, extract_patches
@@ -17,7 +17,7 @@ from patchkit.spec import effective_size
 from patchkit.stitch import axis_coordinate, axis_ops, blend_weights, normalize_crop, stitch
 from patchkit.testing import lazy_scene
 
-from .helpers import ALL_DTYPES, random_image
+from .helpers import ALL_DTYPES, dtype_of, random_image
 
 
 needs_scipy = pytest.mark.skipif(importlib.util.find_spec("scipy") is None, reason="scipy.signal.windows needs scipy")
@@ -262,6 +262,563 @@ def test_scipy_windows_are_separable_outer_products():
         np.testing.assert_allclose(blend_weights(blend, (6, 4)), expected)
 
 
+# ---- a reference from first principles -------------------------------------------------------------
+
+
+def reference_stitch(patches6, sizes, strides, rates, padding, shape, weights=None, crop=(0, 0), keep=None,
+                     fill=np.nan, summing=False, acc=np.float64):
+    """Patches ``[B, oh, ow, kh, kw, C]`` back to ``[B, h, w, C]`` by looping over patches and taps.
+
+    Written from TensorFlow's rules alone (no patchkit geometry): effective kernel ``k + (k - 1)(r - 1)``;
+    SAME pads ``max((ceil(n / s) - 1) s + ke - n, 0)`` in all, half (rounded down) before; patch ``i``
+    tap ``a`` samples pixel ``i s - pad_before + a r``. Taps of zero weight add nothing; a pixel no
+    positive weight reaches gets ``fill`` (``summing``: every value adds, 0 where none; ``acc=object``
+    sums integers exactly as Python ints).
+    """
+    b, oh, ow, kh, kw, c = patches6.shape
+    before, grid = [], []
+    for n, k, s, r in zip(shape, sizes, strides, rates):
+        ke = k + (k - 1) * (r - 1)
+        if padding == "SAME":
+            out = -(-n // s)
+            before.append(max((out - 1) * s + ke - n, 0) // 2)
+        else:
+            out = -(-(n - ke + 1) // s)
+            before.append(0)
+        grid.append(out)
+    assert (oh, ow) == tuple(grid), ((oh, ow), grid)
+    num = np.zeros((b, *shape, c), acc)
+    den = np.zeros(shape)
+    for i in range(oh):
+        for j in range(ow):
+            if keep is not None and not keep[i, j]:
+                continue
+            for a in range(crop[0], kh - crop[0]):
+                for d in range(crop[1], kw - crop[1]):
+                    y = i * strides[0] - before[0] + a * rates[0]
+                    x = j * strides[1] - before[1] + d * rates[1]
+                    w = 1.0 if weights is None else weights[a - crop[0], d - crop[1]]
+                    if 0 <= y < shape[0] and 0 <= x < shape[1] and w > 0:
+                        value = patches6[:, i, j, a, d].astype(acc)
+                        num[:, y, x] += value if summing else w * value
+                        den[y, x] += w
+    if summing:
+        return num
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den[None, :, :, None] > 0, num / np.where(den > 0, den, 1)[None, :, :, None], fill)
+
+
+def _as_tuples(kwargs: dict) -> tuple:
+    """``(sizes, strides, rates, padding)`` of a spec dict, each size a pair."""
+    pair = lambda v: (v, v) if isinstance(v, int) else tuple(v)  # noqa: E731
+    return pair(kwargs["sizes"]), pair(kwargs["strides"]), pair(kwargs.get("rates", 1)), kwargs.get("padding", "VALID")
+
+
+def positive_coverage(kwargs: dict, shape, weights: np.ndarray, crop=(0, 0), keep=None) -> np.ndarray:
+    """Which pixels ``[h, w]`` some tap of positive weight samples, from :func:`reference_stitch`."""
+    sizes, strides, rates, padding = _as_tuples(kwargs)
+    oh, ow = PatchSpec(**kwargs).grid_shape(shape)
+    ones = np.ones((1, oh, ow, *sizes, 1))
+    return ~np.isnan(reference_stitch(ones, sizes, strides, rates, padding, shape, weights, crop, keep)[0, :, :, 0])
+
+
+# ---- "sum": TensorFlow's fold, the gradient of extraction ------------------------------------------
+
+
+SUM_SPECS = [
+    dict(sizes=3, strides=1),
+    dict(sizes=(3, 2), strides=(2, 3), padding="SAME"),
+    dict(sizes=(2, 3), strides=(4, 5)),
+    dict(sizes=(3, 3), strides=(2, 1), rates=(2, 3), padding="SAME"),
+    dict(sizes=(4, 2), strides=(3, 2), rates=(3, 1)),
+    dict(sizes=5, strides=2, rates=2, padding="SAME"),
+    dict(sizes=(1, 4), strides=(1, 3), padding="SAME"),
+    dict(sizes=(2, 2), strides=(5, 4), rates=(2, 2), padding="SAME"),
+]
+
+
+def tf_gradient(tf, dy: np.ndarray, kwargs: dict, image_shape) -> np.ndarray:
+    """``tape.gradient(tf.image.extract_patches(x, ...), x, output_gradients=dy)`` in eager mode."""
+    sizes, strides, rates, padding = _as_tuples(kwargs)
+    x = tf.zeros(image_shape, dtype=tf.as_dtype(dy.dtype))
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = tf.image.extract_patches(x, (1, *sizes, 1), (1, *strides, 1), (1, *rates, 1), padding)
+    assert tuple(y.shape) == dy.shape
+    return tape.gradient(y, x, output_gradients=tf.constant(dy)).numpy()
+
+
+def integer_gradients(spec: PatchSpec, image_shape, dtype="float32", seed=0) -> np.ndarray:
+    """Upstream gradients of TensorFlow's layout holding small integers (and -0.0): every sum is exact."""
+    b, h, w, c = image_shape
+    (oh, ow), (kh, kw) = spec.grid_shape((h, w)), spec.sizes
+    values = np.random.default_rng(seed).integers(-8, 9, (b, oh, ow, kh * kw * c)).astype(np.float64)
+    values[values == 0] = -0.0
+    if np.dtype(dtype_of(dtype)).kind == "c":
+        return (values + 1j * values[..., ::-1]).astype(dtype)
+    return values.astype(dtype_of(dtype))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "bfloat16", "complex64"])
+@pytest.mark.parametrize("kwargs", SUM_SPECS)
+def test_sum_is_tensorflows_gradient_of_extraction(tf, kwargs, dtype):
+    """blend='sum' of integer-valued gradients is TensorFlow's gradient bit for bit, in the gradients' dtype."""
+    shape, spec = (2, 13, 11, 3), PatchSpec(**kwargs)
+    dy = integer_gradients(spec, shape, dtype)
+    result = stitch(dy, "sum", spec=spec, image_shape=shape)
+    assert_same(result, tf_gradient(tf, dy, kwargs, shape))
+
+
+@pytest.mark.parametrize("kwargs", SUM_SPECS)
+def test_sum_of_random_gradients_is_tensorflows(tf, kwargs):
+    """Random float64 gradients sum to TensorFlow's gradient (to rounding: the order of addition differs)."""
+    shape, spec = (2, 13, 11, 3), PatchSpec(**kwargs)
+    (oh, ow), (kh, kw) = spec.grid_shape(shape[1:3]), spec.sizes
+    dy = np.random.default_rng(1).normal(size=(2, oh, ow, kh * kw * 3))
+    result = stitch(dy, "sum", spec=spec, image_shape=shape)
+    assert result.dtype == np.float64
+    np.testing.assert_allclose(result, tf_gradient(tf, dy, kwargs, shape), rtol=1e-12, atol=1e-300)
+    sizes, strides, rates, padding = _as_tuples(kwargs)
+    reference = reference_stitch(dy.reshape(2, oh, ow, kh, kw, 3), sizes, strides, rates, padding, shape[1:3], summing=True)
+    np.testing.assert_allclose(result, reference, rtol=1e-12, atol=1e-300)
+
+
+@given(
+    shape=st.tuples(st.integers(1, 2), st.integers(1, 12), st.integers(1, 12), st.integers(1, 3)),
+    k=st.tuples(st.integers(1, 4), st.integers(1, 4)),
+    s=st.tuples(st.integers(1, 5), st.integers(1, 5)),
+    r=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    padding=st.sampled_from(["VALID", "SAME"]),
+    seed=st.integers(0, 2**16),
+)
+@settings(max_examples=60)
+def test_sum_is_the_gradient_for_any_spec(tf, shape, k, s, r, padding, seed):
+    """For any spec, 'sum' gives TensorFlow's gradient of extraction, bit for bit on integer-valued gradients."""
+    if padding == "VALID":
+        assume(all(effective_size(a, b) <= n for a, b, n in zip(k, r, shape[1:3])))
+    kwargs = dict(sizes=k, strides=s, rates=r, padding=padding)
+    spec = PatchSpec(**kwargs)
+    dy = integer_gradients(spec, shape, "float32", seed)
+    assert_same(stitch(dy, "sum", spec=spec, image_shape=shape, max_memory="64KiB"), tf_gradient(tf, dy, kwargs, shape))
+
+
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
+def test_sum_takes_every_input_form(tf, tmp_path):
+    """ndarray, tf.Tensor, a dask array, a labelled DataArray (numpy or dask, whole or filtered, cropped) and
+    a stream to .zarr or .tif all give TensorFlow's gradient (with the dropped patches' and taps' zeroed)."""
+    dask_array = pytest.importorskip("dask.array")
+    kwargs, shape = dict(sizes=(4, 3), strides=(2, 3), rates=(1, 2), padding="SAME"), (1, 15, 14, 2)
+    spec = PatchSpec(**kwargs)
+    dy = integer_gradients(spec, shape, "float64", seed=3)
+    expected = tf_gradient(tf, dy, kwargs, shape)
+    for given in (dy, tf.constant(dy), dask_array.from_array(dy, chunks=(1, 2, 3, 8))):
+        assert_same(stitch(given, "sum", spec=spec, image_shape=shape, max_memory="32KiB"), expected)
+    path = stitch(dy, "sum", spec=spec, image_shape=shape, out=tmp_path / "g.zarr", max_memory="32KiB")
+    assert_same(xr.open_zarr(path)["stitched"].values, expected)
+    rasterio = pytest.importorskip("rasterio")
+    with rasterio.open(stitch(dy, "sum", spec=spec, image_shape=shape, out=tmp_path / "g.tif", max_memory="32KiB")) as src:
+        assert src.nodata is None
+        assert_same(src.read().transpose(1, 2, 0)[None], expected)
+    # the labelled face: (band, y, x) source, patches (patch_row, patch_col, band, y, x)
+    source = xr.DataArray(np.zeros((2, 15, 14)), dims=("band", "y", "x"))
+    (oh, ow), (kh, kw) = spec.grid_shape(shape[1:3]), spec.sizes
+    labelled_dy = source.patches.extract(**kwargs).copy(data=dy.reshape(oh, ow, kh, kw, 2).transpose(0, 1, 4, 2, 3))
+    as_source = lambda g: g[0].transpose(2, 0, 1)  # noqa: E731
+    assert_same(stitch(labelled_dy, "sum").values, as_source(expected))
+    assert_same(stitch(labelled_dy.chunk({"patch_row": 2}), "sum", max_memory="32KiB").values, as_source(expected))
+    # crop and dropped patches: TensorFlow's gradient with those upstream gradients zeroed
+    crop_mask = np.zeros((kh, kw), bool)
+    crop_mask[1:-1, 1:-1] = True
+    cropped = dy.reshape(1, oh, ow, kh, kw, 2) * crop_mask[:, :, None]
+    assert_same(stitch(labelled_dy, "sum", crop=1).values, as_source(tf_gradient(tf, cropped.reshape(dy.shape), kwargs, shape)))
+    rows, cols = np.divmod(np.arange(0, oh * ow, 3), ow)  # every third patch, in the filtered form
+    kept = labelled_dy.isel(patch_row=xr.DataArray(rows, dims="patch"), patch_col=xr.DataArray(cols, dims="patch"))
+    zeroed = np.zeros((oh, ow), bool)
+    zeroed[rows, cols] = True
+    expected_kept = tf_gradient(tf, (dy.reshape(1, oh, ow, -1) * zeroed[None, :, :, None]), kwargs, shape)
+    assert_same(stitch(kept, "sum").values, as_source(expected_kept))
+
+
+@pytest.mark.parametrize("dtype", ["int8", "uint8", "int32", "int64", "uint64", "bool"])
+def test_sum_of_integers_is_exact_and_wraps_like_numpy(dtype):
+    """Integers add up in int64: exact (int64 near its limits too), wrapping modulo the dtype like numpy's
+    integer addition where the sum does not fit; bool gives 'any'."""
+    kwargs, shape = dict(sizes=(3, 4), strides=(1, 2), rates=(2, 1), padding="SAME"), (9, 10)
+    spec = PatchSpec(**kwargs)
+    (oh, ow), (kh, kw) = spec.grid_shape(shape), spec.sizes
+    patches6 = random_image((2, oh, ow, kh, kw, 2), dtype, seed=4)
+    result = stitch(patches6.reshape(2, oh, ow, -1), "sum", spec=spec, image_shape=shape)
+    sizes, strides, rates, padding = _as_tuples(kwargs)
+    exact = reference_stitch(patches6.astype(object) if dtype != "bool" else patches6.astype(int), sizes, strides, rates,
+                             padding, shape, summing=True, acc=object)
+    bits = 8 * np.dtype(dtype).itemsize
+    if dtype == "bool":
+        expected = exact.astype(bool)
+    else:
+        flat = [int(v) % 2**bits for v in exact.ravel()]
+        if np.dtype(dtype).kind == "i":
+            flat = [v - 2**bits if v >= 2 ** (bits - 1) else v for v in flat]
+        expected = np.array(flat, dtype=dtype).reshape(exact.shape)
+    assert result.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(result, expected)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "int64", "complex128"])
+def test_sum_gives_0_not_fill_where_nothing_samples(small, dtype):
+    """Pixels that no patch samples (strides beyond the kernel, crop, dropped patches) are 0 under 'sum', nodata aside."""
+    source, _ = small
+    source = source.astype(dtype).assign_attrs(_FillValue=-9999)
+    patches = source.patches.extract(2, 3)
+    result = stitch(patches, "sum", crop=0, fill_value=0)
+    mask = coverage(PatchSpec(2, 3), (10, 12))
+    assert result.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(result.values, np.where(mask, source.values, 0))
+    partial = stitch(patches.isel(patch_row=slice(1, 3)), "sum")
+    assert (partial.values[:, :3] == 0).all() and (partial.values[:, 9:] == 0).all()
+
+
+# ---- tf.signal.overlap_and_add: TensorFlow's reconstruction_ops_test, ported ------------------------
+
+
+def overlap_and_add(signal: np.ndarray, frame_step: int) -> np.ndarray:
+    """``tf.signal.overlap_and_add`` through stitch: frames ``[..., frames, length]`` are 1-row patches."""
+    *lead, frames, length = signal.shape
+    batch = int(np.prod(lead))
+    width = (frames - 1) * frame_step + length
+    spec = PatchSpec((1, length), (1, frame_step))
+    result = stitch(signal.reshape(batch, 1, frames, length), "sum", spec=spec, image_shape=(1, width))
+    return result.reshape(*lead, width)
+
+
+def _make_input(frame_length: int, num_frames: int = 3) -> np.ndarray:
+    return np.reshape(np.arange(1, num_frames * frame_length + 1), (-1, frame_length))
+
+
+POWERS = np.power(np.arange(2, 5)[:, None], np.arange(15)[None, :]).reshape(3, 3, 5)
+POWERS_EXPECTED = ["1", "10", "100100", "1001000", "10010010000", "100100000000", "1001000000000",
+                   "10000000000000", "100000000000000"]
+
+
+@pytest.mark.parametrize(
+    "signal, expected, frame_hop",
+    [
+        (np.ones((3, 5), np.int64), [1, 1, 2, 2, 3, 2, 2, 1, 1], 2),  # test_all_ones
+        (_make_input(2), [1, 5, 9, 6], 1),  # test_simple: every hop on frames of 2, 3 and 4
+        (_make_input(2), [1, 2, 3, 4, 5, 6], 2),
+        (_make_input(3), [1, 6, 15, 14, 9], 1),
+        (_make_input(3), [1, 2, 7, 5, 13, 8, 9], 2),
+        (_make_input(3), [1, 2, 3, 4, 5, 6, 7, 8, 9], 3),
+        (_make_input(4), [1, 7, 18, 21, 19, 12], 1),
+        (_make_input(4), [1, 2, 8, 10, 16, 18, 11, 12], 2),
+        (_make_input(4), [1, 2, 3, 9, 6, 7, 17, 10, 11, 12], 3),
+        (_make_input(4), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12], 4),
+        (_make_input(2).astype(np.float32), [1, 2, 0, 3, 4, 0, 5, 6], 3),  # a hop beyond the frame: gaps of 0
+    ],
+)
+def test_overlap_and_add_cases(tf, signal, expected, frame_hop):
+    """TensorFlow's test_all_ones and test_simple: 'sum' of 1-row patches is tf.signal.overlap_and_add."""
+    got = overlap_and_add(signal, frame_hop)
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(got, tf.signal.overlap_and_add(tf.constant(signal), frame_hop).numpy())
+    assert got.dtype == signal.dtype
+
+
+def test_overlap_and_add_powers_and_batches(tf):
+    """TensorFlow's test_powers, test_batch and test_one_element_batch: powers of 2, 3, 4 add digit by digit."""
+    powers = POWERS.astype(np.int64)
+    got = overlap_and_add(powers, 2)
+    np.testing.assert_array_equal(got, tf.signal.overlap_and_add(tf.constant(powers), 2).numpy())
+    for base, row in zip(range(2, 5), got):
+        assert [np.base_repr(x, base) for x in row] == POWERS_EXPECTED
+    one = powers[:1].astype(np.float32)
+    got = overlap_and_add(one, 2)
+    assert got.shape == (1, 9) and got.dtype == np.float32
+    assert [np.base_repr(int(x), 2) for x in got[0]] == POWERS_EXPECTED
+    np.testing.assert_array_equal(got, tf.signal.overlap_and_add(tf.constant(one), 2).numpy())
+
+
+# ---- keras.ops.fold: keras' test_fold and test_fold_tuple_params, ported -----------------------------
+
+
+@pytest.mark.parametrize(
+    "shape, kernel, stride, dilation, padding",
+    [
+        ((1, 1, 4, 4), 2, 2, 1, 0),  # non-overlapping round trip
+        ((1, 1, 4, 4), 3, 1, 1, 0),  # overlapping: fold(unfold(x)) / fold(unfold(ones)) == x
+        ((1, 2, 4, 4), 2, 2, 1, 0),  # several channels
+        ((1, 2, 4, 4), 2, 1, 2, 1),  # dilation and padding: TensorFlow's SAME pads 1 on each side here
+        ((1, 1, 6, 8), (2, 4), (2, 4), 1, 0),  # tuples
+        ((1, 1, 4, 4), (3, 2), (1, 2), 1, (1, 0)),  # padding of the rows only: SAME pads (1, 1) and (0, 0)
+        ((2, 3, 7, 9), (3, 2), (2, 3), (2, 1), 0),  # and a batch of odd sizes
+    ],
+)
+def test_keras_fold_cases(tf, shape, kernel, stride, dilation, padding):
+    """'sum' of keras.ops.unfold's blocks is keras.ops.fold (col2im), and 'mean' is fold / fold(ones): x back."""
+    keras = pytest.importorskip("keras")
+    n, c, h, w = shape
+    x = np.arange(np.prod(shape), dtype=np.float32).reshape(shape)
+    kwargs = dict(kernel_size=kernel, dilation=dilation, padding=padding, stride=stride)
+    blocks = np.asarray(keras.ops.unfold(x, **kwargs))
+    folded = np.asarray(keras.ops.fold(blocks, output_size=(h, w), **kwargs))
+    divisor = np.asarray(keras.ops.fold(np.asarray(keras.ops.unfold(np.ones_like(x), **kwargs)), output_size=(h, w), **kwargs))
+    spec = PatchSpec(kernel, stride, dilation, "SAME" if np.any(padding) else "VALID")
+    (oh, ow), (kh, kw) = spec.grid_shape((h, w)), spec.sizes
+    # keras: [N, C * kh * kw, L], channels first; TensorFlow's layout: [N, oh, ow, kh * kw * C]
+    patches = blocks.reshape(n, c, kh, kw, oh, ow).transpose(0, 4, 5, 2, 3, 1).reshape(n, oh, ow, -1)
+    np.testing.assert_array_equal(patches, extract_patches(x.transpose(0, 2, 3, 1), kernel, stride, dilation, spec.padding))
+    summed = stitch(patches, "sum", spec=spec, image_shape=(h, w)).transpose(0, 3, 1, 2)
+    np.testing.assert_array_equal(summed, folded)
+    mean = stitch(patches, "mean", spec=spec, image_shape=(h, w), fill_value=0).transpose(0, 3, 1, 2)
+    with np.errstate(invalid="ignore"):
+        np.testing.assert_allclose(mean, np.where(divisor > 0, folded / divisor, 0), rtol=1e-6)
+
+
+def test_keras_fold_of_known_values(tf):
+    """keras' explicit case: 1x1 blocks of two channels fold to their 2x2 images."""
+    keras = pytest.importorskip("keras")
+    blocks = np.array([[[1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0]]], np.float32)  # C=2, kernel 1x1, L=4
+    expected = [[[[1.0, 2.0], [3.0, 4.0]], [[5.0, 6.0], [7.0, 8.0]]]]
+    patches = blocks.reshape(1, 2, 2, 2).transpose(0, 2, 3, 1)
+    got = stitch(patches, "sum", spec=PatchSpec(1, 1), image_shape=(2, 2)).transpose(0, 3, 1, 2)
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(got, keras.ops.fold(blocks, output_size=(2, 2), kernel_size=1, stride=1))
+
+# ---- windows with zero ends ------------------------------------------------------------------------
+
+
+def _zero_corners(kh: int, kw: int) -> np.ndarray:
+    """A callable blend with zeros scattered over a positive ramp (corners, a column, one inner tap)."""
+    weights = _ramp(kh, kw)
+    weights[0, 0] = weights[-1, -1] = weights[kh // 2, kw // 2] = 0.0
+    weights[:, 0] = 0.0
+    return weights
+
+
+ZERO_BLENDS = [pytest.param(b, marks=needs_scipy) for b in [("tukey", 0.5), "hann", "bartlett", "blackman", "triang"]]
+ZERO_BLENDS.append(_zero_corners)
+ZERO_SPECS = [
+    dict(sizes=5, strides=2),
+    dict(sizes=(5, 6), strides=(2, 1), rates=2, padding="SAME"),
+    dict(sizes=(6, 5), strides=(3, 5), padding="SAME"),
+    dict(sizes=(5, 5), strides=(6, 3), rates=(1, 2)),
+]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "complex128"])
+@pytest.mark.parametrize("blend", ZERO_BLENDS, ids=lambda b: getattr(b, "__name__", str(b)))
+@pytest.mark.parametrize("crop", [0, 1])
+@pytest.mark.parametrize("kwargs", ZERO_SPECS)
+def test_zero_weights_blend_the_positive_ones(kwargs, crop, blend, dtype):
+    """With zero weights a pixel is the weighted mean of its positive-weight taps (those of zero weight holding
+    NaN and inf change nothing), and fill_value where only zero weights reach: as a loop over patches gives."""
+    spec, shape = PatchSpec(**kwargs), (13, 12)
+    (oh, ow), (kh, kw) = spec.grid_shape(shape), spec.sizes
+    crop2 = normalize_crop(crop, spec.sizes)
+    weights = blend_weights(blend, (kh - 2 * crop2[0], kw - 2 * crop2[1]))
+    assert (weights == 0).any() or blend == "triang"
+    rng = np.random.default_rng(7)
+    patches6 = rng.normal(size=(2, oh, ow, kh, kw, 3))
+    if dtype == "complex128":
+        patches6 = patches6 + 1j * rng.normal(size=patches6.shape)
+    zero = np.zeros((kh, kw), bool)
+    zero[crop2[0]: kh - crop2[0], crop2[1]: kw - crop2[1]] = weights == 0
+    patches6[:, :, :, zero] = np.array([np.nan, np.inf, -np.inf])[np.arange(zero.sum()) % 3][None, None, None, :, None]
+    patches6 = patches6.astype(dtype)
+    result = stitch(patches6.reshape(2, oh, ow, -1), blend, spec=spec, image_shape=shape, crop=crop, fill_value=-5)
+    sizes, strides, rates, padding = _as_tuples(kwargs)
+    expected = reference_stitch(patches6, sizes, strides, rates, padding, shape, weights, crop2, fill=-5,
+                                acc=np.complex128 if dtype == "complex128" else np.float64)
+    assert result.dtype == np.dtype(dtype) and np.isfinite(result).all()
+    np.testing.assert_allclose(result, expected.astype(dtype), rtol=1e-6 if dtype == "float32" else 1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", ALL_DTYPES)
+@pytest.mark.parametrize("blend", ZERO_BLENDS[:2] + [_zero_corners], ids=lambda b: getattr(b, "__name__", str(b)))
+@pytest.mark.parametrize("kwargs", [dict(sizes=(5, 4), strides=(2, 1), rates=2, padding="SAME"), dict(sizes=5, strides=2)])
+def test_zero_weights_keep_extracted_values_bit_for_bit(kwargs, blend, dtype):
+    """Every dtype (the float64 accumulator and the deviation path for 64-bit and complex types) gives each
+    pixel some positive weight reaches back bit for bit, and fill_value to the others."""
+    image = random_image((2, 11, 10, 2), dtype, seed=3)
+    spec = PatchSpec(**kwargs)
+    weights = blend_weights(blend, spec.sizes)
+    result = stitch(extract_patches(image, **kwargs), blend, spec=spec, image_shape=image.shape, fill_value=0)
+    mask = positive_coverage(kwargs, (11, 10), weights)
+    assert 0 < mask.sum() < mask.size or kwargs.get("padding") == "SAME"
+    assert_same(result, np.where(mask[None, :, :, None], image, np.zeros((), image.dtype)))
+
+
+@pytest.mark.parametrize("window", [[0.0, 1.0, 2.0, 0.0], [0.0, 1.0, 2.0, 0.0, 1.0]], ids=["ends", "inside"])
+@pytest.mark.parametrize("dtype", ["float64", "int64", "uint64", "complex64", "float32", "int32"])
+def test_zero_weight_taps_do_not_disturb_the_deviation_path(dtype, window):
+    """Zero-weight taps holding extreme values (NaN, inf, the dtype's limits), some written last, leave the
+    mean of the positive-weight taps exact: the deviation path measures from a value that takes part. Zeros
+    at the ends (dropped like a crop) and inside the window (masked out) alike."""
+    if np.dtype(dtype).kind in "iu":
+        info = np.iinfo(dtype)
+        extreme, value = (info.max, info.min), (2**62 + 1 if info.bits == 64 else 7)
+    else:
+        extreme, value = (np.nan, np.inf), (1e-300 if dtype == "float64" else 3.5)
+    # patch p tap a samples pixel 2p + a: tap 0 of patch 1 (zero weight) comes after tap 2 of patch 0
+    window = np.array([window])
+    kwargs, shape = dict(sizes=window.shape, strides=(1, 2)), (1, 5 + window.size)
+    patches = np.full((1, 1, 3, window.size), value, dtype)
+    patches[..., window[0] == 0] = np.resize(np.array(extreme, dtype), (3, int((window == 0).sum())))
+    result = stitch(patches, lambda kh, kw: window, spec=PatchSpec(**kwargs), image_shape=shape, fill_value=0)
+    mask = positive_coverage(kwargs, shape, window)
+    assert not mask.all() and mask.sum() > 3
+    assert_same(result[0, :, :, 0], np.where(mask, np.array(value, dtype), np.zeros((), dtype)))
+
+
+@given(
+    shape=st.tuples(st.integers(1, 2), st.integers(1, 12), st.integers(1, 12), st.integers(1, 2)),
+    k=st.tuples(st.integers(1, 6), st.integers(1, 6)),
+    s=st.tuples(st.integers(1, 5), st.integers(1, 5)),
+    r=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    padding=st.sampled_from(["VALID", "SAME"]),
+    dtype=st.sampled_from(ALL_DTYPES),
+    seed=st.integers(0, 2**16),
+)
+def test_random_zero_weights_keep_values_where_positive(shape, k, s, r, padding, dtype, seed):
+    """For any spec and dtype, random weights with zeros give back every pixel a positive weight reaches."""
+    if padding == "VALID":
+        assume(all(effective_size(a, b) <= n for a, b, n in zip(k, r, shape[1:3])))
+    weights = np.random.default_rng(seed).integers(0, 3, k).astype(float)
+    assume(weights.any())
+    image = random_image(shape, dtype, seed)
+    kwargs = dict(sizes=k, strides=s, rates=r, padding=padding)
+    result = stitch(extract_patches(image, **kwargs), lambda kh, kw: weights, spec=PatchSpec(**kwargs),
+                    image_shape=shape, fill_value=0, max_memory="64KiB")
+    mask = positive_coverage(kwargs, shape[1:3], weights)[None, :, :, None]
+    assert_same(result, np.where(mask, image, np.zeros((), image.dtype)))
+
+
+@needs_scipy
+def test_documented_blend_examples_run(small):
+    """The examples of stitch's docstring (run as doctests) and those the blend error messages suggest all stitch."""
+    import ast
+    import doctest
+    import importlib
+    import re
+
+    from scipy.signal.windows import flattop
+
+    module = importlib.import_module("patchkit.stitch")
+    runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
+    for test in doctest.DocTestFinder().find(module.stitch, "stitch", globs={"stitch": module.stitch}):
+        runner.run(test)
+    assert runner.failures == 0 and runner.tries >= 6
+    assert 'blend=("tukey", 0.5)' in module.stitch.__doc__
+    source, patches = small
+    with pytest.raises(PatchkitValueError) as unknown:
+        stitch(patches, "no-such-window")
+    message = str(unknown.value)
+    named = ast.literal_eval(re.search(r"use one of (\([^)]*\))", message).group(1))
+    examples = [ast.literal_eval(e) for e in re.search(r"such as ('\w+') or (\('\w+', [\d.]+\))", message).groups()]
+    assert set(named) == {"mean", "sum", "cosine", "none"} and examples == ["hamming", ("tukey", 0.5)]
+    with pytest.raises(PatchkitValueError) as negative:
+        stitch(patches, "flattop")
+    message = str(negative.value)
+    suggested = re.findall(r"blend='(\w+)'", message)[1:] + re.findall(r"such as '(\w+)'", message)
+    clipped = eval(re.search(r"e\.g\. (lambda kh, kw: .*?\)), or", message).group(1),  # noqa: S307
+                   {"np": np, "my_weights": lambda kh, kw: np.outer(flattop(kh), flattop(kw))})
+    assert suggested == ["cosine", "hann"]
+    for blend in (*named, *examples, *suggested, clipped):
+        result = stitch(patches, blend, fill_value=None if blend == "sum" else -1)
+        if blend != "sum":
+            np.testing.assert_array_equal(result.values[:, 1:-1, 1:-1], source.values[:, 1:-1, 1:-1])
+
+
+# ---- tiler's Merger tests (the-lay/tiler, tests/test_merger.py), ported -----------------------------
+
+
+TILER_WINDOWS = ["boxcar", "triang", "blackman", "hamming", "hann", "bartlett", "parzen", "bohman", "blackmanharris",
+                 "nuttall", "barthann"]
+
+
+def _line(data: np.ndarray, tile: int, step: int, padding="VALID"):
+    """A 1-D signal as a one-row image and its tiles of ``tile`` every ``step`` (TensorFlow's layout)."""
+    image = data.reshape(1, 1, -1, 1)
+    return image, extract_patches(image, (1, tile), (1, step), padding=padding), PatchSpec((1, tile), (1, step), padding=padding)
+
+
+def test_tiler_window_with_a_zero_leaves_fill():
+    """tiler's test_generate_window: tiles of 10 without overlap, the window's first weight 0: those pixels get the fill."""
+    data = np.arange(100.0)
+    window = np.ones(10)
+    window[0] = 0
+    image, patches, spec = _line(data, 10, 10)
+    result = stitch(patches, lambda kh, kw: window[None, :], spec=spec, image_shape=(1, 100), fill_value=0)
+    np.testing.assert_equal(result.ravel(), [i if i % 10 else 0 for i in range(100)])
+    expected = reference_stitch(patches.reshape(1, 1, 10, 1, 10, 1), (1, 10), (1, 10), (1, 1), "VALID", (1, 100),
+                                window[None, :], fill=0)
+    np.testing.assert_array_equal(result, expected)
+
+
+@pytest.mark.parametrize(
+    "tile, overlap, window",
+    [
+        ((1, 10), (0, 5), [[0, 0, 1, 1, 1, 1, 1, 1, 0, 0]]),  # odd overlap: overlap // 2 from each side
+        ((1, 10), (0, 6), [[0, 0, 0, 1, 1, 1, 1, 0, 0, 0]]),  # even overlap
+        ((4, 4), (2, 2), [[0, 0, 0, 0], [0, 1, 1, 0], [0, 1, 1, 0], [0, 0, 0, 0]]),  # 2-D even
+        ((4, 4), (3, 3), [[0, 0, 0, 0], [0, 1, 1, 0], [0, 1, 1, 0], [0, 0, 0, 0]]),  # 2-D odd
+    ],
+)
+def test_tiler_overlap_tile_window_is_a_crop(tile, overlap, window):
+    """tiler's test_overlap_tile_window: the 'overlap-tile' window (1 inside, 0 on overlap // 2 taps at each end)
+    of tiles that overlap by ``overlap`` blends different predictions as crop=overlap // 2 does, fill elsewhere."""
+    window = np.array(window, float)
+    spec = PatchSpec(tile, tuple(t - o for t, o in zip(tile, overlap)))
+    shape = (1 if tile[0] == 1 else 23, 41)
+    (oh, ow), (kh, kw) = spec.grid_shape(shape), spec.sizes
+    patches6 = np.random.default_rng(2).normal(size=(1, oh, ow, kh, kw, 3))
+    patches = patches6.reshape(1, oh, ow, -1)
+    result = stitch(patches, lambda kh, kw: window, spec=spec, image_shape=shape, fill_value=0)
+    crop = tuple(o // 2 for o in overlap)
+    np.testing.assert_allclose(result, stitch(patches, "mean", spec=spec, image_shape=shape, crop=crop, fill_value=0), rtol=1e-14)
+    expected = reference_stitch(patches6, spec.sizes, spec.strides, (1, 1), "VALID", shape, window, fill=0)
+    np.testing.assert_allclose(result, expected, rtol=1e-12)
+    with pytest.raises(PatchkitValueError, match=r"only zero weights"):  # tiler's overlap=0 case: a window of zeros
+        stitch(patches, lambda kh, kw: np.zeros((kh, kw)), spec=spec, image_shape=shape)
+
+
+def test_tiler_merge_with_padding_and_logits():
+    """tiler's test_merge: tiles of 12 over 100 (padded) give the data back; logits (t, t/2, t/3) as channels too."""
+    data = np.arange(100.0)
+    image, patches, spec = _line(data, 12, 12, padding="SAME")
+    np.testing.assert_equal(stitch(patches, spec=spec, image_shape=(1, 100)).ravel(), data)
+    logits = np.stack([data, data / 2, data / 3], axis=-1).reshape(1, 1, 100, 3)
+    merged = stitch(extract_patches(logits, (1, 12), (1, 12), padding="SAME"), spec=spec, image_shape=(1, 100))
+    np.testing.assert_equal(merged[0, 0].T, np.vstack((data, data / 2, data / 3)))
+    np.testing.assert_equal(merged[0, 0].argmax(-1), np.zeros(100))
+
+
+def test_tiler_batches_dropped_at_the_end_leave_fill():
+    """tiler's test_batch_add with drop_last: only the first 8 of 10 tiles added, the rest of the data is the fill (0)."""
+    data = xr.DataArray(np.arange(100.0).reshape(1, 100), dims=("y", "x"))
+    patches = data.patches.extract((1, 10), (1, 10)).isel(patch_col=slice(0, 8))
+    result = stitch(patches, fill_value=0).values.ravel()
+    np.testing.assert_equal(result[:80], data.values.ravel()[:80])
+    np.testing.assert_equal(result[80:], np.zeros(20))
+
+
+@needs_scipy
+@pytest.mark.parametrize("window", TILER_WINDOWS)
+def test_tiler_windows_on_overlapping_tiles(window):
+    """Each window tiler supports, on 2-D tiles that overlap: extracted data come back where positive weights reach
+    (bit for bit), and different predictions blend to the weighted mean of a loop over tiles."""
+    spec, shape = PatchSpec((6, 7), (3, 4), padding="SAME"), (20, 23)
+    image = np.random.default_rng(3).normal(size=(1, *shape, 2)).astype(np.float32)
+    weights = blend_weights(window, spec.sizes)
+    result = stitch(extract_patches(image, (6, 7), (3, 4), padding="SAME"), window, spec=spec, image_shape=shape, fill_value=0)
+    mask = positive_coverage(dict(sizes=(6, 7), strides=(3, 4), padding="SAME"), shape, weights)[None, :, :, None]
+    assert_same(result, np.where(mask, image, np.float32(0)))
+    (oh, ow), (kh, kw) = spec.grid_shape(shape), spec.sizes
+    patches6 = np.random.default_rng(4).normal(size=(1, oh, ow, kh, kw, 2))
+    blended = stitch(patches6.reshape(1, oh, ow, -1), window, spec=spec, image_shape=shape, fill_value=0)
+    expected = reference_stitch(patches6, (6, 7), (3, 4), (1, 1), "SAME", shape, weights, fill=0)
+    np.testing.assert_allclose(blended, expected, rtol=1e-12, atol=1e-15)
+
+
 # ---- geometry helpers ------------------------------------------------------------------------------
 
 
@@ -322,7 +879,8 @@ def test_filtered_patches_leave_fill_where_dropped(geotiffs, open_raster):
         result = stitch(kept, blend)
         expected = expected_image(source, coverage(spec, shape, keep=keep), -9999.0)
         np.testing.assert_array_equal(result.values, expected.values)
-        np.testing.assert_allclose(result.y, source.y) and np.testing.assert_allclose(result.x, source.x)
+        np.testing.assert_allclose(result.y, source.y)
+        np.testing.assert_allclose(result.x, source.x)
         assert result.rio.crs == source.rio.crs and result.rio.transform() == source.rio.transform()
     shuffled = kept.isel(patch=np.random.default_rng(0).permutation(kept.sizes["patch"]))
     xr.testing.assert_identical(stitch(shuffled, "cosine"), stitch(kept, "cosine"))
@@ -404,7 +962,8 @@ def test_stream_tf_layout_to_zarr(tmp_path):
     np.testing.assert_array_equal(xr.open_zarr(path)["stitched"].values, image)
 
 
-def test_streaming_a_scene_larger_than_the_budget_stays_within_it(tmp_path):
+@pytest.mark.parametrize("blend", ["cosine", "sum"])
+def test_streaming_a_scene_larger_than_the_budget_stays_within_it(tmp_path, blend):
     """Dask-backed patches stitch to an 8 MiB .zarr and .tif under a 4 MiB budget: traced peak within 1.25x."""
     dask = pytest.importorskip("dask")
     scene = xr.DataArray(lazy_scene((1, 1024, 1024, 4), "uint16", chunks=(128, 1024))[0].compute(), dims=("y", "x", "band"))
@@ -417,12 +976,12 @@ def test_streaming_a_scene_larger_than_the_budget_stays_within_it(tmp_path):
         with dask.config.set(scheduler="synchronous"):
             tracemalloc.start()
             try:
-                stitch(patches, "cosine", out=tmp_path / f"scene{suffix}", max_memory=budget)
+                stitch(patches, blend, out=tmp_path / f"scene{suffix}", max_memory=budget)
                 peak = tracemalloc.get_traced_memory()[1]
             finally:
                 tracemalloc.stop()
         assert peak <= 1.25 * budget, f"{suffix}: peak {peak} exceeds 1.25 x {budget}"
-    expected = scene.transpose("band", "y", "x").values
+    expected = scene.transpose("band", "y", "x").values if blend == "cosine" else stitch(patches.compute(), blend).values
     np.testing.assert_array_equal(xr.open_zarr(tmp_path / "scene.zarr")["stitched"].values, expected)
     import rasterio
 
@@ -430,20 +989,30 @@ def test_streaming_a_scene_larger_than_the_budget_stays_within_it(tmp_path):
         np.testing.assert_array_equal(src.read(), expected)
 
 
-def test_in_memory_work_stays_within_the_budget():
-    """Besides patches and result, in-memory stitching holds at most max_memory (bands of accumulators)."""
-    image = np.random.default_rng(0).random((1, 512, 512, 4), dtype=np.float32)
+@pytest.mark.parametrize("blend, dtype", [("cosine", "float32"), ("sum", "float32"), ("sum", "uint8"),
+                                         pytest.param(("tukey", 0.5), "float64", marks=needs_scipy)])
+def test_in_memory_work_stays_within_the_budget(blend, dtype):
+    """Besides patches and result, in-memory stitching holds at most max_memory (bands of accumulators), for
+    weighted means, sums (int64 accumulators for integers) and windows with zeros (the deviation path)."""
+    image = (np.random.default_rng(0).random((1, 512, 512, 4)) * 200).astype(dtype)
     patches = extract_patches(image, 32, 16, padding="SAME")
     budget = 2 * 2**20
-    stitch(patches[:, :2], spec=PatchSpec(32, 16, padding="SAME"), image_shape=(32, 512))  # imports outside the trace
+    stitch(patches[:, :2], blend, spec=PatchSpec(32, 16, padding="SAME"), image_shape=(32, 512))  # imports outside the trace
     tracemalloc.start()
     try:
-        result = stitch(patches, "cosine", spec=PatchSpec(32, 16, padding="SAME"), image_shape=image.shape, max_memory=budget)
+        result = stitch(patches, blend, spec=PatchSpec(32, 16, padding="SAME"), image_shape=image.shape, max_memory=budget)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
     assert peak <= result.nbytes + 1.25 * budget
-    np.testing.assert_array_equal(result, image)
+    if blend == "cosine":
+        np.testing.assert_array_equal(result, image)
+    elif blend == "sum":  # each value times the patches that sample its pixel (uint8 wraps)
+        counts = stitch(np.ones(patches.shape[:3] + (32 * 32,)), "sum", spec=PatchSpec(32, 16, padding="SAME"),
+                        image_shape=(512, 512))
+        assert set(np.unique(counts)) == {1, 2, 4}
+        wide = image.astype(np.float64 if dtype == "float32" else np.int64)
+        np.testing.assert_array_equal(result, (wide * counts.astype(wide.dtype)).astype(dtype))
 
 
 # ---- errors ----------------------------------------------------------------------------------------
@@ -464,15 +1033,19 @@ def small():
     "kwargs, error, match",
     [
         pytest.param(dict(blend="gaussian-ish"), PatchkitValueError,
-                     r"blend='gaussian-ish' is not a blend patchkit knows.*'mean', 'cosine', 'none'", marks=needs_scipy),
-        pytest.param(dict(blend="hann"), PatchkitValueError, r"blend='hann' gives 12 weights that are zero.*blend='cosine'",
-                     marks=needs_scipy),
-        pytest.param(dict(blend=("tukey", 0.5)), PatchkitValueError, r"zero, negative or not finite", marks=needs_scipy),
+                     r"blend='gaussian-ish' is not a blend patchkit knows.*'mean', 'sum', 'cosine', 'none'", marks=needs_scipy),
+        pytest.param(dict(blend="flattop"), PatchkitValueError,
+                     r"blend='flattop' gives 8 weights that are negative or not finite.*zeros are fine", marks=needs_scipy),
+        pytest.param(dict(blend="hann", crop=1), PatchkitValueError,
+                     r"blend='hann' gives only zero weights for patches of 2x2 pixels \(after crop\)", marks=needs_scipy),
         (dict(blend=lambda kh, kw: np.ones((kh, kw + 1))), PatchkitValueError,
          r"weights of shape \(4, 5\).*must return an array of shape \(kh, kw\)"),
         (dict(blend=lambda kh, kw: -np.ones((kh, kw))), PatchkitValueError,
-         r"blend=.* gives 16 weights that are zero, negative or not finite"),
+         r"blend=.* gives 16 weights that are negative or not finite.*np.clip"),
         (dict(blend=lambda kh, kw: np.full((kh, kw), np.nan)), PatchkitValueError, r"not finite"),
+        (dict(blend=lambda kh, kw: np.zeros((kh, kw))), PatchkitValueError, r"gives only zero weights.*blend='mean'"),
+        (dict(blend="sum", fill_value=-1), PatchkitValueError,
+         r"fill_value=-1 does not apply to blend='sum': pixels that no patch samples get 0"),
         (dict(blend=3), PatchkitTypeError, r"blend=3 \(a int\) is not a blend"),
         (dict(crop=-1), PatchkitValueError, r"crop=-1 drops -1 rows.*at least 0"),
         (dict(crop=(1, 2)), PatchkitValueError, r"crop=\(1, 2\) drops 2 cols from each side of patches of 4 cols.*at most 1"),
