@@ -38,6 +38,7 @@ import numpy as np
 from ..dtypes import check_dtype
 from ..errors import BackendUnavailableError, PatchkitTypeError, PatchkitValueError, UnsupportedDtypeError
 from ..spec import PatchSpec
+from .numpy import region_copies
 
 __all__ = ["CupyBackend", "import_cupy", "accumulators", "accumulate", "finish_mean", "stitch_mean"]
 
@@ -109,7 +110,6 @@ class CupyBackend:
 
     def __init__(self, xp: Any = None) -> None:
         self.xp = import_cupy() if xp is None else xp
-        self._as_strided = self.xp.lib.stride_tricks.as_strided
 
     def to_device(self, array: Any) -> Any:
         """``array`` as an array of :attr:`xp`, its dtype checked.
@@ -200,36 +200,10 @@ class CupyBackend:
 
     def _extract_band(self, src: Any, row0: int, shape: tuple[int, int, int, int], spec: PatchSpec, rows: slice,
                       out: Any) -> Any:
-        """Output rows ``rows`` into ``out``: one copy per region (see the module docstring)."""
-        _, h, w, c = shape
-        kh, kw = spec.sizes
-        i0 = rows.start
-        out6 = out.reshape(tuple(out.shape[:3]) + (kh, kw, c))
-        for region in spec.regions(rows, shape):
-            ya, yb = region.in_rows
-            xa, xb = region.in_cols
-            if region.inside:
-                base = src[:, ya - row0 : yb - row0, xa:xb]
-            else:
-                base = self._zero_padded(src, row0, h, w, ya, yb, xa, xb)
-            dst = out6[:, region.rows.start - i0 : region.rows.stop - i0, region.cols]
-            dst[...] = self._patch_view(base, spec, tuple(dst.shape))
+        """Output rows ``rows`` into ``out``: one device copy per region (see the module docstring)."""
+        for dst, view in region_copies(src, row0, shape, spec, rows, out, self.xp):
+            dst[...] = view
         return out
-
-    def _zero_padded(self, src, row0, h, w, ya, yb, xa, xb) -> Any:
-        """Input rows ``[ya, yb)`` and columns ``[xa, xb)`` (which may pass the image edges), zeros outside."""
-        base = self.xp.zeros((src.shape[0], yb - ya, xb - xa, src.shape[3]), dtype=src.dtype)
-        y0, y1, x0, x1 = max(ya, 0), min(yb, h), max(xa, 0), min(xb, w)
-        if y0 < y1 and x0 < x1:
-            base[:, y0 - ya : y1 - ya, x0 - xa : x1 - xa] = src[:, y0 - row0 : y1 - row0, x0:x1]
-        return base
-
-    def _patch_view(self, base: Any, spec: PatchSpec, shape6: tuple[int, ...]) -> Any:
-        """``base`` seen as ``[batch, rows, cols, kh, kw, channels]`` patches starting at its corner."""
-        sb, sy, sx, sc = base.strides
-        (step_r, step_c), (rate_r, rate_c) = spec.strides, spec.rates
-        strides = (sb, step_r * sy, step_c * sx, rate_r * sy, rate_c * sx, sc)
-        return self._as_strided(base, shape=shape6, strides=strides)
 
 
 # --------------------------------------------------------------------------------------------------

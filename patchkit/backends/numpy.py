@@ -11,6 +11,8 @@ all cores copy at once.
 
 from __future__ import annotations
 
+from typing import Any, Iterator
+
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
@@ -22,7 +24,7 @@ try:  # the optional C kernel (setup.py); without it numpy copies alone
 except ImportError:  # pragma: no cover - depends on the build
     _copy_runs = None
 
-__all__ = ["NumpyBackend", "extract_band"]
+__all__ = ["NumpyBackend", "extract_band", "region_copies"]
 
 #: Below this many bytes a copy runs on the calling thread: handing it to the pool costs more.
 PARALLEL_MIN_BYTES = 1 << 20
@@ -55,38 +57,52 @@ def extract_band(
     threads : int, optional
         Copy threads; default :func:`num_threads`.
     """
-    b, h, w, c = shape
+    threads = num_threads() if threads is None else threads
+    for dst, view in region_copies(src, row0, shape, spec, rows, out):
+        _parallel_copy(dst, view, threads)
+    return out
+
+
+def region_copies(src: Any, row0: int, shape: tuple[int, int, int, int], spec: PatchSpec, rows: slice, out: Any,
+                  xp: Any = np) -> Iterator[tuple[Any, Any]]:
+    """The copies that make output rows ``rows``: ``(dst, view)`` for each of :meth:`PatchSpec.regions`.
+
+    ``dst`` is the region's slice of ``out`` seen as ``[batch, rows, cols, kh, kw, channels]`` and
+    ``view`` the input seen the same way through strides (no copy), zero-padded first where the region
+    passes the image edges. ``xp`` is the array module (numpy, or CuPy for the device backend).
+    """
+    _, h, w, c = shape
     kh, kw = spec.sizes
     i0 = rows.start
-    out6 = out.reshape(out.shape[:3] + (kh, kw, c))
-    threads = num_threads() if threads is None else threads
+    out6 = out.reshape(tuple(out.shape[:3]) + (kh, kw, c))
     for region in spec.regions(rows, shape):
         ya, yb = region.in_rows
         xa, xb = region.in_cols
         if region.inside:
             base = src[:, ya - row0 : yb - row0, xa:xb]
         else:
-            base = _zero_padded(src, row0, h, w, ya, yb, xa, xb)
+            base = _zero_padded(src, row0, h, w, ya, yb, xa, xb, xp)
         dst = out6[:, region.rows.start - i0 : region.rows.stop - i0, region.cols]
-        _parallel_copy(dst, _patch_view(base, spec, dst.shape), threads)
-    return out
+        yield dst, _patch_view(base, spec, tuple(dst.shape), xp)
 
 
-def _zero_padded(src, row0, h, w, ya, yb, xa, xb) -> np.ndarray:
+def _zero_padded(src, row0, h, w, ya, yb, xa, xb, xp=np):
     """Input rows ``[ya, yb)`` and columns ``[xa, xb)`` (which may pass the image edges) with zeros outside."""
-    base = np.zeros((src.shape[0], yb - ya, xb - xa, src.shape[3]), dtype=src.dtype)
+    base = xp.zeros((src.shape[0], yb - ya, xb - xa, src.shape[3]), dtype=src.dtype)
     y0, y1, x0, x1 = max(ya, 0), min(yb, h), max(xa, 0), min(xb, w)
     if y0 < y1 and x0 < x1:
         base[:, y0 - ya : y1 - ya, x0 - xa : x1 - xa] = src[:, y0 - row0 : y1 - row0, x0:x1]
     return base
 
 
-def _patch_view(base: np.ndarray, spec: PatchSpec, shape6: tuple[int, ...]) -> np.ndarray:
-    """``base`` seen as ``[batch, rows, cols, kh, kw, channels]`` patches starting at its corner."""
+def _patch_view(base: Any, spec: PatchSpec, shape6: tuple[int, ...], xp: Any = np) -> Any:
+    """``base`` seen as ``[batch, rows, cols, kh, kw, channels]`` patches starting at its corner (read-only on the host)."""
     sb, sy, sx, sc = base.strides
     (step_r, step_c), (rate_r, rate_c) = spec.strides, spec.rates
     strides = (sb, step_r * sy, step_c * sx, rate_r * sy, rate_c * sx, sc)
-    return as_strided(base, shape=shape6, strides=strides, writeable=False)
+    if xp is np:
+        return as_strided(base, shape=shape6, strides=strides, writeable=False)
+    return xp.lib.stride_tricks.as_strided(base, shape=shape6, strides=strides)
 
 
 def _parallel_copy(dst: np.ndarray, src: np.ndarray, threads: int) -> None:
