@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import numpy as np
@@ -84,7 +83,7 @@ def extract_patches(images: Any, sizes, strides, rates=1, padding: str = "VALID"
     source = as_source(images, allow_empty=True)
     out_shape = spec.tf_output_shape(source.shape)
     if 0 in out_shape:
-        return _empty(source, out_shape)
+        return _empty(source, spec, out_shape)
     chosen = get_backend(backend, source)
     if source.kind == "dask":
         return lazy_patches(source, spec, chosen)
@@ -98,11 +97,10 @@ def extract_patches(images: Any, sizes, strides, rates=1, padding: str = "VALID"
     return tensor_to_numpy(chosen.extract(source.data, spec))
 
 
-def _empty(source: Source, shape: tuple[int, int, int, int]) -> Any:
-    """An empty result of ``shape``, of the kind ``source`` is (as ``tf.image.extract_patches`` gives)."""
+def _empty(source: Source, spec: PatchSpec, shape: tuple[int, int, int, int]) -> Any:
+    """An empty result of ``shape``, of the kind ``source`` is (a tensor's is the op's, gradient and all)."""
     if source.kind == "tensorflow":
-        tf = sys.modules["tensorflow"]
-        return tf.zeros(shape, source.data.dtype)
+        return symbolic_patches(source.data, spec)
     if source.kind == "dask":
         import dask.array as da
 

@@ -35,7 +35,7 @@ _TF_OP = TensorflowBackend()
 
 
 def symbolic_patches(images: Any, spec: PatchSpec) -> Any:
-    """``tf.image.extract_patches`` of a symbolic tensor, checked first on what its static shape says.
+    """``tf.image.extract_patches`` of a symbolic (or empty) tensor, checked first on its static shape.
 
     Raises
     ------

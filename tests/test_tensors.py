@@ -440,3 +440,16 @@ def test_shared_buffers_are_aligned(tf):
         assert array.ctypes.data % TENSOR_ALIGNMENT == 0 or array.size == 0
     got = extract_patches(tf.constant(random_image((1, 9, 9, 3), "float32")), 3, 1)
     assert np.asarray(got).ctypes.data % TENSOR_ALIGNMENT == 0
+
+
+def test_empty_result_has_tensorflows_gradient(tf):
+    """An empty result of an eager tensor is the op's, gradient included (TensorFlow's is None there)."""
+    image = tf.constant(np.ones((1, 2, 2, 1), np.float32))
+    grads = []
+    for function in (lambda x: extract_patches(x, 3, 2), lambda x: tf_patches(tf, x, 3, 2, 1, "VALID")):
+        with tf.GradientTape() as tape:
+            tape.watch(image)
+            patches = function(image)
+        assert tuple(patches.shape) == (1, 0, 0, 9)
+        grads.append(tape.gradient(tf.reduce_sum(patches), image))
+    assert grads[0] is None and grads[1] is None
