@@ -21,13 +21,17 @@ from .spec import _four_d
 __all__ = ["Source", "as_source", "is_tensor", "is_symbolic", "is_dask"]
 
 
+#: Modules whose objects may be TensorFlow tensors or variables.
+_TF_MODULES = ("tensorflow", "tf_keras", "keras")
+
+
 def _module(obj: Any) -> str:
     return type(obj).__module__ or ""
 
 
 def is_tensor(obj: Any) -> bool:
     """True for an eager TensorFlow tensor or variable (without importing TensorFlow)."""
-    return _module(obj).startswith(("tensorflow", "tf_keras", "keras")) and hasattr(obj, "numpy") and hasattr(obj, "device")
+    return _module(obj).startswith(_TF_MODULES) and hasattr(obj, "numpy") and hasattr(obj, "device")
 
 
 def is_symbolic(obj: Any) -> bool:
@@ -36,7 +40,7 @@ def is_symbolic(obj: Any) -> bool:
     Also a variable read while a graph is being built (``tf.executing_eagerly()`` is false).
     TensorFlow is not imported here: such objects exist only once it is.
     """
-    if not _module(obj).startswith(("tensorflow", "tf_keras", "keras")):
+    if not _module(obj).startswith(_TF_MODULES):
         return False
     tf = sys.modules.get("tensorflow")
     if tf is None or not tf.is_tensor(obj):

@@ -87,8 +87,9 @@ def calibrate(device: str, host_input: bool = False, repeats: int = 3) -> str:
     def run_numpy():
         if host_input:
             return _INSTANCES["numpy"].extract(probe, PROBE_SPEC)
-        out = aligned_empty(PROBE_SPEC.output_shape(PROBE_SHAPE), probe.dtype)
-        return to_tensor(_INSTANCES["numpy"].extract(tensor_to_numpy(tensor), PROBE_SPEC, out=out))
+        from ..tensors import numpy_patches_tensor  # the path eager tensors take (tensors imports this module)
+
+        return numpy_patches_tensor(tensor_to_numpy(tensor), PROBE_SPEC, _INSTANCES["numpy"])
 
     def run_tensorflow():
         with tf.device(device):
