@@ -7,6 +7,8 @@ keeps working. Messages name the argument, the value it got, and what to do inst
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "PatchkitError",
     "PatchkitValueError",
@@ -23,8 +25,12 @@ __all__ = [
     "DimensionError",
     "GeoreferenceError",
     "ForeignStoreError",
+    "ChangedSourceError",
+    "DamagedOutputError",
     "IncompleteStoreError",
     "SinkWriteError",
+    "SourceReadError",
+    "ParameterFileError",
 ]
 
 
@@ -95,9 +101,37 @@ class ForeignStoreError(PatchkitValueError):
     """An output exists but was written from another source, spec or options (or not by patchkit)."""
 
 
+class ChangedSourceError(ForeignStoreError):
+    """An unfinished output was cut from other pixels than its source holds now (found on resume)."""
+
+
 class IncompleteStoreError(PatchkitValueError):
     """An output is opened before the run that writes it has finished."""
 
 
 class SinkWriteError(PatchkitError, OSError):
     """Writing an output failed (no permission, a full disk...); finished work is kept for a rerun."""
+
+
+class DamagedOutputError(IncompleteStoreError):
+    """An output reads as finished but a chunk, chip or record it promises is missing or not whole."""
+
+
+class SourceReadError(PatchkitError, OSError):
+    """Reading the source raster failed (a damaged or truncated file); the message names the file."""
+
+
+class ParameterFileError(PatchkitValueError):
+    """A YAML parameter file does not parse, or does not hold a mapping of parameter names to values."""
+
+
+def shown(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` for an error message, cut to about ``limit`` characters.
+
+    Integers too long for ``repr`` (Python refuses over 4300 digits) are described by their size.
+    """
+    try:
+        text = repr(value)
+    except ValueError:
+        text = f"<an integer of {value.bit_length()} bits>" if isinstance(value, int) else f"<a {type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -14,7 +14,8 @@ import pytest
 import xarray as xr
 
 import patchkit
-from patchkit.errors import ForeignStoreError, IncompleteStoreError, PatchkitValueError, SinkWriteError
+from patchkit.errors import (ChangedSourceError, DamagedOutputError, ForeignStoreError, IncompleteStoreError, PatchkitValueError,
+                             SinkWriteError)
 
 zarr = pytest.importorskip("zarr")
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # zarr: consolidated metadata is not in the v3 spec
@@ -98,7 +99,9 @@ def test_other_directory_refused(geotiffs, open_raster, tmp_path):
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
-    [(dict(mode="a"), "mode='a'"), (dict(compression="gzip"), "compression='gzip'"), (dict(max_nodata_fraction=-1), "max_nodata_fraction")],
+    [(dict(mode="a"), "mode='a'"), (dict(compression="gzip"), "compression='gzip'"), (dict(max_nodata_fraction=-1), "max_nodata_fraction"),
+     (dict(chunk_patches=-1), "chunk_patches=-1 must be a positive whole number"), (dict(chunk_patches=2.5), "chunk_patches=2.5"),
+     (dict(chunk_patches=0), "chunk_patches=0"), (dict(chunk_patches=True), "chunk_patches=True")],
 )
 def test_bad_options(geotiffs, open_raster, tmp_path, kwargs, match):
     """Bad options are refused before anything is written."""
@@ -127,6 +130,102 @@ def test_incomplete_store_refused(geotiffs, open_raster, tmp_path):
         patchkit.open_patches(tmp_path / "nothing.zarr")
 
 
+# ---- changed pixels and damaged stores -------------------------------------------------------------
+
+
+def _same_grid_other_pixels(da, change):
+    """``da`` with other pixels and everything else (dims, coords, attrs, encoding) the same."""
+    values = da.values.copy()
+    change(values)
+    return da.copy(data=values)
+
+
+@pytest.mark.parametrize("where", ["everywhere", "first row", "last row"])
+def test_changed_pixels_are_refused_on_a_complete_store(geotiffs, open_raster, tmp_path, where):
+    """Another date of the same tile (same grid, other pixels) is never taken for the finished store."""
+    da = open_raster(geotiffs["projected"]).load()
+    path = da.patches.to_zarr(tmp_path / "p.zarr", **SPEC, max_memory="24KiB", progress=False)
+    rows = {"everywhere": slice(None), "first row": slice(0, 1), "last row": slice(-1, None)}[where]
+
+    def change(values):
+        values[:, rows] += 1
+
+    with pytest.raises(ChangedSourceError, match="other pixels.*mode='w'"):
+        _same_grid_other_pixels(da, change).patches.to_zarr(path, **SPEC, max_memory="24KiB", progress=False)
+    xr.testing.assert_identical(_stored(path).rename(None), da.patches.extract(**SPEC))
+
+
+def test_changed_pixels_are_refused_on_resume(geotiffs, open_raster, tmp_path, monkeypatch):
+    """An interrupted store is not finished from a source whose pixels changed; the same source finishes it."""
+    from patchkit.sinks import zarr as sink
+
+    da = open_raster(geotiffs["projected"]).load()
+    original, calls = sink._write_chunks, {"n": 0}
+
+    def failing(*args):
+        calls["n"] += 1
+        if calls["n"] > 3:
+            raise OSError(28, "No space left on device")
+        return original(*args)
+
+    monkeypatch.setattr(sink, "_write_chunks", failing)
+    with pytest.raises(SinkWriteError):
+        da.patches.to_zarr(tmp_path / "p.zarr", **SPEC, max_memory="24KiB", chunk_patches=4, progress=False)
+    monkeypatch.setattr(sink, "_write_chunks", original)
+    with pytest.raises(ChangedSourceError):
+        (da + 1).assign_attrs(da.attrs).patches.to_zarr(tmp_path / "p.zarr", **SPEC, max_memory="24KiB", chunk_patches=4, progress=False)
+    da.patches.to_zarr(tmp_path / "p.zarr", **SPEC, max_memory="24KiB", chunk_patches=4, progress=False)
+    xr.testing.assert_identical(_stored(tmp_path / "p.zarr").rename(None), da.patches.extract(**SPEC))
+
+
+def test_a_rewritten_source_file_is_checked_everywhere(geotiffs, open_raster, tmp_path):
+    """A source file with a new size or time stamp has every finished band compared, not just a sample."""
+    import shutil
+
+    import rasterio
+
+    source = tmp_path / "scene.tif"
+    shutil.copy(geotiffs["projected"], source)
+    path = open_raster(source).patches.to_zarr(tmp_path / "p.zarr", **SPEC, max_memory="24KiB", progress=False)
+    with rasterio.open(source, "r+") as dst:  # one pixel of a middle band, which the sample leaves out
+        window = rasterio.windows.Window(20, 30, 1, 1)
+        dst.write(dst.read(1, window=window) + 1, 1, window=window)
+    with pytest.raises(ChangedSourceError, match="patch rows"):
+        open_raster(source).patches.to_zarr(path, **SPEC, max_memory="24KiB", progress=False)
+
+
+def test_a_missing_chunk_is_found(geotiffs, open_raster, tmp_path):
+    """A store with a chunk file deleted does not read as complete; verify=False opens it anyway."""
+    da = open_raster(geotiffs["projected"])
+    path = da.patches.to_zarr(tmp_path / "p.zarr", **SPEC, chunk_patches=4, progress=False)
+    chunk = sorted((path / "pixels" / "c").rglob("*"))[-1]
+    chunk.unlink()
+    with pytest.raises(DamagedOutputError, match="1 of the .* stored chunks of 'pixels' are missing"):
+        patchkit.open_patches(path)
+    patchkit.open_patches(path, verify=False)
+
+
+def test_full_verification_reads_every_pixel(geotiffs, open_raster, tmp_path):
+    """Two chunk files swapped pass the cheap check, not verify='full'."""
+    da = open_raster(geotiffs["projected"])
+    path = da.patches.to_zarr(tmp_path / "p.zarr", **SPEC, chunk_patches=4, compression=None, progress=False)
+    patchkit.open_patches(path, verify="full")
+    a, b = [p for p in sorted((path / "pixels" / "c").rglob("*")) if p.is_file()][:2]
+    a_bytes, b_bytes = a.read_bytes(), b.read_bytes()
+    a.write_bytes(b_bytes), b.write_bytes(a_bytes)
+    patchkit.open_patches(path)
+    with pytest.raises(DamagedOutputError, match="patch rows 0-.* differ from what was written"):
+        patchkit.open_patches(path, verify="full")
+
+
+def test_open_patches_names_a_missing_path(tmp_path):
+    """A path with nothing there says so (no advice to rerun a run that never was)."""
+    with pytest.raises(IncompleteStoreError, match="there is no Zarr store at .*check the path"):
+        patchkit.open_patches(tmp_path / "nowhere.zarr")
+    with pytest.raises(PatchkitValueError, match="verify='yes'"):
+        patchkit.open_patches(tmp_path / "nowhere.zarr", verify="yes")
+
+
 # ---- crash and resume -----------------------------------------------------------------------------
 
 CHILD = textwrap.dedent(
@@ -151,7 +250,7 @@ CHILD = textwrap.dedent(
     if point == "data":
         zarr.Array.__setitem__ = killing(zarr.Array.__setitem__)
     elif point == "log":
-        zarr.core.attributes.Attributes.__setitem__ = killing(zarr.core.attributes.Attributes.__setitem__)
+        zarr.Group.update_attributes = killing(zarr.Group.update_attributes)
     elif point == "finish":
         zarr.consolidate_metadata = killing(zarr.consolidate_metadata)
     da = rioxarray.open_rasterio(source, chunks={"y": 16, "x": 53})

@@ -1,9 +1,22 @@
 """What every resumable sink shares: the fingerprint of a run, atomic small files, finished rows.
 
 A run is identified by a *fingerprint*: a hash of the spec, the sink's options and a description of
-the source (names, dims, shape, dtype, attrs and coordinates; not the pixels, which would mean reading
-the scene twice). A rerun with the same fingerprint resumes; any other is refused unless the caller
-asks to overwrite.
+the source (names, dims, shape, dtype, attrs and coordinates). A rerun with the same fingerprint
+resumes; any other is refused unless the caller asks to overwrite.
+
+Pixels are identified by *content digests*, without reading the scene twice: as each band is
+written, a SHA-256 of every patch row's bytes (:func:`row_digests`) is combined into one digest per
+band and logged beside the band's rows (:class:`RowLog`). On resume, :func:`check_content` extracts a
+sample of the finished bands again (the first, the middle and the last) and compares their digests;
+every finished band when the source's files changed size or modification time
+(:func:`source_files`). A mismatch is :class:`~patchkit.errors.ChangedSourceError`.
+
+What this detects: a scene with the same grid and other pixels (another date of the same tile,
+``scene + 1``) whenever the change reaches a sampled band, and any change to a source file's size
+or time stamp. What it does not: a change confined to unsampled bands of an in-memory or dask
+source (or of a file rewritten with its old size and time stamp). Its cost: hashing each band once
+as it is written (SHA-256 runs at 1.3-1.5 GB/s on one core here, releasing the GIL), and extracting
+three bands again on resume.
 """
 
 from __future__ import annotations
@@ -14,19 +27,20 @@ import json
 import os
 import uuid
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from ..errors import ForeignStoreError, SinkWriteError
+from ..errors import ChangedSourceError, ForeignStoreError, SinkWriteError
 from ..spec import PatchSpec
 
-__all__ = ["digest", "describe", "fingerprint", "write_json", "read_json", "RowLog", "refuse_foreign", "write_error", "MODES"]
+__all__ = ["digest", "describe", "fingerprint", "write_json", "read_json", "RowLog", "refuse_foreign", "write_error", "MODES",
+           "row_digests", "combine", "EMPTY_ROW", "source_files", "check_content", "sample"]
 
 #: ``mode`` values of the sinks: None resumes a run with the same fingerprint, "w" starts afresh.
 MODES = (None, "w")
 #: Bumped when what a sink writes changes, so that old outputs are not resumed by new code.
-FORMAT = 1
+FORMAT = 2
 
 
 def _describe(value: Any) -> Any:
@@ -96,15 +110,27 @@ def read_json(path: str | Path) -> dict | None:
 
 
 class RowLog:
-    """Which patch rows are finished, kept as ``[start, stop)`` intervals (JSON-friendly)."""
+    """Which patch rows are finished, kept as ``[start, stop)`` intervals (JSON-friendly), and the
+    content digest of every band written, as ``[start, stop, digest]`` entries."""
 
-    def __init__(self, rows: int, intervals: Iterable = ()):
+    def __init__(self, rows: int, intervals: Iterable = (), bands: Iterable = ()):
         self.done = np.zeros(rows, bool)
         for start, stop in intervals:
             self.done[int(start): int(stop)] = True
+        self.bands = [[int(a), int(b), str(h)] for a, b, h in bands]
 
-    def add(self, rows: slice) -> None:
+    def add(self, rows: slice, content: str | None = None) -> None:
+        """Mark ``rows`` finished; ``content`` is the :func:`combine` of their :func:`row_digests`."""
         self.done[rows] = True
+        if content is not None:
+            self.bands = [e for e in self.bands if e[1] <= rows.start or e[0] >= rows.stop]
+            self.bands.append([int(rows.start), int(rows.stop), content])
+            self.bands.sort()
+
+    def forget(self, entry: list) -> None:
+        """Mark the rows of a logged band unfinished again (its output is missing or damaged)."""
+        self.bands.remove(entry)
+        self.done[entry[0]: entry[1]] = False
 
     def intervals(self) -> list[list[int]]:
         edges = np.flatnonzero(np.diff(np.concatenate(([0], self.done.astype(np.int8), [0]))))
@@ -113,6 +139,105 @@ class RowLog:
     @property
     def count(self) -> int:
         return int(self.done.sum())
+
+
+# --------------------------------------------------------------------------------------------------
+# Content digests
+# --------------------------------------------------------------------------------------------------
+
+
+def _patch_arrays(band: Any) -> list:
+    """The patch variables of a labelled band, sorted by name, each with the grid dims first."""
+    variables = [band] if not hasattr(band, "data_vars") else [band[k] for k in sorted(band.data_vars, key=str)]
+    out = []
+    for var in variables:
+        grid = [d for d in ("patch_row", "patch_col", "patch") if d in var.dims]
+        if grid:
+            out.append(var.transpose(*grid, ...))
+    return out
+
+
+def _raw(array: np.ndarray) -> np.ndarray:
+    """The bytes of ``array`` in C order, as a uint8 array (any dtype: bfloat16 has no buffer format)."""
+    return np.ascontiguousarray(array).reshape(-1).view(np.uint8)
+
+
+def row_digests(band: Any, rows: slice) -> dict[int, str]:
+    """A SHA-256 of the bytes of every patch row ``rows`` of a labelled band (rows without a kept patch too).
+
+    The bytes of a row are its patches in column order, each in C order of its dims after the grid's
+    (``*leading, *channels, y, x``: a GeoTIFF chip's band order), variable after variable by name.
+    """
+    hashes = {row: hashlib.sha256() for row in range(rows.start, rows.stop)}
+    for var in _patch_arrays(band):
+        data = var.data
+        if "patch" in var.dims:
+            places = np.asarray(var["patch_row"].values)
+            starts = np.searchsorted(places, list(hashes), side="left")
+            stops = np.searchsorted(places, list(hashes), side="right")
+            for (row, h), a, b in zip(hashes.items(), starts, stops):
+                h.update(_raw(data[a:b]))
+        else:
+            for i, h in enumerate(hashes.values()):
+                h.update(_raw(data[i]))
+    return {row: h.hexdigest() for row, h in hashes.items()}
+
+
+#: The digest of a patch row without a (kept) patch.
+EMPTY_ROW = hashlib.sha256().hexdigest()
+
+
+def combine(digests: Iterable[str]) -> str:
+    """One digest of several (of consecutive rows, in order)."""
+    return hashlib.sha256("".join(digests).encode()).hexdigest()
+
+
+def source_files(obj: Any) -> list[list]:
+    """``[path, size, mtime_ns]`` of every file the source was read from (``encoding["source"]``), sorted."""
+    variables = [obj] if not hasattr(obj, "data_vars") else list(obj.data_vars.values())
+    paths = {str(v.encoding["source"]) for v in [obj, *variables] if isinstance(v.encoding.get("source"), (str, os.PathLike))}
+    found = []
+    for path in sorted(paths):
+        try:
+            stat = os.stat(path)
+        except OSError:
+            continue  # a URL or a file gone since: nothing to compare
+        found.append([path, int(stat.st_size), int(stat.st_mtime_ns)])
+    return found
+
+
+def sample(entries: list) -> list:
+    """The logged bands checked on resume: the first, the middle and the last."""
+    if len(entries) <= 3:
+        return list(entries)
+    return [entries[0], entries[len(entries) // 2], entries[-1]]
+
+
+def check_content(entries: list, recompute: Callable[[np.ndarray], Iterator], rows: int, where: Any) -> None:
+    """Extract the rows of ``entries`` again and compare their digests with the logged ones.
+
+    ``recompute(done)`` yields ``(rows, band)`` for the rows not ``done`` (as :func:`patchkit.labelled.bands`).
+
+    Raises
+    ------
+    ChangedSourceError
+        When a band's pixels differ from those written: the source changed since.
+    """
+    if not entries:
+        return
+    skip = np.ones(rows, bool)
+    for a, b, _ in entries:
+        skip[a:b] = False
+    found: dict[int, str] = {}
+    for band_rows, band in recompute(skip):
+        found.update(row_digests(band, band_rows))
+    for a, b, logged in entries:
+        if combine(found.get(r, EMPTY_ROW) for r in range(a, b)) != logged:
+            raise ChangedSourceError(
+                f"{where} holds patch rows {a}-{b - 1} cut from other pixels than the source has now (same grid, "
+                "dims and attrs, other values: another date of the tile, or a changed file); pass mode='w' "
+                "to write it again from this source, or choose another path"
+            )
 
 
 def refuse_foreign(what: str, where: Any, found: str | None) -> None:

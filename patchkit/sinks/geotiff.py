@@ -2,18 +2,24 @@
 
 A folder holds:
 
-* ``patchkit.json``: the run's fingerprint, spec and options, written first (and ``complete`` last);
+* ``patchkit.json``: the run's fingerprint, spec and options, written first; after every band, the
+  finished patch rows and the band's content digest; last, the size of every chip and ``complete``;
 * ``r{row}_c{col}.tif``: one chip per patch, with the patch's transform, the CRS and nodata, its
   bands the non-spatial dims flattened (band descriptions say which); each chip is written under a
-  temporary name and renamed, so a chip that exists is whole;
-* ``index.geojson``: every chip with its row, col, file name and bounds, written when all chips are.
+  temporary name, read back and compared with its pixels, then renamed, so a chip that exists is whole;
+* ``index.geojson``: every chip with its row, col, file name and bounds, written when all chips are
+  (under a temporary name, read back, then renamed).
 
-A rerun with the same arguments writes only the missing chips; a folder from another run is refused
-unless ``mode="w"``; :func:`read_index` refuses a folder whose run has not finished.
+A rerun with the same arguments compares a sample of the finished bands with the source's pixels,
+deletes the temporary files a killed run left, writes the chips of unfinished bands and the missing
+chips of finished ones; a folder from another run is refused unless ``mode="w"``; :func:`read_index`
+refuses a folder whose run has not finished, or one missing a chip or holding a chip of another size.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import math
 import os
 import shutil
@@ -24,17 +30,20 @@ from typing import Any
 import numpy as np
 
 from ..chunking import DEFAULT_MAX_MEMORY
-from ..errors import DimensionError, IncompleteStoreError, PatchkitValueError
+from ..errors import DamagedOutputError, DimensionError, IncompleteStoreError, PatchkitValueError
 from ..geo import crs_of
 from ..labelled import bands, patch_table, prepare
 from ..nodata import nodata_values
 from ..spec import PatchSpec
-from ._store import MODES, RowLog, fingerprint, read_json, refuse_foreign, write_error, write_json
+from ._store import (MODES, RowLog, check_content, combine, fingerprint, read_json, refuse_foreign, row_digests, sample,
+                     source_files, write_error, write_json)
 
 __all__ = ["to_geotiffs", "read_index", "MANIFEST", "INDEX"]
 
 MANIFEST = "patchkit.json"
 INDEX = "index.geojson"
+#: ``verify`` values of :func:`read_index`.
+VERIFY = ("cheap", "full", False)
 #: Chips at least this many pixels on a side are tiled (256 x 256 blocks); smaller ones are striped.
 TILE_FROM = 512
 
@@ -82,29 +91,40 @@ def to_geotiffs(obj: Any, folder: str | Path, spec: PatchSpec, *, max_memory: in
     table = patch_table(prepared)  # also refuses irregular or rotated grids, before any file
     mark = fingerprint(obj, spec, max_nodata_fraction=max_nodata_fraction, compress=compress,
                        spatial_dims=spatial_dims, channel_dims=channel_dims)
-    manifest = _start(folder, mark, mode, spec, len(table))
+    manifest = _start(folder, mark, mode, prepared, len(table), max_memory)
     if manifest is None:
         return folder
     digits = max(3, len(str(max(prepared.grid_shape) - 1)))
     table["file"] = [chip_name(r, c, digits) for r, c in zip(table["row"], table["col"])]
-    _write_chips(folder, obj, prepared, table, compress, max_memory, backend, progress)
+    _write_chips(folder, obj, prepared, table, manifest, compress, max_memory, backend, progress)
     try:
         _write_index(folder, table)
-        write_json(folder / MANIFEST, {**manifest, "complete": True})
+        sizes = {name: (folder / name).stat().st_size for name in table["file"]}
+        write_json(folder / MANIFEST, {**manifest, "files": sizes, "complete": True})
     except OSError as err:
         raise write_error("the chip index", folder / INDEX, err, "all chips") from err
     return folder
 
 
-def _start(folder: Path, mark: str, mode, spec: PatchSpec, count: int) -> dict | None:
-    """Check or create the folder and its manifest; None when the run is already complete."""
+def _start(folder: Path, mark: str, mode, prepared, count: int, max_memory) -> dict | None:
+    """Check or create the folder and its manifest; None when the run is already complete.
+
+    A run with the same fingerprint has a sample of its finished bands compared with the source's
+    pixels (all of them when a source file changed) before it resumes or returns.
+    """
     found = read_json(folder / MANIFEST) if folder.is_dir() else None
     if mode is None and found is not None and found.get("fingerprint") == mark:
+        bands_done = found.get("bands", [])
+        changed = found.get("source_files") != source_files(prepared.obj)
+        check_content(bands_done if changed else sample(bands_done),
+                      lambda done: bands(prepared, max_memory=max_memory, done=done), prepared.grid_shape[0],
+                      f"the chip folder {str(folder)!r}")
         return None if found.get("complete") else found
     occupied = folder.exists() and (not folder.is_dir() or any(folder.iterdir()))
     if occupied and mode != "w":
         refuse_foreign("chip folder", folder, None if found is None else found.get("fingerprint"))
-    manifest = {"fingerprint": mark, "spec": spec.to_dict(), "chips": count, "complete": False}
+    manifest = {"fingerprint": mark, "spec": prepared.spec.to_dict(), "chips": count, "complete": False,
+                "rows_done": [], "bands": [], "source_files": source_files(prepared.obj)}
     try:
         if occupied:
             shutil.rmtree(folder) if folder.is_dir() else folder.unlink()
@@ -115,16 +135,25 @@ def _start(folder: Path, mark: str, mode, spec: PatchSpec, count: int) -> dict |
     return manifest
 
 
-def _done_rows(folder: Path, prepared, table) -> RowLog:
-    """Patch rows all of whose chips exist already."""
-    log = RowLog(prepared.grid_shape[0])
-    present = np.array([(folder / name).exists() for name in table["file"]], bool)
-    missing_rows = set(table["row"][~present])
-    log.done[:] = [row not in missing_rows for row in range(prepared.grid_shape[0])]
-    return log
+def _drop_partials(folder: Path) -> None:
+    """Delete the temporary chips and indexes a killed run left behind."""
+    for path in folder.glob(".*.partial.*"):
+        path.unlink(missing_ok=True)
 
 
-def _write_chips(folder: Path, obj, prepared, table, compress, max_memory, backend, progress) -> None:
+def _resume_log(folder: Path, prepared, table, manifest: dict) -> tuple[RowLog, set]:
+    """The finished rows, less the bands with a chip gone (returned as rows to repair: only their missing chips)."""
+    log = RowLog(prepared.grid_shape[0], manifest.get("rows_done", []), manifest.get("bands", []))
+    missing = set(table["row"][[not (folder / name).exists() for name in table["file"]]])
+    repair = set()
+    for entry in list(log.bands):
+        if missing & set(range(entry[0], entry[1])):
+            log.forget(entry)
+            repair.update(range(entry[0], entry[1]))
+    return log, repair
+
+
+def _write_chips(folder: Path, obj, prepared, table, manifest, compress, max_memory, backend, progress) -> None:
     import rasterio
     from tqdm.auto import tqdm
 
@@ -133,26 +162,41 @@ def _write_chips(folder: Path, obj, prepared, table, compress, max_memory, backe
     descriptions = _descriptions(obj, flat_dims)
     profile = _profile(obj, prepared.spec, job.images.dtype, len(descriptions), compress, crs_of(obj))
     where = {(r, c): i for i, (r, c) in enumerate(zip(table["row"], table["col"]))}
-    log = _done_rows(folder, prepared, table)
+    _drop_partials(folder)
+    log, repair = _resume_log(folder, prepared, table, manifest)
     with tqdm(total=len(table), unit="chip", desc=f"chips -> {folder.name}", disable=not progress or None) as bar:
-        bar.update(int(sum(1 for name in table["file"] if (folder / name).exists())))
+        bar.update(int(np.isin(table["row"], np.flatnonzero(log.done)).sum()))
         for rows, band in bands(prepared, max_memory=max_memory, backend=backend, done=log.done):
-            grid = prepared.grid
-            ordered = band.transpose(*grid, *flat_dims, job.layout.y, job.layout.x)
+            ordered = band.transpose(*prepared.grid, *flat_dims, job.layout.y, job.layout.x)
             rows_of, cols_of = band["patch_row"].values, band["patch_col"].values
-            for index in np.ndindex(*ordered.shape[: len(grid)]):
+            for index in np.ndindex(*ordered.shape[: len(prepared.grid)]):
                 r, c = int(rows_of[index[0]]), int(cols_of[index[-1]])  # (i, j) on the grid, (k,) when filtered
                 entry = table.iloc[where[(r, c)]]
                 path = folder / entry["file"]
-                if path.exists():
+                if log.done[r] or (r in repair and path.exists()):
                     continue
                 chip = ordered.data[index].reshape(-1, *prepared.spec.sizes)
                 _write_chip(path, chip, {**profile, "transform": entry["transform"]}, descriptions, rasterio)
                 bar.update(1)
+            _log_band(folder, manifest, log, rows, band)
+
+
+def _log_band(folder: Path, manifest: dict, log: RowLog, rows: slice, band) -> None:
+    """Record a band's rows as finished, with their content digest, in the manifest (atomically)."""
+    log.add(rows, combine(row_digests(band, rows).values()))
+    manifest.update(rows_done=log.intervals(), bands=log.bands)
+    try:
+        write_json(folder / MANIFEST, manifest)
+    except OSError as err:
+        raise write_error("the chip manifest", folder / MANIFEST, err, "the chips written so far") from err
 
 
 def _write_chip(path: Path, chip: np.ndarray, profile: dict, descriptions: list[str], rasterio) -> None:
-    """One chip, written under a temporary name and renamed: a chip file that exists is whole."""
+    """One chip, written under a temporary name, read back whole, then renamed: a chip file that exists is whole.
+
+    GDAL reports some failed writes (a file-size limit, a full disk) only as a short file: reading
+    the chip back is what catches them.
+    """
     tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex}.partial.tif")
     try:
         with rasterio.open(tmp, "w", **profile) as dst:
@@ -160,6 +204,7 @@ def _write_chip(path: Path, chip: np.ndarray, profile: dict, descriptions: list[
             for i, text in enumerate(descriptions, start=1):
                 if text:
                     dst.set_band_description(i, text)
+        _check_chip(tmp, chip, rasterio)
         os.replace(tmp, path)
     except (OSError, rasterio.errors.RasterioIOError) as err:
         error = err if isinstance(err, OSError) else OSError(getattr(err, "errno", None), str(err))
@@ -168,33 +213,117 @@ def _write_chip(path: Path, chip: np.ndarray, profile: dict, descriptions: list[
         tmp.unlink(missing_ok=True)
 
 
+def _check_chip(path: Path, chip: np.ndarray, rasterio) -> None:
+    """Raise OSError unless ``path`` reads back as ``chip``, bit for bit."""
+    try:
+        with rasterio.open(path) as src:
+            back = src.read()
+    except rasterio.errors.RasterioIOError as err:
+        raise OSError(errno.EIO, f"the chip does not read back ({err}): the disk may be full or the file size limited") from err
+    if back.shape != chip.shape or back.tobytes() != np.ascontiguousarray(chip).tobytes():
+        raise OSError(errno.EIO, "the chip reads back with other pixels: the disk may be full or the file size limited")
+
+
 def _write_index(folder: Path, table) -> None:
-    """``index.geojson``: every chip's polygon, row, col and file, written under a temporary name first."""
+    """``index.geojson``: every chip's polygon, row, col and file, written under a temporary name, read back, renamed.
+
+    A write that fails (in GDAL's OGR, which raises its own errors) is an OSError.
+    """
+    import geopandas as gpd
+
     from ..geo import write_grid
 
     tmp = folder / f".index.{uuid.uuid4().hex}.partial.geojson"
     try:
-        write_grid(table, tmp, driver="GeoJSON")
+        try:
+            write_grid(table, tmp, driver="GeoJSON")
+            written = len(gpd.read_file(tmp))
+        except OSError:
+            raise
+        except Exception as err:  # pyogrio's and fiona's own errors
+            raise OSError(errno.EIO, f"{type(err).__name__}: {err}") from err
+        if written != len(table):
+            raise OSError(errno.EIO, f"the index reads back with {written} of {len(table)} chips")
         os.replace(tmp, folder / INDEX)
     finally:
         tmp.unlink(missing_ok=True)
 
 
-def read_index(folder: str | Path):
+def read_index(folder: str | Path, *, verify: str | bool = "cheap"):
     """The chip index of a finished :func:`to_geotiffs` run, as a GeoDataFrame.
+
+    Parameters
+    ----------
+    folder : str or path
+    verify : {"cheap", "full", False}, default "cheap"
+        ``"cheap"`` checks that every chip the run wrote is there with the size it was written with
+        (one ``stat`` per chip); ``"full"`` also reads every chip and compares its pixels with the
+        content digests logged as it was written; False checks only the completion marker.
 
     Raises
     ------
     IncompleteStoreError
-        When the run writing the folder has not finished; running it again finishes it.
+        When the run writing the folder has not finished (or there is no folder); running it again finishes it.
+    DamagedOutputError
+        When a chip is missing or damaged, or the index does not list every chip.
     """
     import geopandas as gpd
 
+    if verify not in VERIFY:
+        raise PatchkitValueError(f"verify={verify!r} is not one of {VERIFY}: 'cheap' checks every chip's size, "
+                                 "'full' also reads every pixel back, False only the completion marker")
     folder = Path(folder)
     manifest = read_json(folder / MANIFEST)
     if not manifest or not manifest.get("complete"):
         raise IncompleteStoreError(
             f"the chip folder {str(folder)!r} is not complete: the run writing it stopped or is still going; "
             "run the same .patches.to_geotiffs(...) again to finish it"
+            if folder.is_dir() else f"there is no chip folder at {str(folder)!r}; check the path, or write it with .patches.to_geotiffs(...)"
         )
-    return gpd.read_file(folder / INDEX)
+    try:
+        index = gpd.read_file(folder / INDEX)
+    except Exception as err:  # pyogrio's own errors for a missing or damaged file
+        raise _damaged(folder, f"its index {INDEX!r} does not read ({type(err).__name__}: {err})") from err
+    if len(index) != manifest.get("chips"):
+        raise _damaged(folder, f"its index lists {len(index)} of the {manifest.get('chips')} chips")
+    if verify:
+        _check_files(folder, manifest.get("files", {}))
+    if verify == "full":
+        _check_chip_pixels(folder, index, manifest.get("bands", []))
+    return index
+
+
+def _damaged(folder: Path, what: str) -> DamagedOutputError:
+    return DamagedOutputError(
+        f"the chip folder {str(folder)!r} is damaged: {what}; run .patches.to_geotiffs(...) again with mode='w' to write it anew"
+    )
+
+
+def _check_files(folder: Path, sizes: dict) -> None:
+    """Raise :class:`DamagedOutputError` unless every chip is there with its recorded size."""
+    for name, size in sizes.items():
+        try:
+            found = (folder / name).stat().st_size
+        except FileNotFoundError:
+            raise _damaged(folder, f"chip {name!r} is missing") from None
+        if found != size:
+            raise _damaged(folder, f"chip {name!r} has {found} bytes, {size} when it was written")
+
+
+def _check_chip_pixels(folder: Path, index, logged: list) -> None:
+    """Raise :class:`DamagedOutputError` unless every logged band's chips hash to its digest."""
+    import rasterio
+
+    for a, b, digest in logged:
+        rows = []
+        for row in range(a, b):
+            h = hashlib.sha256()
+            for name in index.loc[index["row"] == row].sort_values("col")["file"]:
+                try:
+                    with rasterio.open(folder / name) as src:
+                        h.update(np.ascontiguousarray(src.read()).data)
+                except rasterio.errors.RasterioIOError as err:
+                    raise _damaged(folder, f"chip {name!r} does not read ({err})") from err
+            rows.append(h.hexdigest())
+        if combine(rows) != digest:
+            raise _damaged(folder, f"the chips of patch rows {a}-{b - 1} differ from what was written")

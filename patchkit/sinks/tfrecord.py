@@ -32,16 +32,25 @@ The manifest ``{prefix}.json``
     replaced atomically after every shard; ``complete`` becomes true last.
 
 Resuming
-    A shard is written to ``{file}.partial`` and renamed when whole. A rerun with the same source and
-    arguments keeps every shard that the manifest records as done and whose file has the recorded
-    size, and writes the others. Output from another source or other arguments is refused
-    (:class:`ForeignStoreError`) unless ``mode="w"``.
+    A shard is written to ``{file}.partial``, read back (every record counted, its CRCs checked, its
+    SHA-256 taken) and renamed when whole; the manifest records its count, size, SHA-256 and the
+    content digest of its patch rows. A rerun with the same source and arguments compares a sample of
+    the finished shards with the source's pixels (all of them when a source file changed: see
+    :func:`patchkit.sinks._store.check_content`), keeps every shard that the manifest records as done
+    and whose file has the recorded size, and writes the others. Output from another source or other
+    arguments is refused (:class:`ForeignStoreError`) unless ``mode="w"``.
+
+Reading
+    :func:`read_tfrecord` checks every shard's size against the manifest (``verify="cheap"``) or
+    reads every shard through (``verify="full"``: counts, CRCs and SHA-256) before it returns.
 
 TensorFlow is imported by the functions that need it, never by ``import patchkit``.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import math
 import os
@@ -55,13 +64,15 @@ import xarray as xr
 
 from ..chunking import DEFAULT_MAX_MEMORY
 from ..dtypes import check_dtype
-from ..errors import BackendUnavailableError, DimensionError, ForeignStoreError, IncompleteStoreError, PatchkitTypeError, PatchkitValueError
+from ..errors import (BackendUnavailableError, DamagedOutputError, PatchkitError, DimensionError, ForeignStoreError, IncompleteStoreError,
+                      PatchkitTypeError, PatchkitValueError)
 from ..geo import STEP_ATTR, crs_of
-from ..labelled import find_layout
+from ..labelled import bands, find_layout, prepare
 from ..nodata import check_fraction
 from ..spec import PatchSpec
 from ..units import parse_bytes
-from ._store import describe, digest, write_json
+from ._store import (EMPTY_ROW, check_content, combine, describe, digest, row_digests, sample, source_files, write_error,
+                     write_json)
 
 __all__ = [
     "to_tfrecord",
@@ -74,6 +85,10 @@ __all__ = [
 #: ``format`` of the manifest; ``version`` changes when the record layout does.
 FORMAT, VERSION = "patchkit-tfrecord", 1
 DEFAULT_SHARD_SIZE = "128MiB"
+#: ``verify`` values of :func:`read_tfrecord`.
+VERIFY = ("cheap", "full", False)
+#: The name of the files when the prefix names a folder (``"out/"``, or a folder that exists).
+DEFAULT_NAME = "patches"
 #: The key of the pixels of a DataArray, or of a Dataset with one variable of patches.
 PATCH = "patch"
 _RESERVED = ("row", "col", "transform", "shape", "dtype")
@@ -334,9 +349,13 @@ class _Target:
 
     @classmethod
     def of(cls, prefix: str | os.PathLike) -> "_Target":
-        path = Path(prefix)
-        if path.name in ("", ".", ".."):
-            raise PatchkitValueError(f"prefix={str(prefix)!r} names no file; pass a path such as 'out/scene'")
+        """The target of ``prefix``; one ending in a separator, or naming a folder, holds ``patches-*`` files."""
+        text = os.fspath(prefix)
+        if not isinstance(text, str) or not text:
+            raise PatchkitValueError(f"prefix={prefix!r} names no file; pass a path such as 'out/scene'")
+        path = Path(text)
+        if text.endswith(("/", os.sep)) or path.is_dir() or path.name in ("", ".", ".."):
+            return cls(path, DEFAULT_NAME)
         return cls(path.parent, path.name)
 
     @property
@@ -408,6 +427,7 @@ def _new_manifest(obj, target: _Target, features, spec: PatchSpec, image: tuple[
         "compression": compression,
         "rows_per_shard": per_shard,
         "fingerprint": {"source": _source_fingerprint(obj, crs), "arguments": digest(arguments)},
+        "source_files": source_files(obj),
         "shards": [
             {"path": target.shard(k, count), "rows": [k * per_shard, min((k + 1) * per_shard, oh)],
              "count": None, "bytes": None, "done": False}
@@ -428,11 +448,12 @@ def _difference(old: dict, new: dict) -> str:
     return f"it was written with other arguments: {changes}"
 
 
-def _resume(target: _Target, fresh: dict, mode: str | None) -> dict:
-    """The manifest to continue from: ``fresh`` with the shards already done, after checking the prefix."""
+def _resume(target: _Target, fresh: dict, mode: str | None) -> tuple[dict, bool]:
+    """The manifest to continue from: ``fresh`` with the shards already done, after checking the prefix;
+    and whether a source file changed since (size or time stamp)."""
     if mode == "w":
         target.clear()
-        return fresh
+        return fresh, False
     old = target.load()
     if old is None:
         stray = target.existing_shards()
@@ -442,7 +463,7 @@ def _resume(target: _Target, fresh: dict, mode: str | None) -> dict:
                 f"manifest {target.manifest.name!r}, so they cannot be resumed; pass mode='w' to replace "
                 "them, or choose another prefix"
             )
-        return fresh
+        return fresh, False
     if old.get("fingerprint") != fresh["fingerprint"]:
         raise ForeignStoreError(
             f"prefix {str(target.folder / target.name)!r} holds a TFRecord set that this call would not "
@@ -451,10 +472,25 @@ def _resume(target: _Target, fresh: dict, mode: str | None) -> dict:
     for shard, before in zip(fresh["shards"], old["shards"]):
         path = target.folder / shard["path"]
         if before.get("done") and path.is_file() and path.stat().st_size == before.get("bytes"):
-            shard.update(count=before["count"], bytes=before["bytes"], done=True)
+            shard.update({k: before.get(k) for k in ("count", "bytes", "sha256", "content")}, done=True)
     if all(s["done"] for s in fresh["shards"]):
         fresh.update(count=sum(s["count"] for s in fresh["shards"]), complete=bool(old.get("complete")))
-    return fresh
+    return fresh, old.get("source_files") != fresh["source_files"]
+
+
+def _check_shards(manifest: dict, prepared, max_memory, changed: bool, where: Path) -> None:
+    """Compare the finished shards (a sample, or all when a source file changed) with the source's pixels."""
+    done = [[*s["rows"], s["content"]] for s in manifest["shards"] if s["done"] and s.get("content")]
+    check_content(done if changed else sample(done), lambda skip: bands(prepared, max_memory=max_memory, done=skip),
+                  manifest["grid_shape"][0], f"the TFRecord set {str(where)!r}")
+
+
+def _tf_write_error(what: str, where: Path, err: Exception) -> Exception:
+    """A :class:`SinkWriteError` for a TensorFlow error while writing (TensorFlow raises no OSError)."""
+    text = str(err)
+    code = errno.ENOSPC if "No space left" in text else errno.EFBIG if "too large" in text else errno.EIO
+    return write_error(what, where, OSError(code, text.strip().splitlines()[0] if text.strip() else type(err).__name__),
+                       "the finished shards")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -465,8 +501,8 @@ def _resume(target: _Target, fresh: dict, mode: str | None) -> dict:
 class _ShardWriter:
     """Writes the shards of a manifest in order: each to ``.partial``, renamed when whole, then recorded."""
 
-    def __init__(self, tf, target: _Target, manifest: dict, compression: str | None) -> None:
-        self._tf, self._target, self._manifest = tf, target, manifest
+    def __init__(self, tf, target: _Target, manifest: dict, compression: str | None, digests: dict) -> None:
+        self._tf, self._target, self._manifest, self._digests = tf, target, manifest, digests
         self._options = tf.io.TFRecordOptions(compression_type=compression or "")
         self._next = 0  # the first shard not yet finished
         self._open = None  # [writer, partial path, records] of shard self._next
@@ -509,13 +545,22 @@ class _ShardWriter:
             self.write(k, iter(()))
         writer, partial, records = self._open
         writer.close()
-        with open(partial, "rb") as f:
-            os.fsync(f.fileno())
+        sha = self._check(partial, records)
         final = self._target.folder / shard["path"]
         os.replace(partial, final)
         self._open = None
-        shard.update(count=records, bytes=final.stat().st_size, done=True)
+        content = combine(self._digests.get(r, EMPTY_ROW) for r in range(*shard["rows"]))
+        shard.update(count=records, bytes=final.stat().st_size, sha256=sha, content=content, done=True)
         self._target.save(self._manifest)
+
+    def _check(self, partial: Path, records: int) -> str:
+        """Sync ``partial`` and read it back: its SHA-256; OSError unless it holds ``records`` whole records."""
+        with open(partial, "rb") as f:
+            os.fsync(f.fileno())
+        found = _count_records(self._tf, partial, self._options.compression_type)
+        if found != records:
+            raise OSError(errno.EIO, f"the shard reads back with {found} of its {records} records: the disk may be full")
+        return _sha256(partial)
 
 
 def _examples(tf, features: Sequence[_Feature], rows, cols, arrays: dict, transforms: np.ndarray,
@@ -601,28 +646,42 @@ def to_tfrecord(
     _check_mode(mode)
     parse_bytes(max_memory)
     features, image = _scene_features(obj, spec)
-    args = (spec.sizes, spec.strides, spec.rates, spec.padding)
-    obj.patches.iter(*args, max_memory=max_memory, backend=backend)  # checks dims, budget, backend; reads nothing
+    prepared = prepare(obj, spec, max_nodata_fraction=fraction, max_memory=max_memory)
+    bands(prepared, max_memory=max_memory, backend=backend)  # checks the budget and the backend; reads nothing
     target = _Target.of(prefix)
     shard_bytes = parse_bytes(shard_size, "shard_size")
     fresh = _new_manifest(obj, target, features, spec, image, fraction, compression, shard_bytes)
-    target.folder.mkdir(parents=True, exist_ok=True)
-    manifest = _resume(target, fresh, mode)
-    pending = [k for k, shard in enumerate(manifest["shards"]) if not shard["done"]]
-    if not pending:
-        target.drop_partials()
-        if not manifest["complete"]:
-            manifest["complete"] = True
-            target.save(manifest)
-        return target.manifest
-    target.save(manifest)
-    bands = obj.patches.iter(*args, max_memory=max_memory, backend=backend, max_nodata_fraction=fraction)
+    try:
+        target.folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise write_error("the TFRecord folder", target.folder, err, "no shards") from err
+    manifest, changed = _resume(target, fresh, mode)
+    _check_shards(manifest, prepared, max_memory, changed, target.manifest)
+    if any(not shard["done"] for shard in manifest["shards"]):
+        target.save(manifest)
+        _write_shards(tf, target, manifest, prepared, features, compression, max_memory, backend, progress)
+    target.drop_partials()
+    if not manifest["complete"]:
+        manifest.update(count=sum(s["count"] for s in manifest["shards"]), complete=True)
+        target.save(manifest)
+    return target.manifest
+
+
+def _write_shards(tf, target: _Target, manifest: dict, prepared, features, compression, max_memory, backend, progress) -> None:
+    """Write every shard not done, band by band; TensorFlow's and the file system's errors as SinkWriteError."""
+    from tqdm.auto import tqdm
+
     per_shard, oh = manifest["rows_per_shard"], manifest["grid_shape"][0]
-    stop = manifest["shards"][pending[-1]]["rows"][1]
-    writer = _ShardWriter(tf, target, manifest, compression)
-    with tqdm(total=oh, unit="row", desc=f"patch rows -> {target.name}", disable=not progress or None) as bar:
+    done = np.zeros(oh, bool)
+    for shard in manifest["shards"]:
+        done[slice(*shard["rows"])] = shard["done"]
+    digests: dict[int, str] = {}
+    writer = _ShardWriter(tf, target, manifest, compression, digests)
+    with tqdm(total=oh, initial=int(done.sum()), unit="row", desc=f"patch rows -> {target.name}",
+              disable=not progress or None) as bar:
         try:
-            for band in bands:
+            for band_rows, band in bands(prepared, max_memory=max_memory, backend=backend, done=done):
+                digests.update(row_digests(band, band_rows))
                 rows, cols, arrays = _band_arrays(band, features)
                 shard_of = rows // per_shard
                 transforms = None
@@ -632,19 +691,32 @@ def to_tfrecord(
                         continue
                     transforms = _band_transforms(band, features[0]) if transforms is None else transforms
                     writer.write(k, _examples(tf, features, rows, cols, arrays, transforms, piece))
-                reached = int(rows.max()) + 1 if rows.size else bar.n
-                bar.update(max(reached - bar.n, 0))
-                if reached >= stop:
-                    break
+                bar.update(int((~done[band_rows]).sum()))
             writer.close()
-        except BaseException:
+        except BaseException as err:
             writer.abort()
+            if isinstance(err, OSError) and not isinstance(err, PatchkitError):
+                raise write_error("the TFRecord set", target.manifest, err, "the finished shards") from err
+            if isinstance(err, tf.errors.OpError):
+                raise _tf_write_error("the TFRecord set", target.manifest, err) from err
             raise
         bar.update(oh - bar.n)
-    target.drop_partials()
-    manifest.update(count=sum(s["count"] for s in manifest["shards"]), complete=True)
-    target.save(manifest)
-    return target.manifest
+
+
+def _count_records(tf, path: Path, compression: str) -> int:
+    """The number of whole records in a TFRecord file (every CRC checked); -1 when it is cut or damaged."""
+    try:
+        return int(tf.data.TFRecordDataset(str(path), compression_type=compression).reduce(np.int64(0), lambda n, _: n + 1))
+    except tf.errors.OpError:  # DataLossError: a record cut short, or a CRC that does not match
+        return -1
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -672,16 +744,42 @@ def _record_bytes(features: dict) -> int:
 
 def _manifest_path(prefix_or_manifest: str | os.PathLike) -> Path:
     path = Path(prefix_or_manifest)
-    return path if path.suffix == ".json" else path.with_name(path.name + ".json")
+    if path.suffix == ".json":
+        return path
+    target = _Target.of(prefix_or_manifest)
+    return target.manifest
 
 
-def read_tfrecord(prefix_or_manifest: str | os.PathLike):
+def _check_files(tf, path: Path, manifest: dict, files: list[Path], full: bool) -> None:
+    """Raise :class:`DamagedOutputError` unless every shard has its size (and, ``full``, its records and SHA-256)."""
+    for shard, file in zip(manifest["shards"], files):
+        size = file.stat().st_size
+        problem = None
+        if size != shard["bytes"]:
+            problem = f"has {size} bytes, {shard['bytes']} when it was written (cut short, or written over)"
+        elif full and _count_records(tf, file, manifest["compression"] or "") != shard["count"]:
+            problem = f"does not read back as its {shard['count']} whole records"
+        elif full and shard.get("sha256") and _sha256(file) != shard["sha256"]:
+            problem = "holds other bytes than were written"
+        if problem:
+            raise DamagedOutputError(
+                f"the TFRecord set {str(path)!r} is damaged: shard {file.name!r} {problem}; run to_tfrecord again "
+                "with mode='w' to write it anew"
+            )
+
+
+def read_tfrecord(prefix_or_manifest: str | os.PathLike, *, verify: str | bool = "cheap"):
     """The patches that :func:`to_tfrecord` wrote, as a ``tf.data.Dataset`` in row-major order.
 
     Parameters
     ----------
     prefix_or_manifest : str or path
         The ``prefix`` given to :func:`to_tfrecord`, or its manifest ``{prefix}.json``.
+    verify : {"cheap", "full", False}, default "cheap"
+        ``"cheap"`` checks that every shard is there with the size it was written with (one
+        ``stat`` per shard: a shard cut short, even at a record boundary, is found); ``"full"`` also
+        reads every shard through (every record counted, every CRC checked, the SHA-256 of the
+        file compared); False checks only the completion marker and that the shards exist.
 
     Returns
     -------
@@ -694,8 +792,13 @@ def read_tfrecord(prefix_or_manifest: str | os.PathLike):
     ------
     IncompleteStoreError
         When the manifest is not marked complete or a shard file is missing.
+    DamagedOutputError
+        When a shard has another size than was written, or (``verify="full"``) other records.
     """
     tf = _tensorflow()
+    if verify not in VERIFY:
+        raise PatchkitValueError(f"verify={verify!r} is not one of {VERIFY}: 'cheap' checks every shard's size, "
+                                 "'full' also reads every record back, False only the completion marker")
     path = _manifest_path(prefix_or_manifest)
     manifest = _Target.of(path.with_suffix("")).load()
     if manifest is None:
@@ -711,6 +814,8 @@ def read_tfrecord(prefix_or_manifest: str | os.PathLike):
             f"the TFRecord set {str(path)!r} is incomplete ({what}): its to_tfrecord run was interrupted; run "
             "to_tfrecord again with the same arguments to finish it"
         )
+    if verify:
+        _check_files(tf, path, manifest, files, full=verify == "full")
     features = manifest["features"]
     description = {f["keys"]["pixels"]: tf.io.FixedLenFeature([], tf.string) for f in features.values()}
     description.update(row=tf.io.FixedLenFeature([], tf.int64), col=tf.io.FixedLenFeature([], tf.int64),

@@ -9,12 +9,15 @@ How a run survives a crash:
 1. The first run writes the structure and the coordinates (the group's attrs say
    ``patchkit_creating``), then sets the run's fingerprint and an empty list of finished patch rows
    (``patchkit_rows_done``). A store killed before that is made again.
-2. Each band is written with a region write, then its rows are added to ``patchkit_rows_done``
-   (zarr writes every file atomically).
+2. Each band is written with a region write (every stored chunk, fill values too), then its rows
+   are added to ``patchkit_rows_done`` and its content digest to ``patchkit_bands`` (zarr writes
+   every file atomically).
 3. The metadata is consolidated, then, last, ``patchkit_complete`` is set.
 
-A rerun with the same arguments skips the finished rows; a store from another run is refused unless
-``mode="w"``; :func:`open_patches` refuses a store that is not complete.
+A rerun with the same arguments checks a sample of the finished bands against the source's pixels
+(:func:`patchkit.sinks._store.check_content`) and skips the finished rows; a store from another run
+is refused unless ``mode="w"``; :func:`open_patches` refuses a store that is not complete, or one
+missing a stored chunk (and, with ``verify="full"``, one whose pixels differ from the digests).
 """
 
 from __future__ import annotations
@@ -28,11 +31,11 @@ from typing import Any
 import numpy as np
 
 from ..chunking import DEFAULT_MAX_MEMORY
-from ..errors import BudgetTooSmallError, IncompleteStoreError, PatchkitValueError
+from ..errors import BudgetTooSmallError, DamagedOutputError, IncompleteStoreError, PatchkitValueError
 from ..labelled import bands, prepare, template
 from ..spec import PatchSpec
 from ..units import format_bytes, parse_bytes
-from ._store import MODES, RowLog, fingerprint, refuse_foreign, write_error
+from ._store import MODES, RowLog, check_content, combine, fingerprint, refuse_foreign, row_digests, sample, source_files, write_error
 
 __all__ = ["to_zarr", "open_patches", "COMPLETE", "ROWS_DONE", "FINGERPRINT"]
 
@@ -40,14 +43,26 @@ FINGERPRINT = "patchkit_fingerprint"
 #: Set while the structure and coordinates are written; the fingerprint follows once they are.
 CREATING = "patchkit_creating"
 ROWS_DONE = "patchkit_rows_done"
+#: ``[start, stop, digest]`` of every band written: the content digests of its patch rows.
+BANDS = "patchkit_bands"
+#: ``[path, size, mtime_ns]`` of the files the source was read from, when the store was created.
+SOURCE_FILES = "patchkit_source_files"
 COMPLETE = "patchkit_complete"
 #: The variable a DataArray without a name is stored as (``patches`` would hide behind the accessor).
 DEFAULT_NAME = "pixels"
+#: ``verify`` values of :func:`open_patches`.
+VERIFY = ("cheap", "full", False)
 #: Default size of a stored chunk: whole patches, about this many bytes (at least one patch).
 CHUNK_BYTES = "4MiB"
 
 
-def _check_options(mode, compression) -> None:
+def _check_options(mode, compression, chunk_patches) -> None:
+    if chunk_patches is not None and (isinstance(chunk_patches, bool) or not isinstance(chunk_patches, (int, np.integer))
+                                      or chunk_patches < 1):
+        raise PatchkitValueError(
+            f"chunk_patches={chunk_patches!r} must be a positive whole number of patches per stored chunk, or None "
+            "(chunks of about 4 MiB); pass e.g. chunk_patches=16"
+        )
     if mode not in MODES:
         raise PatchkitValueError(f"mode={mode!r} is not one of {MODES}: None resumes a run with the same arguments, 'w' overwrites")
     if isinstance(compression, str) and compression != "default":
@@ -111,21 +126,21 @@ def to_zarr(obj: Any, store: str | Path, spec: PatchSpec, *, max_memory: int | s
             max_nodata_fraction: float | None = None, compression: Any = "default", chunk_patches: int | None = None,
             backend: str = "auto", progress: bool = True, spatial_dims=None, channel_dims=None) -> Path:
     """Write the patches of ``obj`` to a Zarr store band by band; see ``DataArray.patches.to_zarr``."""
-    _check_options(mode, compression)
+    _check_options(mode, compression, chunk_patches)
     path = Path(store)
     prepared = prepare(obj, spec, max_nodata_fraction=max_nodata_fraction, spatial_dims=spatial_dims,
                        channel_dims=channel_dims, max_memory=max_memory)
     mark = fingerprint(obj, spec, max_nodata_fraction=max_nodata_fraction, compression=repr(compression),
                        chunk_patches=chunk_patches, spatial_dims=spatial_dims, channel_dims=channel_dims)
-    log = _start(path, prepared, mark, mode, compression, chunk_patches)
+    log = _start(path, prepared, mark, mode, compression, chunk_patches, max_memory)
     if log is None:
-        return path  # already complete
+        return path  # already complete, from these pixels
     _write_bands(path, prepared, log, max_memory, backend, progress)
     _finish(path)
     return path
 
 
-def _start(path: Path, prepared, mark: str, mode, compression, chunk_patches) -> RowLog | None:
+def _start(path: Path, prepared, mark: str, mode, compression, chunk_patches, max_memory=DEFAULT_MAX_MEMORY) -> RowLog | None:
     """Open the store to resume, or create it; None when it is already complete."""
     import zarr
 
@@ -133,7 +148,11 @@ def _start(path: Path, prepared, mark: str, mode, compression, chunk_patches) ->
     group = _open_group(path) if path.exists() else None
     attrs = dict(group.attrs) if group is not None else {}
     if mode is None and attrs.get(FINGERPRINT) == mark:
-        return None if attrs.get(COMPLETE) else RowLog(rows, attrs.get(ROWS_DONE, []))
+        log = RowLog(rows, attrs.get(ROWS_DONE, []), attrs.get(BANDS, []))
+        changed = attrs.get(SOURCE_FILES) != source_files(prepared.obj)
+        check_content(log.bands if changed else sample(log.bands), _recompute(prepared, max_memory), rows,
+                      f"the Zarr store {str(path)!r}")
+        return None if attrs.get(COMPLETE) else log
     occupied = path.exists() and (not path.is_dir() or any(path.iterdir()))
     if occupied and mode != "w" and attrs.get(CREATING) != mark:  # ours, killed while being created: redo
         refuse_foreign("Zarr store", path, attrs.get(FINGERPRINT, attrs.get(CREATING)))
@@ -144,10 +163,16 @@ def _start(path: Path, prepared, mark: str, mode, compression, chunk_patches) ->
         ds.attrs[CREATING] = mark
         ds.to_zarr(str(path), mode="w", compute=False, consolidated=False, zarr_format=3,
                    encoding=_encoding(ds, prepared.grid, compression, chunk_patches))
-        zarr.open_group(str(path), mode="r+").update_attributes({FINGERPRINT: mark, ROWS_DONE: []})
+        zarr.open_group(str(path), mode="r+").update_attributes(
+            {FINGERPRINT: mark, ROWS_DONE: [], BANDS: [], SOURCE_FILES: source_files(prepared.obj)})
     except OSError as err:
         raise write_error("the Zarr store", path, err, "no bands") from err
     return RowLog(rows)
+
+
+def _recompute(prepared, max_memory):
+    """``done -> (rows, band)`` of the rows not done: the bands again, to compare with the logged digests."""
+    return lambda done: bands(prepared, max_memory=max_memory, done=done)
 
 
 def _region(prepared, rows: slice) -> tuple[str, slice]:
@@ -168,7 +193,8 @@ def _write_bands(path: Path, prepared, log: RowLog, max_memory, backend: str, pr
     from tqdm.auto import tqdm
 
     group = zarr.open_group(str(path), mode="r+")
-    arrays = {name: group[name] for name in _variable_names(prepared)}
+    # every chunk is stored, fill values too, so that a missing chunk file means a lost chunk
+    arrays = {name: group[name].with_config({"write_empty_chunks": True}) for name in _variable_names(prepared)}
     budget = _band_budget(max_memory, arrays.values())
     try:
         stream = bands(prepared, max_memory=budget, backend=backend, done=log.done)
@@ -182,11 +208,12 @@ def _write_bands(path: Path, prepared, log: RowLog, max_memory, backend: str, pr
         for rows, band in stream:
             dim, where = _region(prepared, rows)
             fresh = int((~log.done[rows]).sum())
+            content = combine(row_digests(band, rows).values())
             try:
                 for name, var in _as_dataset(band).data_vars.items():
                     _write_chunks(arrays[str(name)], var, dim, where)
-                log.add(rows)
-                group.attrs[ROWS_DONE] = log.intervals()
+                log.add(rows, content)
+                group.update_attributes({ROWS_DONE: log.intervals(), BANDS: log.bands})
             except OSError as err:
                 raise write_error("the Zarr store", path, err, f"the {log.count} finished patch rows") from err
             bar.update(fresh)
@@ -240,26 +267,94 @@ def _finish(path: Path) -> None:
     zarr.open_group(str(path), mode="r+").attrs[COMPLETE] = True  # keeps the consolidated metadata
 
 
-def open_patches(store: str | Path, *, mask_and_scale: bool = False, **kwargs):
-    """Open a store written by :func:`to_zarr` (lazily, with dask), refusing one that is not complete.
+def open_patches(store: str | Path, *, verify: str | bool = "cheap", mask_and_scale: bool = False, **kwargs):
+    """Open a store written by :func:`to_zarr` (lazily, with dask), refusing one that is not complete or whole.
 
     Values are read as written (``mask_and_scale=False``): nodata stays the raster's nodata, and
     ``_FillValue`` stays in ``attrs``, as rioxarray gives them. Other keywords go to ``xarray.open_zarr``.
 
+    Parameters
+    ----------
+    store : str or path
+    verify : {"cheap", "full", False}, default "cheap"
+        ``"cheap"`` checks that every stored chunk of the patches is there (one listing of the
+        store); ``"full"`` also reads every patch row and compares it with the content digests
+        logged as it was written (a pass over the store, a band at a time); False checks nothing
+        but the completion marker.
+
     Raises
     ------
     IncompleteStoreError
-        When the run writing the store has not finished; running it again finishes it.
+        When the run writing the store has not finished, or the path holds no store; running it
+        again finishes it.
+    DamagedOutputError
+        When a stored chunk is missing, or (``verify="full"``) a patch row differs from what was written.
     """
     import xarray as xr
 
+    if verify not in VERIFY:
+        raise PatchkitValueError(f"verify={verify!r} is not one of {VERIFY}: 'cheap' checks every chunk is there, "
+                                 "'full' also reads every pixel back, False only the completion marker")
     path = Path(store)
     group = _open_group(path)
     if group is None or not group.attrs.get(COMPLETE):
-        done = 0 if group is None else sum(b - a for a, b in group.attrs.get(ROWS_DONE, []))
-        raise IncompleteStoreError(
-            f"the Zarr store {str(path)!r} is not complete ({done} patch rows written): the run writing it "
-            "stopped or is still going; run the same .patches.to_zarr(...) again to finish it"
-        )
+        _refuse_incomplete(path, group)
+    if verify:
+        _check_chunks(path, group)
     kwargs.setdefault("decode_coords", "all")  # the grid mapping (spatial_ref) is a coordinate, as rioxarray has it
-    return xr.open_zarr(str(path), mask_and_scale=mask_and_scale, consolidated=True, **kwargs)
+    ds = xr.open_zarr(str(path), mask_and_scale=mask_and_scale, consolidated=True, **kwargs)
+    if verify == "full":
+        _check_pixels(path, xr.open_zarr(str(path), mask_and_scale=False, consolidated=True, chunks=None), group)
+    return ds
+
+
+def _refuse_incomplete(path: Path, group) -> None:
+    if group is None and not path.exists():
+        raise IncompleteStoreError(
+            f"there is no Zarr store at {str(path)!r}; check the path, or write it first with .patches.to_zarr(...)"
+        )
+    if group is None:
+        raise IncompleteStoreError(
+            f"{str(path)!r} is not a Zarr store written by patchkit (or its metadata is damaged); write it with "
+            ".patches.to_zarr(..., mode='w')"
+        )
+    done = sum(b - a for a, b in group.attrs.get(ROWS_DONE, []))
+    raise IncompleteStoreError(
+        f"the Zarr store {str(path)!r} is not complete ({done} patch rows written): the run writing it "
+        "stopped or is still going; run the same .patches.to_zarr(...) again to finish it"
+    )
+
+
+def _check_chunks(path: Path, group) -> None:
+    """Raise :class:`DamagedOutputError` when a stored chunk of a patch variable is missing."""
+    for name in _patch_names(group):
+        array = group[name]
+        if array.nchunks_initialized != array.nchunks:
+            raise DamagedOutputError(
+                f"the Zarr store {str(path)!r} is damaged: {array.nchunks - array.nchunks_initialized} of the "
+                f"{array.nchunks} stored chunks of {name!r} are missing; write it again with "
+                ".patches.to_zarr(..., mode='w')"
+            )
+
+
+def _patch_names(group) -> list[str]:
+    """The patch variables of a store: the arrays with a patch grid dim."""
+    return [name for name, array in group.arrays()
+            if {"patch_row", "patch"} & set(array.metadata.dimension_names or ())]
+
+
+def _check_pixels(path: Path, ds, group) -> None:
+    """Raise :class:`DamagedOutputError` when a logged band's patch rows differ from their digests."""
+    patches = ds[[n for n in _patch_names(group) if n in ds.data_vars]]
+    for a, b, logged in group.attrs.get(BANDS, []):
+        if "patch" in patches.dims:
+            places = patches["patch_row"].values
+            band = patches.isel(patch=slice(int(np.searchsorted(places, a)), int(np.searchsorted(places, b))))
+        else:
+            band = patches.isel(patch_row=slice(a, b))
+        if combine(row_digests(band.load(), slice(a, b)).values()) != logged:
+            raise DamagedOutputError(
+                f"the Zarr store {str(path)!r} is damaged: patch rows {a}-{b - 1} differ from what was written; "
+                "write it again with .patches.to_zarr(..., mode='w')"
+            )
+
