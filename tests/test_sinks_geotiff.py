@@ -12,7 +12,7 @@ import pytest
 import xarray as xr
 
 import patchkit
-from patchkit.errors import DimensionError, ForeignStoreError, IncompleteStoreError
+from patchkit.errors import ChangedSourceError, DamagedOutputError, DimensionError, ForeignStoreError, IncompleteStoreError, PatchkitValueError
 
 rasterio = pytest.importorskip("rasterio")
 gpd = pytest.importorskip("geopandas")
@@ -84,7 +84,50 @@ def test_resume_writes_only_missing_chips(geotiffs, open_raster, tmp_path):
     da.patches.to_geotiffs(folder, **SPEC, progress=False)
     assert {name: (folder / name).stat().st_mtime_ns for name in stamps} == stamps
     assert {name: (folder / name).read_bytes() for name in _chips(folder)} == reference
-    assert len(read_index(folder)) == len(reference)
+    assert len(read_index(folder, verify="full")) == len(reference)
+    assert not list(folder.glob(".*partial*"))  # what a killed run left is cleaned up
+
+
+def test_changed_pixels_are_refused(geotiffs, open_raster, tmp_path):
+    """Another date of the same tile (same grid, other pixels) is never taken for the finished chips."""
+    da = open_raster(geotiffs["projected"]).load()
+    folder = da.patches.to_geotiffs(tmp_path / "chips", **SPEC, max_memory="64KiB", progress=False)
+    with pytest.raises(ChangedSourceError, match="other pixels.*mode='w'"):
+        da.copy(data=da.values + 1).patches.to_geotiffs(folder, **SPEC, max_memory="64KiB", progress=False)
+
+
+@pytest.mark.parametrize("damage", ["delete", "truncate", "index"])
+def test_a_damaged_folder_is_refused(geotiffs, open_raster, tmp_path, damage):
+    """A chip deleted or cut short, or an index cut short, is found by read_index, which names it."""
+    folder = open_raster(geotiffs["projected"]).patches.to_geotiffs(tmp_path / "chips", **SPEC, progress=False)
+    victim = folder / (INDEX if damage == "index" else _chips(folder)[5])
+    if damage == "delete":
+        victim.unlink()
+    else:
+        victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+    match = {"delete": f"chip {victim.name!r} is missing", "truncate": f"chip {victim.name!r} has .* bytes",
+             "index": "index 'index.geojson' does not read"}[damage]
+    with pytest.raises(DamagedOutputError, match=match + ".*mode='w'"):
+        read_index(folder)
+
+
+def test_full_verification_reads_every_chip(geotiffs, open_raster, tmp_path):
+    """Two raw chips swapped (same sizes) pass the cheap check, not verify='full'."""
+    folder = open_raster(geotiffs["projected"]).patches.to_geotiffs(tmp_path / "chips", **SPEC, compress=None, progress=False)
+    a, b = folder / _chips(folder)[0], folder / _chips(folder)[1]
+    a_bytes, b_bytes = a.read_bytes(), b.read_bytes()
+    a.write_bytes(b_bytes), b.write_bytes(a_bytes)
+    read_index(folder)
+    with pytest.raises(DamagedOutputError, match="patch rows 0-.* differ from what was written"):
+        read_index(folder, verify="full")
+    with pytest.raises(PatchkitValueError, match="verify=1"):
+        read_index(folder, verify=1)
+
+
+def test_read_index_names_a_missing_folder(tmp_path):
+    """A path with nothing there says so."""
+    with pytest.raises(IncompleteStoreError, match="there is no chip folder at .*check the path"):
+        read_index(tmp_path / "nowhere")
 
 
 def test_foreign_folder_refused(geotiffs, open_raster, tmp_path):
@@ -127,7 +170,7 @@ CHILD = textwrap.dedent(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("n", [2, 17, 44, 45])  # the manifest, chips, the index, "complete"
+@pytest.mark.parametrize("n", [2, 17, 44, 45, 46])  # a chip, another, the band log, the index, "complete"
 def test_sigkill_then_rerun(geotiffs, open_raster, tmp_path, n):
     """Killed while writing chips or the index, a rerun gives the chips and index of an uninterrupted run."""
     run = [sys.executable, "-c", CHILD, str(geotiffs["projected"])]

@@ -12,7 +12,8 @@ import pytest
 import xarray as xr
 
 import patchkit
-from patchkit.errors import ForeignStoreError, IncompleteStoreError, PatchkitError, PatchkitTypeError, PatchkitValueError
+from patchkit.errors import (ChangedSourceError, DamagedOutputError, ForeignStoreError, IncompleteStoreError, PatchkitError,
+                             PatchkitTypeError, PatchkitValueError)
 from patchkit.sinks.tfrecord import read_tfrecord, to_tf_dataset, to_tfrecord
 
 from .helpers import RecordingArray, random_image
@@ -281,6 +282,76 @@ def test_read_tfrecord_refuses_incomplete_sets(tf, geotiffs, open_raster, tmp_pa
         IncompleteStoreError, "incomplete.*run to_tfrecord again with the same arguments")
     with pytest.raises(error, match=match):
         read_tfrecord(tmp_path / "x")
+
+
+def record_ends(path) -> list[int]:
+    """The byte offset after each record of an uncompressed TFRecord file (length, CRC, data, CRC)."""
+    data, ends, at = open(path, "rb").read(), [], 0
+    while at < len(data):
+        at += 8 + 4 + int.from_bytes(data[at: at + 8], "little") + 4
+        ends.append(at)
+    return ends
+
+
+@pytest.mark.parametrize("cut", ["at a record boundary", "mid-record"])
+def test_a_shard_cut_short_is_found(tf, geotiffs, open_raster, tmp_path, cut):
+    """A shard cut short (even between two records, which TensorFlow reads without complaint) is refused, naming it."""
+    manifest = to_tfrecord(open_raster(geotiffs["projected"]), tmp_path / "c", 6, 6, shard_size="8KiB", progress=False)
+    shard = tmp_path / json.loads(manifest.read_text())["shards"][0]["path"]
+    ends = record_ends(shard)
+    with open(shard, "r+b") as f:
+        f.truncate(ends[len(ends) // 2 - 1] if cut == "at a record boundary" else ends[len(ends) // 2] - 5)
+    with pytest.raises(DamagedOutputError, match=f"shard {shard.name!r} has .* bytes.*mode='w'"):
+        read_tfrecord(tmp_path / "c")
+    with pytest.raises(DamagedOutputError):
+        read_tfrecord(tmp_path / "c", verify="full")
+
+
+def test_full_verification_reads_every_record(tf, geotiffs, open_raster, tmp_path):
+    """A byte changed inside a record passes the size check, not verify='full' (CRCs and SHA-256)."""
+    manifest = to_tfrecord(open_raster(geotiffs["projected"]), tmp_path / "v", 6, 6, shard_size="8KiB", progress=False)
+    read_tfrecord(tmp_path / "v", verify="full")
+    shard = tmp_path / json.loads(manifest.read_text())["shards"][1]["path"]
+    data = bytearray(shard.read_bytes())
+    data[40] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    read_tfrecord(tmp_path / "v")
+    with pytest.raises(DamagedOutputError, match="does not read back as its .* whole records"):
+        read_tfrecord(tmp_path / "v", verify="full")
+    with pytest.raises(PatchkitValueError, match="verify='all'"):
+        read_tfrecord(tmp_path / "v", verify="all")
+
+
+def test_changed_pixels_are_refused(tf, geotiffs, open_raster, tmp_path):
+    """A source with the same grid and other pixels is never taken for the finished set."""
+    da = open_raster(geotiffs["projected"]).load()
+    to_tfrecord(da, tmp_path / "p", 6, 4, shard_size="8KiB", progress=False)
+    other = da.copy(data=da.values + 1)
+    with pytest.raises(ChangedSourceError, match="other pixels.*mode='w'"):
+        to_tfrecord(other, tmp_path / "p", 6, 4, shard_size="8KiB", progress=False)
+    to_tfrecord(other, tmp_path / "p", 6, 4, shard_size="8KiB", mode="w", progress=False)
+    assert read_all(read_tfrecord(tmp_path / "p"))["patch"].tobytes() == hwc(other.patches.extract(6, 4)).tobytes()
+
+
+@pytest.mark.parametrize("form", ["trailing slash", "existing folder"])
+def test_a_prefix_naming_a_folder_writes_into_it(tf, geotiffs, open_raster, tmp_path, form):
+    """``"out/"`` (or a folder that exists) holds ``patches-*.tfrecord`` and ``patches.json``, not files beside it."""
+    folder = tmp_path / "out"
+    if form == "existing folder":
+        folder.mkdir()
+    prefix = str(folder) + "/" if form == "trailing slash" else folder
+    manifest = to_tfrecord(open_raster(geotiffs["projected"]), prefix, 6, 6, progress=False)
+    assert manifest == folder / "patches.json"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert len(read_all(read_tfrecord(prefix))["row"]) == json.loads(manifest.read_text())["count"]
+
+
+def test_to_tf_dataset_refuses_a_damaged_store(tf, geotiffs, open_raster, tmp_path):
+    """A patchkit store missing a chunk is refused by to_tf_dataset as by open_patches."""
+    path = open_raster(geotiffs["projected"]).patches.to_zarr(tmp_path / "s.zarr", 6, 6, chunk_patches=3, progress=False)
+    next(p for p in sorted((path / "pixels" / "c").rglob("*")) if p.is_file()).unlink()
+    with pytest.raises(DamagedOutputError, match="missing"):
+        to_tf_dataset(path)
 
 
 # ---- tf.data ---------------------------------------------------------------------------------------

@@ -49,6 +49,7 @@ TensorFlow is imported by the functions that need it, never by ``import patchkit
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -510,8 +511,24 @@ class _ShardWriter:
     def pending(self, k: int) -> bool:
         return not self._manifest["shards"][k]["done"]
 
+    @contextlib.contextmanager
+    def _writing(self):
+        """Raise the file system's and TensorFlow's errors while writing as :class:`SinkWriteError`."""
+        try:
+            yield
+        except PatchkitError:
+            raise
+        except OSError as err:
+            raise write_error("the TFRecord set", self._target.manifest, err, "the finished shards") from err
+        except self._tf.errors.OpError as err:
+            raise _tf_write_error("the TFRecord set", self._target.manifest, err) from err
+
     def write(self, k: int, records: Iterator[bytes]) -> None:
         """Append ``records`` to shard ``k``, finishing every shard before it."""
+        with self._writing():
+            self._write(k, records)
+
+    def _write(self, k: int, records: Iterator[bytes]) -> None:
         while self._next < k:
             self._finish(self._next)
             self._next += 1
@@ -538,11 +555,15 @@ class _ShardWriter:
             self._open = None
 
     def _finish(self, k: int) -> None:
+        with self._writing():
+            self._finish_shard(k)
+
+    def _finish_shard(self, k: int) -> None:
         shard = self._manifest["shards"][k]
         if shard["done"]:
             return
         if self._open is None:
-            self.write(k, iter(()))
+            self._write(k, iter(()))
         writer, partial, records = self._open
         writer.close()
         sha = self._check(partial, records)
@@ -693,12 +714,8 @@ def _write_shards(tf, target: _Target, manifest: dict, prepared, features, compr
                     writer.write(k, _examples(tf, features, rows, cols, arrays, transforms, piece))
                 bar.update(int((~done[band_rows]).sum()))
             writer.close()
-        except BaseException as err:
+        except BaseException:
             writer.abort()
-            if isinstance(err, OSError) and not isinstance(err, PatchkitError):
-                raise write_error("the TFRecord set", target.manifest, err, "the finished shards") from err
-            if isinstance(err, tf.errors.OpError):
-                raise _tf_write_error("the TFRecord set", target.manifest, err) from err
             raise
         bar.update(oh - bar.n)
 
