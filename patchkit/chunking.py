@@ -15,12 +15,14 @@ import numpy as np
 
 from .backends import aligned_empty, get_backend, tensor_to_numpy, to_tensor
 from .sources import Source, as_source
+from .errors import BudgetTooSmallError
 from .spec import PatchSpec, Plan
 from .units import parse_bytes
 
 __all__ = [
     "iter_patches",
     "plan_for",
+    "check_row_fits",
     "lazy_patches",
     "kept_patches",
     "compact",
@@ -47,12 +49,33 @@ def plan_for(spec: PatchSpec, source: Source, backend, max_memory: int | str) ->
     read twice.
     """
     kwargs = dict(lazy=source.lazy or backend.name == "tensorflow", chunks=source.chunks, pad_copy=backend.pad_copy)
-    plan = spec.plan(source.shape, source.dtype, max_memory, **kwargs)
+    try:
+        plan = spec.plan(source.shape, source.dtype, max_memory, **kwargs)
+    except BudgetTooSmallError:
+        check_row_fits(spec, source, **kwargs)  # no budget helps when one row outgrows the machine
+        raise
+    if plan.peak > parse_bytes(IN_MEMORY_BAND):
+        check_row_fits(spec, source, **kwargs)
     band = parse_bytes(IN_MEMORY_BAND)
     if source.lazy or plan.band_rows == 1 or plan.peak <= band:
         return plan
     smallest = spec.min_memory(source.shape, source.dtype, **kwargs)
     return spec.plan(source.shape, source.dtype, max(band, smallest), **kwargs)
+
+
+def check_row_fits(spec: PatchSpec, source: Source, **kwargs) -> None:
+    """Raise :class:`OutputTooLargeError` when one row of patches needs more than the memory available.
+
+    Under ``SAME`` a kernel may be far larger than the image; then no ``max_memory`` can help.
+    """
+    from .extract import require_memory
+
+    need = spec.min_memory(source.shape, source.dtype, **kwargs)
+    kh, kw = spec.sizes
+    require_memory(
+        need, f"one row of {spec.grid_shape(source.shape)[1]} patches of {kh}x{kw} pixels (and what reading it needs)",
+        "no max_memory can hold it: use smaller sizes (or rates), or a larger stride"
+    )
 
 
 def iter_patches(
@@ -212,7 +235,10 @@ def lazy_patches(source: Source, spec: PatchSpec, backend, chunk_memory: int | s
     import dask.array as da
 
     shape, dtype = source.shape, source.dtype
-    budget = max(parse_bytes(chunk_memory, "chunk_memory"), spec.min_memory(shape, dtype, lazy=True, chunks=source.chunks))
+    minimum = spec.min_memory(shape, dtype, lazy=True, chunks=source.chunks)
+    if minimum > parse_bytes(chunk_memory, "chunk_memory"):
+        check_row_fits(spec, source, lazy=True, chunks=source.chunks)  # a chunk must fit where it is computed
+    budget = max(parse_bytes(chunk_memory, "chunk_memory"), minimum)
     plan = plan_for(spec, source, backend, budget)
     b, _, ow, depth = spec.output_shape(shape)
     blocks = []

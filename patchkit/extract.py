@@ -14,7 +14,7 @@ from .spec import PatchSpec, _normalize_pair
 from .tensors import eager_patches, symbolic_patches
 from .units import format_bytes, parse_bytes
 
-__all__ = ["extract_patches", "extract_image_patches", "available_memory"]
+__all__ = ["extract_patches", "extract_image_patches", "available_memory", "require_memory"]
 
 
 def available_memory() -> int:
@@ -22,6 +22,20 @@ def available_memory() -> int:
     import psutil
 
     return int(psutil.virtual_memory().available)
+
+
+def require_memory(need: int, what: str, fix: str) -> None:
+    """Raise :class:`OutputTooLargeError` when ``need`` bytes exceed :func:`available_memory`.
+
+    The message reads "``what`` would take N, but only M is available; ``fix``". Callers check before
+    they allocate, so that a kernel far larger than the image (legal under ``SAME``) is refused at once.
+    """
+    available = available_memory()
+    if need > available:
+        raise OutputTooLargeError(
+            f"{what} would take {format_bytes(need)} ({need} bytes), but only {format_bytes(available)} is "
+            f"available; {fix}"
+        )
 
 
 def extract_patches(images: Any, sizes, strides, rates=1, padding: str = "VALID", *, backend: str = "auto") -> Any:
@@ -118,11 +132,16 @@ def _check_fits(spec: PatchSpec, source: Source, backend) -> None:
     available = available_memory()
     if need > available:
         output = spec.nbytes(source.shape, source.dtype)
+        row = spec.row_nbytes(source.shape, source.dtype)
+        fix = (
+            f"even one row of patches takes {format_bytes(row)}, so no streaming helps: use smaller sizes (or rates), "
+            "or a larger stride" if row > available else
+            "stream it in row bands with patchkit.iter_patches(images, sizes, strides, ..., max_memory='512MiB')"
+        )
         raise OutputTooLargeError(
             f"extract_patches would need {format_bytes(need)} ({need} bytes, of which the output "
             f"{spec.output_shape(source.shape)} is {format_bytes(output)}), but only "
-            f"{format_bytes(available)} is available; stream it in row bands with "
-            "patchkit.iter_patches(images, sizes, strides, ..., max_memory='512MiB')"
+            f"{format_bytes(available)} is available; {fix}"
         )
 
 

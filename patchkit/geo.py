@@ -122,10 +122,10 @@ def patch_transforms(transform, spec: PatchSpec, shape: Sequence[int]) -> np.nda
     first input pixel the patch samples.
     """
     check_north_up(transform)
-    rows, cols = spec.positions(shape)
+    rows, cols = spec.starts(shape)  # the grid's size, whatever the kernel
     rr, rc = spec.rates
-    tx = cols[:, 0] - (rc - 1) / 2
-    ty = rows[:, 0] - (rr - 1) / 2
+    tx = cols - (rc - 1) / 2
+    ty = rows - (rr - 1) / 2
     out = np.zeros((len(ty), len(tx), 6))
     out[..., 0] = transform.a * rc
     out[..., 2] = transform.c + transform.a * tx[None, :]

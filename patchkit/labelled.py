@@ -18,6 +18,7 @@ the backend's output, so its pixels are bit-exact with :func:`patchkit.extract_p
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import sys
@@ -27,13 +28,13 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from .backends import get_backend
-from .chunking import DEFAULT_MAX_MEMORY, LAZY_CHUNK_MEMORY, _bands, compact, kept_patches, lazy_patches, plan_for
+from .chunking import DEFAULT_MAX_MEMORY, LAZY_CHUNK_MEMORY, _bands, check_row_fits, compact, kept_patches, lazy_patches, plan_for
 from . import extract as extract_module
 from .errors import DimensionError, OutputTooLargeError, PatchkitValueError
 from .extract import extract_patches
 from .geo import STEP_ATTR, check_north_up, crs_of, geotransform_of, grid_table, pixel_coords, regular_step, source_transform, write_grid
 from .nodata import check_fraction, nodata_counts, nodata_values
-from .sources import as_source
+from .sources import Source, as_source, origin_of, reading
 from .spec import PatchSpec
 from .units import format_bytes, parse_bytes
 
@@ -197,10 +198,23 @@ def _without_transform(coord):
     return coord
 
 
+def _check_labels(spec: PatchSpec, shape: tuple[int, int]) -> None:
+    """Refuse (:class:`OutputTooLargeError`) coordinates that memory cannot hold, before building them.
+
+    A patch array's ``y(patch_row, y)`` and ``x(patch_col, x)`` hold ``out_rows x kh + out_cols x kw``
+    values; making them takes about three times :meth:`PatchSpec.positions_nbytes`.
+    """
+    extract_module.require_memory(
+        3 * spec.positions_nbytes(shape), f"the patch coordinates of a {spec.sizes[0]}x{spec.sizes[1]} kernel",
+        "use smaller sizes (a SAME kernel may be far larger than the image, but its patches must fit in memory)"
+    )
+
+
 def _labels(obj: Any, layout: Layout, spec: PatchSpec) -> _Labels:
     transform = geotransform_of(obj)
     check_north_up(transform)
     shape = (obj.sizes[layout.y], obj.sizes[layout.x])
+    _check_labels(spec, shape)
     positions = spec.positions(shape)
     fallback = (None, None) if transform is None else (transform.e, transform.a)
     centres, attrs = [], []
@@ -257,12 +271,22 @@ def _wrap(data, obj: Any, layout: Layout, spec: PatchSpec, grid: tuple[str, ...]
 
 @dataclass(frozen=True)
 class _Job:
-    """One DataArray to cut: its layout, labels and the array the backends read."""
+    """One DataArray to cut: its layout, the array the backends read, and (made when first needed) its labels."""
 
     obj: Any
     layout: Layout
-    labels: _Labels
+    spec: PatchSpec
     images: Any
+
+    @functools.cached_property
+    def labels(self) -> _Labels:
+        """The coordinates of every patch (checked against the memory available before they are made)."""
+        return _labels(self.obj, self.layout, self.spec)
+
+    @functools.cached_property
+    def source(self) -> Source:
+        """``images`` as a :class:`Source` whose read errors name the file ``obj`` was opened from."""
+        return as_source(self.images, origin=origin_of(self.obj))
 
 
 def _jobs(obj: Any, spec: PatchSpec, spatial_dims, channel_dims) -> dict:
@@ -283,9 +307,10 @@ def _jobs(obj: Any, spec: PatchSpec, spatial_dims, channel_dims) -> dict:
     jobs = {}
     for name, array in arrays.items():
         layout = find_layout(array, spatial_dims, channel_dims)
-        images = arrange(array, layout)
+        with reading(origin_of(array)):  # data that is not lazy is read here
+            images = arrange(array, layout)
         spec.check(images.shape)
-        jobs[name] = _Job(array, layout, _labels(array, layout, spec), images)
+        jobs[name] = _Job(array, layout, spec, images)
     return jobs
 
 
@@ -293,7 +318,7 @@ def _shares(jobs: dict, spec: PatchSpec, max_memory) -> np.ndarray:
     """The nodata share of every patch ``[out_rows, out_cols]``, over all the arrays together."""
     counts, total = 0, 0
     for job in jobs.values():
-        c, t = nodata_counts(job.images, spec, nodata_values(job.obj), max_memory=max_memory)
+        c, t = nodata_counts(job.source, spec, nodata_values(job.obj), max_memory=max_memory)
         counts, total = counts + c, total + t
     return counts / total
 
@@ -339,23 +364,71 @@ class Prepared:
 
 
 def prepare(obj: Any, spec: PatchSpec, *, max_nodata_fraction=None, spatial_dims=None, channel_dims=None,
-            max_memory: int | str = DEFAULT_MAX_MEMORY) -> Prepared:
-    """Check the arguments, find the dims and count nodata (when filtering): all but the extraction."""
+            max_memory: int | str = DEFAULT_MAX_MEMORY, purpose: str = "stream") -> Prepared:
+    """Check the arguments, find the dims and count nodata (when filtering): all but the extraction.
+
+    Everything that can be refused is refused here, before nodata is counted and before a sink
+    touches its output: the arguments, and what the ``purpose`` needs. ``"stream"`` (row bands under
+    ``max_memory``, as sinks and :func:`iterate` make them): one row band must fit in ``max_memory``
+    and the coordinates in memory. ``"extract"``: the whole result must fit in memory (or, for
+    dask-backed data, one chunk of it). ``"grid"``: the table of patches must fit in memory.
+    """
     fraction = check_fraction(max_nodata_fraction)
+    budget = parse_bytes(max_memory)
     jobs = _jobs(obj, spec, spatial_dims, channel_dims)
-    return Prepared(obj, spec, jobs, _keep(jobs, spec, fraction, max_memory))
+    _CHECKS[purpose](jobs, spec, budget, fraction is not None)
+    return Prepared(obj, spec, jobs, _keep(jobs, spec, fraction, budget))
+
+
+def _check_stream(jobs: dict, spec: PatchSpec, budget: int, filtered: bool) -> None:
+    """One row band of every array must fit in its share of ``budget`` (as :func:`bands` plans), and the labels in memory."""
+    for job in jobs.values():
+        plan_for(spec, job.source, get_backend("numpy", job.source), budget // len(jobs))
+        _check_labels(spec, job.images.shape)
+
+
+def _check_extract(jobs: dict, spec: PatchSpec, budget: int, filtered: bool) -> None:
+    """The labelled result must fit in memory: all of it, or one chunk of a lazy result (the kept
+    patches of a filtered result are checked once they are counted: :func:`_check_kept_fits`)."""
+    for job in jobs.values():
+        source, shape = job.source, job.images.shape
+        if source.kind == "dask":
+            check_row_fits(spec, source, lazy=True, chunks=source.chunks)
+        elif not filtered:
+            need = spec.nbytes(shape, source.dtype) + 3 * spec.positions_nbytes(shape)
+            extract_module.require_memory(
+                need, f"the patches {spec.output_shape(shape)} and their coordinates",
+                "stream them with da.patches.iter(..., max_memory='512MiB') or da.patches.to_zarr(...), "
+                "open the raster with dask chunks for a lazy result, or use smaller sizes"
+            )
+        _check_labels(spec, shape)
+
+
+#: Bytes of one row of the grid table: six numbers and an ``affine.Affine`` object (measured: about 350).
+TABLE_ROW_BYTES = 512
+
+
+def _check_grid(jobs: dict, spec: PatchSpec, budget: int, filtered: bool) -> None:
+    """The table of every patch must fit in memory."""
+    rows, cols = spec.grid_shape(next(iter(jobs.values())).images.shape)
+    extract_module.require_memory(rows * cols * TABLE_ROW_BYTES, f"the table of {rows} x {cols} patches",
+                                  "use a larger stride, or a smaller region (da.isel(y=..., x=...))")
+
+
+_CHECKS = {"stream": _check_stream, "extract": _check_extract, "grid": _check_grid}
 
 
 def extract(obj: Any, spec: PatchSpec, *, backend: str = "auto", max_nodata_fraction=None, spatial_dims=None,
             channel_dims=None, max_memory: int | str = DEFAULT_MAX_MEMORY, chunk_memory: int | str = LAZY_CHUNK_MEMORY):
     """Every patch of a DataArray or Dataset, labelled; see ``DataArray.patches.extract``."""
+    parse_bytes(chunk_memory, "chunk_memory")
     prepared = prepare(obj, spec, max_nodata_fraction=max_nodata_fraction, spatial_dims=spatial_dims,
-                       channel_dims=channel_dims, max_memory=max_memory)
+                       channel_dims=channel_dims, max_memory=max_memory, purpose="extract")
     keep = prepared.keep
     rows, cols = prepared.labels(slice(0, prepared.grid_shape[0]))
     arrays = {}
     for name, job in prepared.jobs.items():
-        source = as_source(job.images)
+        source = job.source
         chosen = get_backend(backend, source)
         if source.kind == "dask":
             out = lazy_patches(source, spec, chosen, chunk_memory, keep=keep)
@@ -416,7 +489,7 @@ def bands(prepared: Prepared, *, max_memory: int | str = DEFAULT_MAX_MEMORY, bac
     """
     jobs, spec, keep = prepared.jobs, prepared.spec, prepared.keep
     budget = parse_bytes(max_memory)
-    sources = {name: as_source(job.images) for name, job in jobs.items()}
+    sources = {name: job.source for name, job in jobs.items()}
     chosen = {name: get_backend(backend, source) for name, source in sources.items()}
     plans = {name: plan_for(spec, sources[name], chosen[name], budget // len(jobs)) for name in jobs}
     oh = prepared.grid_shape[0]
@@ -445,6 +518,7 @@ def _labelled_bands(prepared: Prepared, streams: dict) -> Iterator:
 
 def patch_table(prepared: Prepared):
     """The :func:`patchkit.geo.grid_table` of ``prepared``: every patch, or only the kept ones."""
+    _check_grid(prepared.jobs, prepared.spec, 0, False)
     job = next(iter(prepared.jobs.values()))
     obj, y, x = job.obj, job.layout.y, job.layout.x
     centres = [obj[d].values if d in obj.coords else np.arange(obj.sizes[d]) for d in (x, y)]
@@ -458,7 +532,8 @@ def grid(obj: Any, spec: PatchSpec, *, max_nodata_fraction=None, spatial_dims=No
          path=None, max_memory: int | str = DEFAULT_MAX_MEMORY):
     """The table of every patch's place; see ``DataArray.patches.grid``."""
     fraction = check_fraction(max_nodata_fraction)
-    prepared = prepare(obj, spec, spatial_dims=spatial_dims, channel_dims=channel_dims)
+    parse_bytes(max_memory)
+    prepared = prepare(obj, spec, spatial_dims=spatial_dims, channel_dims=channel_dims, purpose="grid")
     table = patch_table(prepared)
     if fraction is not None:
         shares = _shares(prepared.jobs, spec, max_memory).ravel()

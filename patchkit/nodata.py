@@ -96,36 +96,62 @@ def nodata_counts(images: Any, spec: PatchSpec, markers: Iterable = (), *, max_m
 
     Parameters
     ----------
-    images : array-like or dask array, ``[batch, height, width, channels]``
+    images : array-like, dask array or :class:`~patchkit.sources.Source`, ``[batch, height, width, channels]``
     spec : PatchSpec
     markers : values that mark nodata (NaN always does for floating-point data)
     max_memory : bound on the bands read at once (as :func:`patchkit.iter_patches`)
+
+    Notes
+    -----
+    The work is that of reading the image once, whatever the kernel: a patch's count is a sum over
+    the pixels it samples inside the image, taken from sums along every ``rate``-th row and column
+    (:func:`_tap_sums`), plus ``batch x channels`` for each padded cell it samples.
     """
     source = as_source(images)
     spec.check(source.shape)
     shape = source.shape
     b, h, w, c = shape
-    (_, _), (left, right) = spec.padding_amounts(shape)
-    row_pos, col_pos = spec.positions(shape)
-    oh, ow = spec.grid_shape(shape)
     full = b * c
     markers = _representable(markers, source.dtype)
     plan = spec.plan(shape, source.dtype, max_memory, lazy=source.lazy, chunks=source.chunks)
-    counts = np.empty((oh, ow), np.int64)
-    cols = col_pos + left
+    (kh, kw), (rh, rw) = spec.sizes, spec.rates
+    row_starts, col_starts = spec.starts(shape)
+    counts = np.empty(spec.grid_shape(shape), np.int64)
     for rows in plan.bands:
-        start, stop = spec.input_rows(rows, shape)
-        ya, yb = max(start, 0), min(stop, h)
-        padded = np.full((stop - start, w + left + right), full, np.int32)
-        padded[ya - start: yb - start, left: left + w] = _missing_per_pixel(_read(source, ya, yb), markers)
-        by_rows = np.zeros((rows.stop - rows.start, padded.shape[1]), np.int64)
-        for a in range(spec.sizes[0]):
-            by_rows += padded[row_pos[rows, a] - start]
-        band = np.zeros((rows.stop - rows.start, ow), np.int64)
-        for k in range(spec.sizes[1]):
-            band += by_rows[:, cols[:, k]]
-        counts[rows] = band
-    return counts, spec.sizes[0] * spec.sizes[1] * full
+        ya, yb = spec.input_rows(rows, shape, clip=True)
+        missing = _missing_per_pixel(_read(source, ya, yb), markers)
+        by_rows, rows_in = _tap_sums(missing, row_starts[rows] - ya, kh, rh, axis=0)
+        inside, cols_in = _tap_sums(by_rows, col_starts, kw, rw, axis=1)
+        counts[rows] = inside + (kh * kw - rows_in[:, None] * cols_in[None, :]) * full
+    return counts, kh * kw * full
+
+
+def _tap_sums(values: np.ndarray, starts: np.ndarray, k: int, r: int, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sums of ``values`` over the taps ``start + a r`` (``a < k``) of every patch that lie inside ``values``.
+
+    Along ``axis``; ``starts`` are relative to the first entry of ``values`` (and may be negative, or
+    past its end: taps outside are padding, left out). Returns the sums (``len(starts)`` along
+    ``axis``) and how many taps of each patch lie inside. The taps of a patch are a run of every
+    ``r``-th entry, so the sum is a difference of running sums along every ``r``-th entry: the cost
+    does not depend on ``k``.
+    """
+    n = values.shape[axis]
+    a0 = np.clip(-(starts // r), 0, k)  # the first tap at or after 0: ceil(-start / r)
+    a1 = np.clip((n - 1 - starts) // r + 1, 0, k)  # one past the last tap before n
+    count = np.maximum(a1 - a0, 0)
+    moved = np.moveaxis(values, axis, 0).astype(np.int64)
+    if r < n:  # running sums along every r-th entry: one column of [ceil(n / r), r] per residue
+        m = -(-n // r)
+        padded = np.zeros((m * r,) + moved.shape[1:], np.int64)
+        padded[:n] = moved
+        moved = np.cumsum(padded.reshape((m, r) + moved.shape[1:]), axis=0).reshape(padded.shape)[:n]
+    some = count > 0
+    first = np.where(some, starts + a0 * r, 0)
+    last = np.where(some, starts + (a1 - 1) * r, 0)
+    before = first - r
+    sums = moved[last] - np.where((before >= 0)[(...,) + (None,) * (moved.ndim - 1)], moved[np.maximum(before, 0)], 0)
+    sums[~some] = 0
+    return np.moveaxis(sums, 0, axis), count
 
 
 def _read(source: Source, start: int, stop: int) -> np.ndarray:

@@ -9,20 +9,66 @@ Nothing here imports TensorFlow or dask: their objects are recognised by their t
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
-from typing import Any
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Any, Iterator
 
 import numpy as np
 
 from .dtypes import check_dtype
-from .errors import PatchkitTypeError
+from .errors import PatchkitError, PatchkitTypeError, SourceReadError
 from .spec import _four_d
 
-__all__ = ["Source", "as_source", "is_tensor", "is_symbolic", "is_dask"]
+__all__ = ["Source", "as_source", "is_tensor", "is_symbolic", "is_dask", "origin_of", "reading"]
 
 
 #: Modules whose objects may be TensorFlow tensors or variables.
 _TF_MODULES = ("tensorflow", "tf_keras", "keras")
+#: Packages whose errors, raised while a source is read, are read errors (besides any ``OSError``).
+_READER_MODULES = ("rasterio", "zarr", "numcodecs", "h5py", "netCDF4", "tifffile", "fsspec")
+
+
+def origin_of(obj: Any) -> str | None:
+    """The file an xarray object was read from (``encoding["source"]``, where xarray's backends and
+    rioxarray record it), or None."""
+    encoding = getattr(obj, "encoding", None)
+    source = encoding.get("source") if isinstance(encoding, dict) else None
+    return str(source) if source else None
+
+
+def _is_read_error(err: BaseException) -> bool:
+    return isinstance(err, OSError) or (type(err).__module__ or "").startswith(_READER_MODULES)
+
+
+def _causes(err: BaseException) -> str:
+    """The messages of ``err``'s chained causes (GDAL's real error hides behind "See previous exception")."""
+    seen, parts, cause = set(), [], err.__cause__ or err.__context__
+    while cause is not None and id(cause) not in seen and len(parts) < 3:
+        seen.add(id(cause))
+        parts.append(f"{type(cause).__name__}: {cause}")
+        cause = cause.__cause__ or cause.__context__
+    return f" (caused by {'; '.join(parts)})" if parts else ""
+
+
+@contextmanager
+def reading(origin: str | None) -> Iterator[None]:
+    """Turn a read error of the source (an ``OSError``, or an error of rasterio, zarr, h5py...) into a
+    :class:`SourceReadError` that names the file ``origin`` (when known) and says what to do.
+
+    Patchkit's own errors and errors that are not about reading (a ``MemoryError``) pass unchanged.
+    """
+    try:
+        yield
+    except PatchkitError:
+        raise
+    except Exception as err:
+        if not _is_read_error(err):
+            raise
+        where = f"the file {origin!r}" if origin else "the source data (no file name is recorded)"
+        raise SourceReadError(
+            f"reading {where} failed: {type(err).__name__}: {err}{_causes(err)}; the file is probably damaged or "
+            "truncated (an interrupted download or copy): re-download or re-create it, and check the path"
+        ) from err
 
 
 def _module(obj: Any) -> str:
@@ -68,6 +114,8 @@ class Source:
     dtype : numpy.dtype
     chunks : tuple of tuple of int, optional
         Block sizes along each axis (dask style) when reading materialises whole blocks.
+    origin : str, optional
+        The file the data is read from, named by read errors (:func:`reading`).
     """
 
     data: Any
@@ -75,6 +123,7 @@ class Source:
     shape: tuple[int, int, int, int]
     dtype: np.dtype
     chunks: tuple[tuple[int, ...], ...] | None = None
+    origin: str | None = None
 
     @property
     def lazy(self) -> bool:
@@ -110,11 +159,12 @@ class Source:
         if out is None:
             out = np.empty((b, stop - start, w, c), dtype=self.dtype)
         edges = np.cumsum((0,) + tuple(self.chunks[2])) if self.chunks is not None else np.array([0, w])
-        for x0, x1 in zip(edges[:-1].tolist(), edges[1:].tolist()):
-            piece = self.data[:, start:stop, x0:x1]
-            piece = piece.compute() if self.kind == "dask" else piece
-            out[:, :, x0:x1] = np.asarray(piece)
-            del piece
+        with reading(self.origin):
+            for x0, x1 in zip(edges[:-1].tolist(), edges[1:].tolist()):
+                piece = self.data[:, start:stop, x0:x1]
+                piece = piece.compute() if self.kind == "dask" else piece
+                out[:, :, x0:x1] = np.asarray(piece)
+                del piece
         return out
 
 
@@ -132,12 +182,13 @@ def _normalize_chunks(chunks: Any, shape: tuple[int, ...]) -> tuple[tuple[int, .
     return tuple(blocks)
 
 
-def as_source(images: Any, name: str = "images", allow_empty: bool = False) -> Source:
+def as_source(images: Any, name: str = "images", allow_empty: bool = False, origin: str | None = None) -> Source:
     """Wrap ``images`` as a :class:`Source`, validating rank, emptiness and dtype.
 
     Accepts numpy arrays (and anything ``np.asarray`` turns into a numeric array, such as nested
     lists), ``tf.Tensor``, dask arrays, xarray DataArrays (their data) and lazily read arrays with
-    ``shape``, ``dtype`` and ``__getitem__`` (zarr, h5py).
+    ``shape``, ``dtype`` and ``__getitem__`` (zarr, h5py). A :class:`Source` is returned as it is.
+    ``origin`` names the file read errors mention (a DataArray's own ``encoding["source"]`` otherwise).
 
     Raises
     ------
@@ -148,10 +199,20 @@ def as_source(images: Any, name: str = "images", allow_empty: bool = False) -> S
     PatchkitTypeError
         ``None`` or an object that is not an array.
     """
+    if isinstance(images, Source):
+        return images
     if images is None:
         raise PatchkitTypeError(f"{name} is None; pass a 4-D [batch, height, width, channels] array")
     if _module(images).startswith("xarray") and hasattr(images, "variable"):
-        images = images.data
+        origin = origin or origin_of(images)
+        with reading(origin):
+            images = images.data
+    source = _wrap(images, name, allow_empty)
+    return source if origin is None else replace(source, origin=origin)
+
+
+def _wrap(images: Any, name: str, allow_empty: bool) -> Source:
+    """The :class:`Source` of an array that is not an xarray object (see :func:`as_source`)."""
     if type(images).__name__ == "KerasTensor":
         raise PatchkitTypeError(
             f"{name} is a Keras symbolic input ({images!r}), which has no values to cut; inside a Keras model "

@@ -24,7 +24,7 @@ from typing import Sequence
 import numpy as np
 
 from .dtypes import check_dtype
-from .errors import BudgetTooSmallError, InvalidImageError, InvalidSpecError, KernelTooLargeError
+from .errors import BudgetTooSmallError, InvalidImageError, InvalidSpecError, KernelTooLargeError, shown
 from .units import format_bytes, parse_bytes
 
 __all__ = [
@@ -40,6 +40,8 @@ __all__ = [
 ]
 
 PADDINGS = ("VALID", "SAME")
+#: The largest size, stride or rate: ``tf.image.extract_patches`` holds them in int32 and refuses more.
+MAX_VALUE = 2**31 - 1
 
 
 # --------------------------------------------------------------------------------------------------
@@ -201,16 +203,16 @@ def _as_int(name: str, value, item) -> int:
         if math.isfinite(item) and float(item).is_integer():
             return int(item)
         raise InvalidSpecError(
-            f"{name}={value!r} must hold integers, got {item!r} (a fraction, NaN or infinity counts no pixels); "
-            f"e.g. {name}=(16, 16)"
+            f"{name}={shown(value)} must hold integers, got {shown(item)} (a fraction, NaN or infinity counts no "
+            f"pixels); e.g. {name}=(16, 16)"
         )
     if isinstance(item, (bool, np.bool_)):
-        raise InvalidSpecError(f"{name}={value!r} must hold integers, got {item!r}; e.g. {name}=(16, 16)")
+        raise InvalidSpecError(f"{name}={shown(value)} must hold integers, got {item!r}; e.g. {name}=(16, 16)")
     try:
         return operator.index(item)
     except TypeError:
         raise InvalidSpecError(
-            f"{name}={value!r} must hold integers, got {item!r} ({type(item).__name__}); e.g. {name}=(16, 16)"
+            f"{name}={shown(value)} must hold integers, got {shown(item)} ({type(item).__name__}); e.g. {name}=(16, 16)"
         ) from None
 
 
@@ -222,6 +224,11 @@ def _normalize_pair(name: str, value) -> tuple[int, int]:
         value = value.numpy()
     if isinstance(value, np.ndarray):
         value = value.tolist()
+    if isinstance(value, (set, frozenset, dict)) or hasattr(value, "__iter__") and not isinstance(value, (Sequence, str, bytes)):
+        raise InvalidSpecError(
+            f"{name}={shown(value)} is a {type(value).__name__}, which has no order; pass an integer, (rows, cols) "
+            "or [1, rows, cols, 1]"
+        )
     if not isinstance(value, Sequence) or isinstance(value, (str, bytes)):
         items = (_as_int(name, value, value),) * 2
     elif len(value) == 2:
@@ -230,26 +237,31 @@ def _normalize_pair(name: str, value) -> tuple[int, int]:
         ints = [_as_int(name, value, v) for v in value]
         if ints[0] != 1 or ints[3] != 1:
             raise InvalidSpecError(
-                f"{name}={list(value)!r}: in the 4-vector form the batch and depth entries must be 1 "
+                f"{name}={shown(list(value))}: in the 4-vector form the batch and depth entries must be 1 "
                 f"(patches never span images or channels); use [1, {ints[1]}, {ints[2]}, 1]"
             )
         items = (ints[1], ints[2])
     else:
         raise InvalidSpecError(
-            f"{name}={value!r} has length {len(value)}; pass an integer, (rows, cols) or [1, rows, cols, 1]"
+            f"{name}={shown(value)} has length {len(value)}; pass an integer, (rows, cols) or [1, rows, cols, 1]"
         )
     for item in items:
         if item < 1:
-            raise InvalidSpecError(f"{name}={value!r} must be positive, got {item}; use integers >= 1")
+            raise InvalidSpecError(f"{name}={shown(value)} must be positive, got {shown(item)}; use integers >= 1")
+        if item > MAX_VALUE:
+            raise InvalidSpecError(
+                f"{name}={shown(value)} holds {shown(item)}, more than 2**31 - 1, the largest that "
+                f"tf.image.extract_patches takes (its attrs are int32); use a value of at most {MAX_VALUE}"
+            )
     return items
 
 
 def normalize_padding(padding) -> str:
     """Return ``"VALID"`` or ``"SAME"`` for any capitalisation; raise for anything else."""
     if isinstance(padding, bytes):
-        padding = padding.decode()
+        padding = padding.decode("utf-8", "replace")
     if not isinstance(padding, str) or padding.upper() not in PADDINGS:
-        raise InvalidSpecError(f"padding={padding!r} is not supported; use 'VALID' or 'SAME' (any case)")
+        raise InvalidSpecError(f"padding={shown(padding)} is not supported; use 'VALID' or 'SAME' (any case)")
     return padding.upper()
 
 
@@ -420,13 +432,26 @@ class PatchSpec:
         """Input pixel indices every patch samples: ``(rows[out_rows, kh], cols[out_cols, kw])``.
 
         ``rows[i, a] = i * stride - pad_top + a * rate`` (columns likewise). Indices below 0 or past
-        the image are padded cells.
+        the image are padded cells. They take :meth:`positions_nbytes`: callers with a kernel from
+        an untrusted source check that first (a ``SAME`` kernel may be far larger than the image).
         """
         out = []
-        for axis in self._axes(shape):
-            starts = np.arange(axis.out, dtype=np.int64) * axis.s - axis.before
+        for axis, starts in zip(self._axes(shape), self.starts(shape)):
             out.append(starts[:, None] + np.arange(axis.k, dtype=np.int64) * axis.r)
         return out[0], out[1]
+
+    def starts(self, shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """The first input row of every patch row and the first column of every patch column.
+
+        ``positions(shape)[0][:, 0]`` and ``positions(shape)[1][:, 0]``, without the taps: ``i * stride -
+        pad_top``. Their size is the grid's, whatever the kernel.
+        """
+        return tuple(np.arange(axis.out, dtype=np.int64) * axis.s - axis.before for axis in self._axes(shape))  # type: ignore[return-value]
+
+    def positions_nbytes(self, shape: Sequence[int]) -> int:
+        """Bytes of :meth:`positions`: ``8 (out_rows kh + out_cols kw)`` (the same again for coordinates)."""
+        rows, cols = self.grid_shape(shape)
+        return 8 * (rows * self.sizes[0] + cols * self.sizes[1])
 
     def input_rows(self, rows: slice | tuple[int, int], shape: Sequence[int], *, clip: bool = False) -> tuple[int, int]:
         """Input rows ``[start, stop)`` that output rows ``rows`` read: the halo of a band.

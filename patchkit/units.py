@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import math
+import operator
 import re
+from decimal import Decimal, localcontext
 
-from .errors import InvalidMemoryError
+import numpy as np
 
-__all__ = ["parse_bytes", "format_bytes"]
+from .errors import InvalidMemoryError, shown
+
+__all__ = ["parse_bytes", "format_bytes", "MAX_BYTES"]
 
 _UNITS = {
     "": 1,
@@ -27,6 +32,11 @@ _UNITS = {
 _PATTERN = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)(?:[eE]([+-]?\d+))?\s*([a-zA-Z]*)\s*$")
 
 
+#: The largest budget accepted: 8 EiB, beyond any machine's memory (and numpy's int64 byte counts).
+MAX_BYTES = 2**63 - 1
+_FORMS = "an integer number of bytes or a string such as '512MiB', '2GB' or '1.5GiB'"
+
+
 def parse_bytes(value: int | float | str, name: str = "max_memory") -> int:
     """Return ``value`` as a whole number of bytes.
 
@@ -35,46 +45,75 @@ def parse_bytes(value: int | float | str, name: str = "max_memory") -> int:
     value : int, float or str
         A positive number of bytes, or a string with a decimal (``kB``, ``MB``, ``GB``, ``TB``) or
         binary (``KiB``, ``MiB``, ``GiB``, ``TiB``) unit, case-insensitive: ``"512MiB"``, ``"2GB"``,
-        ``"1.5 GiB"``. Fractions of a byte are rounded down.
+        ``"1.5 GiB"``. Fractions of a byte are rounded down. At most :data:`MAX_BYTES` (8 EiB).
     name : str
         The argument's name, used in the error message.
 
     Raises
     ------
     InvalidMemoryError
-        When ``value`` is not positive, not a number, or has an unknown unit.
+        When ``value`` is not positive, not a finite number, larger than :data:`MAX_BYTES`, or has
+        an unknown unit.
     """
-    if isinstance(value, bool):
-        raise InvalidMemoryError(
-            f"{name}={value!r} is not a number of bytes; pass an integer or a string such as '512MiB'"
-        )
     if isinstance(value, str):
-        match = _PATTERN.match(value)
-        unit = match.group(3).lower() if match else None
-        if match is None or unit not in _UNITS:
-            raise InvalidMemoryError(
-                f"{name}={value!r} does not parse as a number of bytes; use an integer or a number "
-                "with a unit such as '512MiB', '2GB' or '1.5GiB'"
-            )
-        number = float(match.group(1)) * 10 ** int(match.group(2) or 0)
-        nbytes = int(number * _UNITS[unit])
-    elif isinstance(value, (int, float)) or hasattr(value, "__index__"):
-        nbytes = int(value)
+        nbytes = _parse_text(value, name)
     else:
-        raise InvalidMemoryError(
-            f"{name}={value!r} (a {type(value).__name__}) is not a number of bytes; "
-            "pass an integer or a string such as '512MiB'"
-        )
+        nbytes = _parse_number(value, name)
     if nbytes <= 0:
-        raise InvalidMemoryError(f"{name}={value!r} must be a positive number of bytes, such as '512MiB'")
+        raise InvalidMemoryError(f"{name}={shown(value)} must be a positive number of bytes, such as '512MiB'")
+    if nbytes > MAX_BYTES:
+        raise InvalidMemoryError(
+            f"{name}={shown(value)} is more bytes than any machine holds (at most 2**63 - 1, 8 EiB); "
+            f"pass the memory you mean to use, such as '512MiB' or '16GiB'"
+        )
     return nbytes
 
 
+def _parse_text(value: str, name: str) -> int:
+    """A string such as ``"1.5 GiB"`` as bytes (rounded down), computed exactly, never through a float.
+
+    ``"1e999"`` is a number too large to be a budget (not infinity); such numbers are never built:
+    anything above :data:`MAX_BYTES` comes back as ``MAX_BYTES + 1``.
+    """
+    match = _PATTERN.match(value)
+    unit = match.group(3).lower() if match else None
+    if match is None or unit not in _UNITS:
+        raise InvalidMemoryError(f"{name}={shown(value)} does not parse as a number of bytes; use {_FORMS}")
+    mantissa, exponent = Decimal(match.group(1)), int(match.group(2) or 0)
+    if mantissa == 0 or exponent < -(len(match.group(1)) + 30):
+        return 0
+    if exponent > 30:
+        return MAX_BYTES + 1
+    with localcontext(prec=len(match.group(1)) + 60):
+        number = mantissa.scaleb(exponent) * _UNITS[unit]
+    return MAX_BYTES + 1 if number > MAX_BYTES else int(number)
+
+
+def _parse_number(value, name: str) -> int:
+    """An int, a finite float or an integer-like object (numpy scalars) as bytes (rounded down)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)) and not hasattr(value, "__index__"):
+        raise InvalidMemoryError(
+            f"{name}={shown(value)} (a {type(value).__name__}) is not a number of bytes; pass {_FORMS}"
+        )
+    if isinstance(value, (float, np.floating)):
+        if not math.isfinite(value):
+            raise InvalidMemoryError(
+                f"{name}={shown(value)} is not a finite number of bytes; pass the memory to use, such as '512MiB' "
+                "(there is no unlimited budget)"
+            )
+        return int(value)
+    return operator.index(value)
+
+
 def format_bytes(nbytes: int | float) -> str:
-    """Format ``nbytes`` with a binary unit for messages: ``format_bytes(3 * 2**20) == '3.00 MiB'``."""
+    """Format ``nbytes`` with a binary unit for messages: ``format_bytes(3 * 2**20) == '3.00 MiB'`` (up to EiB)."""
+    if isinstance(nbytes, int) and nbytes.bit_length() > 1000:  # beyond a float: a count no machine holds
+        return f"about 2**{nbytes.bit_length() - 1} B"
     nbytes = float(nbytes)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(nbytes) < 1024 or unit == "TiB":
-            return f"{int(nbytes)} B" if unit == "B" else f"{nbytes:.2f} {unit}"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
+        if abs(nbytes) < 1024 or unit == "EiB":
+            if unit == "B":
+                return f"{int(nbytes)} B"
+            return f"{nbytes:.2f} {unit}" if abs(nbytes) < 1024 else f"{nbytes:.3g} {unit}"
         nbytes /= 1024
     raise AssertionError("unreachable")

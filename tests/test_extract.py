@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import patchkit
-from patchkit import PatchSpec, extract_image_patches, extract_patches
+from patchkit import PatchSpec, extract_image_patches, extract_patches, iter_patches
 from patchkit.errors import (
     InvalidImageError,
     InvalidSpecError,
@@ -174,10 +176,40 @@ def test_bad_input(images, kwargs, error, match):
 
 def test_too_large_for_memory_fails_before_allocating(monkeypatch):
     """An output beyond available memory is refused with the bytes and a pointer to iter_patches."""
-    monkeypatch.setattr(patchkit.extract, "available_memory", lambda: 10_000)
+    monkeypatch.setattr(patchkit.extract, "available_memory", lambda: 100 * 2**20)
     image = np.broadcast_to(np.float32(0), (1, 4096, 4096, 4))  # no memory behind it
-    with pytest.raises(OutputTooLargeError, match=r"961.00 MiB.*only 9\.77 KiB is available.*iter_patches"):
+    with pytest.raises(OutputTooLargeError, match=r"961.00 MiB.*only 100\.00 MiB is available.*iter_patches"):
         extract_patches(image, 256, 128)
+
+
+def test_row_too_large_for_memory_says_streaming_cannot_help(monkeypatch):
+    """When one row of patches outgrows memory, the message points to smaller patches, not to streaming."""
+    monkeypatch.setattr(patchkit.extract, "available_memory", lambda: 10_000)
+    image = np.broadcast_to(np.float32(0), (1, 4096, 4096, 4))
+    with pytest.raises(OutputTooLargeError, match=r"one row of patches takes 31\.00 MiB, so no streaming helps"):
+        extract_patches(image, 256, 128)
+
+
+@pytest.mark.parametrize("sizes", [2 * 10**8, (1, 2**31 - 1), 10**5])
+@pytest.mark.parametrize("call", ["extract", "iter"])
+def test_same_kernel_far_larger_than_the_image_is_refused_at_once(call, sizes):
+    """SAME takes any kernel (TensorFlow gives ceil(n / stride) patches); one too large for memory is
+    refused by its bytes within a second, before positions, plans or buffers are made."""
+    image = np.zeros((1, 64, 64, 1), np.float32)
+    start = time.perf_counter()
+    with pytest.raises(OutputTooLargeError, match=r"available; .*(smaller sizes|larger stride)"):
+        if call == "extract":
+            extract_patches(image, sizes, 1, padding="SAME")
+        else:
+            next(iter_patches(image, sizes, 1, padding="SAME"))
+    assert time.perf_counter() - start < 1.0
+
+
+@pytest.mark.parametrize("sizes, strides, rates", [(2**31, 1, 1), (1, [1, 2**31, 1, 1], 1), (2, 1, 2**40)])
+def test_values_beyond_int32_are_refused_as_tensorflow_does(sizes, strides, rates):
+    """TensorFlow holds sizes, strides and rates in int32 attrs; larger ones are refused, naming the argument."""
+    with pytest.raises(InvalidSpecError, match=r"more than 2\*\*31 - 1"):
+        extract_patches(np.zeros((1, 8, 8, 1), np.float32), sizes, strides, rates, "SAME")
 
 
 def test_huge_request_real_memory_check():
