@@ -28,8 +28,13 @@ SINKS = ("zarr", "geotiff", "tfrecord")
 
 
 def _pair(text: str) -> int | list[int]:
-    """``256`` or ``256,128`` (rows, cols)."""
-    parts = [int(p) for p in text.replace("x", ",").split(",") if p]
+    """``256`` or ``256,128`` (rows, cols); anything else is a usage error (exit status 2)."""
+    try:
+        parts = [int(p) for p in text.replace("x", ",").split(",") if p.strip()]
+    except ValueError:
+        parts = []
+    if len(parts) not in (1, 2):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size in pixels: pass 256, or rows,cols such as 256,128")
     return parts[0] if len(parts) == 1 else parts
 
 
@@ -98,13 +103,11 @@ def _templates() -> None:
 
 
 def _run(args: argparse.Namespace) -> None:
-    from .jobs import parse_value, run_template
+    from .jobs import parse_value, read_parameters_file, run_template
 
     given = {}
     if args.parameters_file:
-        import yaml
-
-        given.update(yaml.safe_load(args.parameters_file.read_text()) or {})
+        given.update(read_parameters_file(args.parameters_file))
     given.update({name: parse_value(value) for name, value in args.parameter})
     executed = run_template(args.template, given, args.output_dir, kernel=args.kernel, log_output=args.log_output)
     print(f"executed notebook: {executed}")

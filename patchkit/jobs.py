@@ -16,10 +16,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
 
-from .errors import PatchkitError, PatchkitValueError
+from .errors import ParameterFileError, PatchkitError, PatchkitValueError, shown
 
 __all__ = ["KERNEL_NAME", "Parameter", "templates", "template_path", "parameters", "check_parameters",
-           "ensure_kernel", "run_template", "NotebookError"]
+           "read_parameters_file", "ensure_kernel", "run_template", "NotebookError"]
 
 #: The kernel templates run on: this environment's Python, installed as a kernelspec on first use.
 KERNEL_NAME = "patchkit"
@@ -101,6 +101,52 @@ def parse_value(text: str) -> Any:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):
         return text
+
+
+def read_parameters_file(path: str | Path) -> dict[str, Any]:
+    """The parameters in a YAML file (``-f params.yaml``): a mapping of names to values; empty: none.
+
+    Raises
+    ------
+    ParameterFileError
+        The file cannot be read, is not valid YAML (the message gives the line and column), or does
+        not hold a mapping of parameter names to values.
+    """
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ParameterFileError(
+            f"the parameters file {str(path)!r} cannot be read ({type(err).__name__}: {err}); check the path "
+            "given to -f/--parameters-file, and that it is a UTF-8 text file"
+        ) from None
+    try:
+        found = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ParameterFileError(f"the parameters file {str(path)!r} is not valid YAML: {_yaml_problem(err)}; "
+                                 "fix that line (each parameter on a line of its own, as 'sizes: 256')") from None
+    if found is None:
+        return {}
+    if not isinstance(found, dict) or not all(isinstance(key, str) for key in found):
+        raise ParameterFileError(
+            f"the parameters file {str(path)!r} holds {shown(found)}, not a mapping of parameter names to "
+            "values; write one 'name: value' per line, such as 'sizes: 256'"
+        )
+    return found
+
+
+def _yaml_problem(err: Exception) -> str:
+    """``line L, column C: <problem> (<context> at line L', column C')`` of a YAML error (1-based)."""
+    mark, context, context_mark = (getattr(err, n, None) for n in ("problem_mark", "context", "context_mark"))
+    problem = getattr(err, "problem", None) or str(err)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    if context and context_mark is not None and (mark is None or context_mark.line != mark.line):
+        problem += f" ({context} that starts at line {context_mark.line + 1}, column {context_mark.column + 1})"
+    elif context:
+        problem += f" ({context})"
+    return where + problem
 
 
 def check_parameters(name: str | Path, given: Mapping[str, Any]) -> dict[str, Any]:

@@ -43,11 +43,16 @@ patches it needs (read from a dask-backed array band by band) and the temporarie
 
 from __future__ import annotations
 
+import errno
 import math
+import operator
 import os
+import shutil
+import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping, NamedTuple, Sequence
+from typing import Any, Callable, Iterator, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
@@ -55,8 +60,11 @@ from .errors import (
     BudgetTooSmallError,
     DimensionError,
     OutputTooLargeError,
+    PatchkitError,
     PatchkitTypeError,
     PatchkitValueError,
+    SinkWriteError,
+    shown,
 )
 from .geo import STEP_ATTR, crs_of, regular_step, source_transform
 from .labelled import SPEC_ATTR, recorded_spec
@@ -631,16 +639,28 @@ def _as_spec(spec: Any) -> PatchSpec:
 
 
 def _image_shape(image_shape: Any) -> tuple[tuple[int, int], tuple[int, int] | None]:
-    """``(h, w)`` and, for a 4-D shape, ``(batch, channels)``."""
+    """``(h, w)`` and, for a 4-D shape, ``(batch, channels)``: positive integers (integral floats too)."""
     try:
-        dims = tuple(int(d) for d in image_shape)
-    except (TypeError, ValueError):
+        dims = tuple(_dimension(d) for d in image_shape)
+    except (TypeError, ValueError, OverflowError):
         dims = ()
     if len(dims) not in (2, 4) or min(dims) < 1:
         raise PatchkitValueError(
-            f"image_shape={image_shape!r} must be (height, width) or (batch, height, width, channels) of positive integers"
+            f"image_shape={shown(image_shape)} must be (height, width) or (batch, height, width, channels) of "
+            "positive integers, e.g. image_shape=da.shape[-2:] of the image the patches were cut from"
         )
     return (dims[-3:-1] if len(dims) == 4 else dims), ((dims[0], dims[3]) if len(dims) == 4 else None)
+
+
+def _dimension(value: Any) -> int:
+    """An image dimension as an int; bools, fractions, NaN and infinity raise ``ValueError``."""
+    if isinstance(value, (bool, np.bool_)) or isinstance(value, (str, bytes)):
+        raise ValueError(value)
+    if isinstance(value, (float, np.floating)):
+        if not float(value).is_integer():  # NaN and infinity are not integers either
+            raise ValueError(value)
+        return int(value)
+    return operator.index(value)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -965,10 +985,12 @@ class _ArraySink:
 class _BufferedSink:
     """A reused band buffer ``[N, h, W, M]`` (memory order of the output) handed to ``write``."""
 
-    def __init__(self, shape4, rows: int, dtype: np.dtype, channels_first: bool, write: Callable, close=None) -> None:
+    def __init__(self, shape4, rows: int, dtype: np.dtype, channels_first: bool, write: Callable, close=None,
+                 path: Path | None = None) -> None:
         n, _, w, m = shape4
         self.buffer = np.empty(n * rows * w * m, dtype)
         self.shape, self.channels_first, self.write, self._close = (n, w, m), channels_first, write, close
+        self.path = path
 
     def band(self, y0: int, y1: int) -> np.ndarray:
         n, w, m = self.shape
@@ -978,11 +1000,13 @@ class _BufferedSink:
         return self.buffer[:size].reshape(n, y1 - y0, w, m)
 
     def commit(self, y0: int, y1: int, block: np.ndarray) -> None:
-        self.write(y0, y1, block)
+        with _writing(self.path):
+            self.write(y0, y1, block)
 
     def close(self) -> None:
         if self._close is not None:
-            self._close()
+            with _writing(self.path):
+                self._close()
 
 
 def _geotiff_sink(path: Path, shape4, rows: int, dtype: np.dtype, meta: dict) -> _BufferedSink:
@@ -1008,7 +1032,7 @@ def _geotiff_sink(path: Path, shape4, rows: int, dtype: np.dtype, meta: dict) ->
         data = block[0].transpose(2, 0, 1)  # [M, h, W], contiguous for channels-first buffers
         dst.write(data.view(np.uint8) if dtype == np.bool_ else data, window=Window(0, y0, w, y1 - y0))
 
-    return _BufferedSink(shape4, rows, dtype, True, write, dst.close)
+    return _BufferedSink(shape4, rows, dtype, True, write, dst.close, path)
 
 
 def _zarr_sink(path: Path, template: Any, rows: int, shape4, channels_first: bool) -> _BufferedSink:
@@ -1042,7 +1066,7 @@ def _zarr_sink(path: Path, template: Any, rows: int, shape4, channels_first: boo
         shape = template.shape[:lead] + (y1 - y0,) + template.shape[lead + 1:]
         array[(slice(None),) * lead + (slice(y0, y1),)] = data.reshape(shape)
 
-    return _BufferedSink(shape4, rows, template.dtype, channels_first, write)
+    return _BufferedSink(shape4, rows, template.dtype, channels_first, write, path=path)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1145,21 +1169,66 @@ def _out_path(out: Any) -> Path | None:
         return None
     if not isinstance(out, (str, os.PathLike)) or Path(out).suffix.lower() not in SUFFIXES:
         raise PatchkitValueError(
-            f"out={out!r} is not a path ending in {', '.join(SUFFIXES)}; pass e.g. out='stitched.tif' or "
+            f"out={shown(out)} is not a path ending in {', '.join(SUFFIXES)}; pass e.g. out='stitched.tif' or "
             "out='stitched.zarr', or None for an in-memory result"
         )
     return Path(out)
 
 
 def _check_fits(nbytes: int) -> None:
-    from .extract import available_memory
+    from .extract import require_memory
 
-    available = available_memory()
-    if nbytes > available:
-        raise OutputTooLargeError(
-            f"the stitched image would take {format_bytes(nbytes)}, but only {format_bytes(available)} is available; "
-            "stream it to disk with out='stitched.tif' or out='stitched.zarr'"
-        )
+    require_memory(nbytes, "the stitched image", "stream it to disk with out='stitched.tif' or out='stitched.zarr'")
+
+
+def _refuse_out(path: Path, why: str, fix: str, code: int) -> SinkWriteError:
+    error = SinkWriteError(f"out={str(path)!r} cannot be written: {why}; {fix}")
+    error.errno = code
+    return error
+
+
+def _check_out(path: Path, nbytes: int) -> None:
+    """Refuse, before any work, an ``out`` that cannot be written (:class:`SinkWriteError` naming it).
+
+    The nearest existing folder on the way to ``path`` must be a folder that takes a new file (a
+    file is created there and removed), ``path`` must not be a folder (a GeoTIFF) or a file (a Zarr
+    store), and an uncompressed GeoTIFF must fit in the free space there.
+    """
+    path = path.absolute()
+    base = next(p for p in (path.parent, *path.parent.parents) if p.exists() or p == Path(p.anchor))
+    fix = "choose another path for out"
+    if not base.is_dir():
+        raise _refuse_out(path, f"{str(base)!r} is a file, not a folder", fix, errno.ENOTDIR)
+    kind = "folder" if path.suffix.lower() != ".zarr" else "file"
+    if path.exists() and (path.is_dir() if kind == "folder" else not path.is_dir()):
+        raise _refuse_out(path, f"it exists and is a {kind}", f"remove it, or {fix}", errno.EEXIST)
+    try:
+        with tempfile.TemporaryFile(dir=base):
+            pass
+    except OSError as err:
+        raise _refuse_out(path, f"the folder {str(base)!r} does not take new files ({err.strerror or err})",
+                          f"{fix} in a writable folder (or fix its permissions)", err.errno or errno.EACCES) from None
+    free = shutil.disk_usage(base).free
+    if path.suffix.lower() != ".zarr" and nbytes > free:
+        raise _refuse_out(path, f"the image takes {format_bytes(nbytes)}, but only {format_bytes(free)} is free there",
+                          f"free some space, or {fix} on another disk", errno.ENOSPC)
+
+
+@contextmanager
+def _writing(path: Path | None) -> Iterator[None]:
+    """Turn an error of writing ``path`` (an ``OSError``, or rasterio's or zarr's own) into a :class:`SinkWriteError`."""
+    try:
+        yield
+    except PatchkitError:
+        raise
+    except Exception as err:
+        module = type(err).__module__ or ""
+        if not (isinstance(err, OSError) or module.startswith(("rasterio", "zarr", "numcodecs"))):
+            raise
+        error = SinkWriteError(f"writing the stitched image to {str(path)!r} failed: {type(err).__name__}: {err}; "
+                               "fix the cause (space, permissions, the path), then stitch again")
+        error.errno = getattr(err, "errno", None)
+        raise error from err
 
 
 def stitch(
@@ -1274,24 +1343,38 @@ def stitch(
     path, budget = _out_path(out), parse_bytes(max_memory)
     spec, shape, batch_channels = _resolve_geometry(patches, spec, image_shape, labelled)
     spec.check(shape)
-    lines = _lines(spec, shape, normalize_crop(crop, spec.sizes))
+    crop = normalize_crop(crop, spec.sizes)
+    dims, reader = _reader_for(patches, spec, shape, batch_channels, labelled)  # patches match the spec: weights fit
+    lines = _lines(spec, shape, crop)
     weights = blend_weights(blend, (lines[0].t1 - lines[0].t0, lines[1].t1 - lines[1].t0))
     lines, weights = _support(lines, weights)
-    dims, reader = _reader_for(patches, spec, shape, batch_channels, labelled)
     job = _make_job(blend, lines, reader, weights, fill_value, patches if labelled else None, path)
-    rows = _plan(job, budget, max_memory)
     shape4 = (reader.n, shape[0], shape[1], reader.m)
+    _check_room(path, math.prod(shape4) * reader.dtype.itemsize, shape[0])
+    rows = _plan(job, budget, max_memory)
     if path is None:
-        _check_fits(math.prod(shape4) * reader.dtype.itemsize)
         sink = _ArraySink(shape4, reader.dtype, labelled)
         _run(job, sink, rows)
         return _wrap_result(sink.array, patches, dims, spec, shape, reader) if labelled else sink.array
-    sink, rows = _streaming_sink(path, job, rows, shape4, patches, dims, spec, shape, labelled)
+    with _writing(path):
+        sink, rows = _streaming_sink(path, job, rows, shape4, patches, dims, spec, shape, labelled)
     try:
         _run(job, sink, rows)
     finally:
         sink.close()
     return path
+
+
+def _check_room(path: Path | None, nbytes: int, height: int) -> None:
+    """The result must fit where it goes (memory, or the disk of ``path``), and planning its ``height``
+    rows in memory (a few numbers per row), before any work."""
+    from .extract import require_memory
+
+    if path is None:
+        _check_fits(nbytes)
+    else:
+        _check_out(path, nbytes)
+    require_memory(64 * height, f"planning the bands of an image of {height} rows", "check image_shape")
 
 
 def _make_job(blend, lines, reader: _Reader, weights: np.ndarray | None, fill_value, source, path: Path | None) -> _Job:
