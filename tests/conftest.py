@@ -1,16 +1,26 @@
-"""Shared fixtures: random images of every dtype, TensorFlow (skipped where absent), lazy sources."""
+"""Shared fixtures: random images of every dtype, TensorFlow (skipped where absent), lazy sources.
+
+GPUs are hidden (``CUDA_VISIBLE_DEVICES=-1``) unless ``PATCHKIT_TEST_GPU`` names one: then that device is
+made visible and the tests marked ``gpu`` run (``PATCHKIT_TEST_GPU=0 pytest -m gpu``, as
+``benchmarks/gpu_check.sh`` does); without it they are skipped, with the reason, before any fixture runs.
+"""
 
 from __future__ import annotations
 
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("CUDA_VISIBLE_DEVICES", os.environ.get("PATCHKIT_TEST_GPU", "-1"))
+GPU = os.environ.get("PATCHKIT_TEST_GPU")
+if GPU is not None:
+    os.environ["CUDA_VISIBLE_DEVICES"] = GPU
+else:
+    os.environ.setdefault("CUDA_VISIBLE_DEVICES", "-1")
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
+from . import helpers
 from .helpers import random_image, write_geotiff
 
 settings.register_profile(
@@ -18,6 +28,26 @@ settings.register_profile(
 )
 settings.register_profile("ci", parent=settings.get_profile("patchkit"), derandomize=True)
 settings.load_profile("ci" if os.environ.get("CI") else "patchkit")
+
+GPU_SKIP_REASON = ("needs a GPU: set PATCHKIT_TEST_GPU to a CUDA device index (PATCHKIT_TEST_GPU=0 pytest -m gpu, "
+                   "or benchmarks/gpu_check.sh) on a machine with one")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` are skipped, saying how to run them, unless PATCHKIT_TEST_GPU names a device."""
+    if GPU is not None:
+        return
+    skip = pytest.mark.skip(reason=GPU_SKIP_REASON)
+    for item in items:
+        if item.get_closest_marker("gpu") is not None:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def sentinel_buffers():
+    """For the whole test, ``np.empty`` gives sentinel-filled buffers with sentinel after them (see helpers)."""
+    with helpers.sentinel_allocations():
+        yield
 
 
 @pytest.fixture(scope="session")

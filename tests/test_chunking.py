@@ -6,7 +6,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
-from hypothesis import assume, given
+from hypothesis import given
 from hypothesis import strategies as st
 
 from patchkit import PatchSpec, extract_patches, iter_patches
@@ -15,10 +15,19 @@ from patchkit.chunking import IN_MEMORY_BAND, compact, kept_patches, lazy_patche
 from patchkit.sources import as_source
 from patchkit.units import parse_bytes
 from patchkit.errors import BudgetTooSmallError, InvalidMemoryError, KernelTooLargeError
-from patchkit.spec import effective_size
 from patchkit.testing import assert_patches_equal, lazy_scene
 
-from .helpers import ALL_DTYPES, RecordingArray, random_image
+from .helpers import (
+    ALL_DTYPES,
+    RecordingArray,
+    halo_in_sentinel,
+    random_image,
+    sentinel_allocations,
+    spec_cases,
+    tf_grid_shape,
+    tf_halo,
+    tf_reference_patches,
+)
 
 
 def _concat(blocks):
@@ -27,41 +36,116 @@ def _concat(blocks):
 
 
 @pytest.mark.parametrize("backend", ["numpy", "tensorflow"])
-@given(
-    shape=st.tuples(st.integers(1, 2), st.integers(1, 30), st.integers(1, 20), st.integers(1, 3)),
-    k=st.tuples(st.integers(1, 6), st.integers(1, 6)),
-    s=st.tuples(st.integers(1, 5), st.integers(1, 5)),
-    r=st.tuples(st.integers(1, 3), st.integers(1, 3)),
-    padding=st.sampled_from(["VALID", "SAME"]),
-    dtype=st.sampled_from(ALL_DTYPES),
-    extra=st.floats(0, 3),
-    lazy=st.booleans(),
-)
-def test_concatenated_bands_equal_extract(tf, backend, shape, k, s, r, padding, dtype, extra, lazy):
-    """For any budget at or above the minimum, the bands concatenate to extract_patches."""
-    if padding == "VALID":
-        assume(all(effective_size(a, b) <= n for a, b, n in zip(k, r, shape[1:3])))
+@given(case=spec_cases(height=30, width=20, kernel=6, stride=5, rate=3), dtype=st.sampled_from(ALL_DTYPES),
+       extra=st.floats(0, 3), lazy=st.booleans())
+def test_concatenated_bands_equal_extract(tf, backend, case, dtype, extra, lazy):
+    """For any budget at or above the minimum, the bands concatenate to TensorFlow's patches (every buffer
+    patchkit allocates starts as a sentinel, so a band that reads stale memory fails every time)."""
+    shape, k, s, r, padding = case
     images = random_image(shape, dtype)
-    spec = PatchSpec(k, s, r, padding)
+    spec = case.spec
     source = RecordingArray(images) if lazy else images
     minimum = spec.min_memory(shape, dtype if dtype != "bfloat16" else images.dtype, lazy=True, pad_copy=True)
     budget = int(minimum * (1 + extra))
-    blocks = list(iter_patches(source, k, s, r, padding, max_memory=budget, backend=backend))
+    with sentinel_allocations():
+        blocks = [(rows, np.array(block, copy=True)) for rows, block in iter_patches(source, k, s, r, padding, max_memory=budget, backend=backend)]
     rows_seen = [rows for rows, _ in blocks]
-    assert rows_seen[0].start == 0 and rows_seen[-1].stop == spec.grid_shape(shape)[0]
+    assert rows_seen[0].start == 0 and rows_seen[-1].stop == tf_grid_shape(shape[1:3], k, s, r, padding)[0]
     assert all(a.stop == b.start for a, b in zip(rows_seen, rows_seen[1:]))
-    expected = extract_patches(images, k, s, r, padding, backend="numpy")
-    assert_patches_equal(_concat(iter_patches(source, k, s, r, padding, max_memory=budget, backend=backend)), expected)
+    assert_patches_equal(np.concatenate([block for _, block in blocks], axis=1), tf_reference_patches(images, k, s, r, padding))
+
+
+def _halos(rows_seen, shape, spec: PatchSpec) -> list[tuple[int, int]]:
+    """The input rows each band reads, by TensorFlow's rule (helpers.tf_halo), not by spec.input_rows."""
+    return [tf_halo(rows, shape[1], spec.sizes[0], spec.strides[0], spec.rates[0], spec.padding) for rows in rows_seen]
 
 
 def test_reads_only_each_bands_halo():
     """A lazy source is asked for exactly the clipped input rows of each band, never the whole scene."""
     images = random_image((1, 300, 40, 2), "uint16")
     source = RecordingArray(images)
-    spec = PatchSpec(16, 8, padding="SAME")
     plan_rows = [rows for rows, _ in iter_patches(source, 16, 8, padding="SAME", max_memory="40KiB")]
     assert len(plan_rows) > 3
-    assert source.reads == [spec.input_rows(rows, images.shape, clip=True) for rows in plan_rows]
+    assert source.reads == _halos(plan_rows, images.shape, PatchSpec(16, 8, padding="SAME"))
+
+
+#: Specs whose halos depend on the rate: dilated kernels with strides above 1, both paddings, kernels whose
+#: effective size is larger than a band (halos of neighbouring bands overlap), strides that skip rows.
+HALO_SPECS = [
+    PatchSpec((3, 2), (2, 3), (3, 2), "SAME"),
+    PatchSpec(4, 3, 2, "VALID"),
+    PatchSpec((5, 3), (1, 2), (2, 3), "SAME"),
+    PatchSpec(2, 5, 4, "VALID"),
+    PatchSpec(3, 2, 5, "SAME"),
+    PatchSpec((4, 2), (3, 1), (3, 1), "VALID"),
+    PatchSpec((2, 3), (4, 2), (6, 2), "SAME"),
+]
+HALO_SHAPE = (2, 47, 23, 2)
+
+
+@pytest.mark.parametrize("factor", [1, 3])
+@pytest.mark.parametrize("spec", HALO_SPECS, ids=str)
+def test_lazy_bands_read_their_halo_at_any_rate(spec, factor, sentinel_buffers):
+    """At rates and strides above 1, VALID or SAME, each band of a lazy source reads exactly the rows from its
+    first to its last tap (TensorFlow's rule), and the bands equal TensorFlow's patches. Every buffer starts
+    as a sentinel with sentinel after it, so a halo that is too short fails here every time."""
+    images = random_image(HALO_SHAPE, "float32", seed=4)
+    source = RecordingArray(images)
+    budget = factor * spec.min_memory(HALO_SHAPE, images.dtype, lazy=True)
+    blocks = [(rows, block.copy()) for rows, block in iter_patches(source, spec.sizes, spec.strides, spec.rates, spec.padding, max_memory=budget)]
+    assert len(blocks) > 2
+    assert source.reads == _halos([rows for rows, _ in blocks], HALO_SHAPE, spec)
+    expected = tf_reference_patches(images, spec.sizes, spec.strides, spec.rates, spec.padding)
+    assert_patches_equal(np.concatenate([block for _, block in blocks], axis=1), expected)
+
+
+@pytest.mark.parametrize("spec", HALO_SPECS, ids=str)
+def test_in_memory_bands_at_any_rate(spec, sentinel_buffers):
+    """Bands of an image held in memory (one reused, sentinel-filled buffer) equal TensorFlow's patches."""
+    images = random_image(HALO_SHAPE, "int16", seed=5)
+    budget = 2 * spec.min_memory(HALO_SHAPE, images.dtype)
+    blocks = [block.copy() for _, block in iter_patches(images, spec.sizes, spec.strides, spec.rates, spec.padding, max_memory=budget, backend="numpy")]
+    assert len(blocks) > 2
+    expected = tf_reference_patches(images, spec.sizes, spec.strides, spec.rates, spec.padding)
+    assert_patches_equal(np.concatenate(blocks, axis=1), expected)
+
+
+@pytest.mark.parametrize("spec", HALO_SPECS, ids=str)
+def test_lazy_dask_chunks_take_their_halo_at_any_rate(spec, monkeypatch):
+    """Each chunk of a lazy (dask) result is made from exactly its band's halo (TensorFlow's rule), handed on
+    in a buffer followed by sentinel rows; the computed result equals TensorFlow's patches."""
+    pytest.importorskip("dask")
+    dask_array = pytest.importorskip("dask.array")
+    from patchkit import chunking
+
+    images = random_image(HALO_SHAPE, "float64", seed=6)
+    seen = []
+    real = chunking._band_from_halo
+
+    def band_from_halo(halo, row0, shape, spec, rows, backend_name, keep=None):
+        halo = np.asarray(halo)
+        seen.append((rows, (row0, row0 + halo.shape[1])))
+        return real(halo_in_sentinel(halo, 0, halo.shape[1]), row0, shape, spec, rows, backend_name, keep)
+
+    monkeypatch.setattr(chunking, "_band_from_halo", band_from_halo)
+    source = as_source(dask_array.from_array(images, chunks=(2, 7, 23, 2)))
+    result = lazy_patches(source, spec, get_backend("numpy", source), chunk_memory="8KiB")
+    got = result.compute(scheduler="synchronous")
+    seen.sort(key=lambda entry: entry[0].start)
+    assert len(seen) > 2
+    assert [halo for _, halo in seen] == _halos([rows for rows, _ in seen], HALO_SHAPE, spec)
+    assert_patches_equal(got, tf_reference_patches(images, spec.sizes, spec.strides, spec.rates, spec.padding))
+
+
+@pytest.mark.parametrize("spec", HALO_SPECS, ids=str)
+def test_kept_patches_at_any_rate(spec, sentinel_buffers):
+    """Kept patches of a lazy source, band by band from halos at rates above 1, equal TensorFlow's selected."""
+    images = random_image(HALO_SHAPE, "uint8", seed=7)
+    expected = tf_reference_patches(images, spec.sizes, spec.strides, spec.rates, spec.padding)
+    keep = np.random.default_rng(8).random(expected.shape[1:3]) < 0.4
+    source = as_source(RecordingArray(images))
+    got = kept_patches(source, spec, keep, get_backend("numpy", source), spec.min_memory(HALO_SHAPE, images.dtype, lazy=True))
+    assert_patches_equal(got, expected[:, keep])
 
 
 def test_reads_one_column_of_chunks_at_a_time():
