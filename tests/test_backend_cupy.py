@@ -30,7 +30,7 @@ from patchkit.errors import (
 from patchkit.stitch import blend_weights
 from patchkit.testing import assert_patches_equal
 
-from .helpers import ALL_DTYPES, random_image
+from .helpers import ALL_DTYPES, halo_in_sentinel, random_image, sentinel_filled, spec_cases, tf_halo, tf_reference_patches, tf_taps
 
 SHAPE = (2, 37, 41, 3)
 #: Specs that reach every branch: padding on uneven sides, rates, strides past the (effective) kernel,
@@ -93,16 +93,19 @@ def test_extract_matches_tensorflow(host_backend, spec):
     assert_patches_equal(host_backend.extract(images, spec), expected)
 
 
-@pytest.mark.parametrize("spec", SPECS[1:8], ids=str)
+@pytest.mark.parametrize("spec", SPECS[1:8] + SPECS[10:], ids=str)
 def test_band_from_halo_equals_rows_of_whole(host_backend, spec):
-    """Each band, made from just its clipped input rows (``row0`` > 0), equals those rows of the whole."""
+    """Each band, made from just its halo by TensorFlow's rule (``row0`` > 0; rates and strides above 1 among
+    the specs), equals those rows of TensorFlow's patches. The halo lies in a buffer followed by sentinel
+    rows and ``out`` starts as the sentinel, so a read past the halo or an unwritten patch fails every time."""
     images = random_image(SHAPE, "int16", seed=3)
-    whole = NumpyBackend().extract(images, spec)
+    whole = tf_reference_patches(images, spec.sizes, spec.strides, spec.rates, spec.padding)
     for i in range(whole.shape[1]):
         rows = slice(i, min(i + 2, whole.shape[1]))
-        ya, yb = spec.input_rows(rows, SHAPE, clip=True)
-        band = host_backend.band(images[:, ya:yb].copy(), ya, SHAPE, spec, rows)
-        assert_patches_equal(band, whole[:, rows])
+        ya, yb = tf_halo(rows, SHAPE[1], spec.sizes[0], spec.strides[0], spec.rates[0], spec.padding)
+        out = sentinel_filled(whole[:, rows].shape, images.dtype)
+        assert host_backend.band(halo_in_sentinel(images, ya, yb), ya, SHAPE, spec, rows, out=out) is out
+        assert_patches_equal(out, whole[:, rows])
 
 
 def test_out_is_filled_everywhere(host_backend):
@@ -145,18 +148,10 @@ def test_missing_cupy_says_how_to_install(monkeypatch):
 
 
 @settings(max_examples=80)
-@given(
-    shape=st.tuples(st.integers(1, 2), st.integers(1, 24), st.integers(1, 24), st.integers(1, 3)),
-    sizes=st.tuples(st.integers(1, 7), st.integers(1, 7)),
-    strides=st.tuples(st.integers(1, 9), st.integers(1, 9)),
-    rates=st.tuples(st.integers(1, 4), st.integers(1, 4)),
-    padding=st.sampled_from(["VALID", "SAME"]),
-    band_rows=st.integers(1, 5),
-)
-def test_property_extract_and_bands(shape, sizes, strides, rates, padding, band_rows):
+@given(case=spec_cases(height=24, kernel=7, stride=9, rate=4), band_rows=st.integers(1, 5))
+def test_property_extract_and_bands(case, band_rows):
     """Any spec and shape: the whole grid and every band equal the numpy backend's."""
-    spec = PatchSpec(sizes, strides, rates, padding)
-    assume(padding == "SAME" or all(k <= n for k, n in zip(spec.effective_sizes, shape[1:3])))
+    shape, spec = case.shape, case.spec
     images = random_image(shape, "uint16", seed=6)
     backend = CupyBackend(xp=np)
     expected = NumpyBackend().extract(images, spec)
@@ -183,11 +178,11 @@ def test_property_extract_and_bands(shape, sizes, strides, rates, padding, band_
 def test_property_axis_steps_cover_each_tap_once(n, k, s, r, padding, cut):
     """The steps of an axis add every in-image (patch, tap) exactly once, never two onto one pixel."""
     spec = PatchSpec((k, 1), (s, 1), (r, 1), padding)
-    assume(padding == "SAME" or spec.effective_sizes[0] <= n)
-    out = spec.grid_shape((n, 1))[0]
+    positions = tf_taps(n, k, s, r, padding)  # TensorFlow's rule, not the spec's
+    out = positions.shape[0]
+    assume(out > 0)
     p0, p1 = sorted(int(c * out) for c in cut)
     assume(p1 > p0)
-    positions = spec.positions((n, 1))[0]
     expected = sorted((p, t) for p in range(p0, p1) for t in range(k) if 0 <= positions[p, t] < n)
     seen = []
     for step in cupy_backend._axis_steps(spec, (n, 1), 0, p0, p1):
@@ -275,7 +270,7 @@ def test_fill_value_and_out():
     patches = NumpyBackend().extract(images, spec)
     sums, weights_sum = accumulators(images.shape, patches.dtype, xp=np)
     accumulate(sums, weights_sum, patches, spec, slice(0, patches.shape[1]))
-    out = np.empty(images.shape, np.uint8)
+    out = sentinel_filled(images.shape, np.uint8)
     assert finish_mean(sums, weights_sum, np.uint8, fill_value=255, out=out) is out
     assert (out[0, 2:5, :, 0] == 255).all() and (out[0, :2, :2] == images[0, :2, :2]).all()
 
@@ -353,7 +348,7 @@ def test_gpu_bands_from_host_and_device(cp, gpu):
     on_device = cp.asarray(images)
     for i in range(0, whole.shape[1], 3):
         rows = slice(i, min(i + 3, whole.shape[1]))
-        ya, yb = spec.input_rows(rows, SHAPE, clip=True)
+        ya, yb = tf_halo(rows, SHAPE[1], spec.sizes[0], spec.strides[0], spec.rates[0], spec.padding)
         assert_patches_equal(cp.asnumpy(gpu.band(images[:, ya:yb], ya, SHAPE, spec, rows)), whole[:, rows])
         assert_patches_equal(cp.asnumpy(gpu.band(on_device, 0, SHAPE, spec, rows)), whole[:, rows])
 
@@ -428,17 +423,10 @@ def test_gpu_patches_to_torch_and_back(cp, gpu):
 
 @pytest.mark.gpu
 @settings(max_examples=25)
-@given(
-    shape=st.tuples(st.integers(1, 2), st.integers(1, 30), st.integers(1, 30), st.integers(1, 4)),
-    sizes=st.tuples(st.integers(1, 7), st.integers(1, 7)),
-    strides=st.tuples(st.integers(1, 9), st.integers(1, 9)),
-    rates=st.tuples(st.integers(1, 3), st.integers(1, 3)),
-    padding=st.sampled_from(["VALID", "SAME"]),
-)
-def test_gpu_property(cp, gpu, shape, sizes, strides, rates, padding):
+@given(case=spec_cases(height=30, kernel=7, stride=9, rate=3, channels=4))
+def test_gpu_property(cp, gpu, case):
     """Any spec and shape on the device: the numpy backend's patches, and stitch's image back."""
-    spec = PatchSpec(sizes, strides, rates, padding)
-    assume(padding == "SAME" or all(k <= n for k, n in zip(spec.effective_sizes, shape[1:3])))
+    shape, spec = case.shape, case.spec
     images = gpu_arithmetic_safe(random_image(shape, "float32", seed=20))
     expected = NumpyBackend().extract(images, spec)
     got = gpu.extract(images, spec)

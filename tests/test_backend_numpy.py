@@ -10,7 +10,7 @@ from patchkit.backends import numpy as numpy_backend
 from patchkit.backends._threads import get_pool, num_threads
 from patchkit.testing import assert_patches_equal, reference_patches
 
-from .helpers import random_image
+from .helpers import halo_in_sentinel, random_image, sentinel_filled, tf_halo, tf_reference_patches
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3, 8])
@@ -20,22 +20,35 @@ from .helpers import random_image
     ((1, 64, 1000, 1), PatchSpec((64, 2), 1)),  # one output row
 ])
 def test_threads_agree(threads, shape, spec, monkeypatch):
-    """Any thread count gives the same bytes, with the copy forced onto the pool."""
+    """Any thread count gives TensorFlow's bytes, with the copy forced onto the pool, into an ``out`` that
+    starts as NaN everywhere (so a task that is never run shows)."""
     monkeypatch.setattr(numpy_backend, "PARALLEL_MIN_BYTES", 0)
     images = random_image(shape, "float32", seed=3)
-    out = np.empty(spec.output_shape(shape), images.dtype)
+    out = sentinel_filled(spec.output_shape(shape), images.dtype)
     numpy_backend.extract_band(images, 0, shape, spec, slice(0, out.shape[1]), out, threads=threads)
-    assert_patches_equal(out, numpy_backend.NumpyBackend().extract(images, spec))
+    assert_patches_equal(out, tf_reference_patches(images, spec.sizes, spec.strides, spec.rates, spec.padding))
 
 
-def test_band_from_a_halo_only(tf):
-    """A band made from just its clipped input rows (row0 > 0) equals the same rows of the whole."""
-    images = random_image((1, 50, 30, 2), "int16")
-    spec = PatchSpec(6, 4, 2, "SAME")
-    rows = slice(3, 8)
-    ya, yb = spec.input_rows(rows, images.shape, clip=True)
-    band = numpy_backend.NumpyBackend().band(images[:, ya:yb].copy(), ya, images.shape, spec, rows)
-    assert_patches_equal(band, reference_patches(images, 6, 4, 2, "SAME")[:, rows])
+@pytest.mark.parametrize("spec", [
+    PatchSpec(6, 4, 2, "SAME"),
+    PatchSpec((3, 2), (2, 3), (3, 2), "SAME"),
+    PatchSpec(4, 3, 2, "VALID"),
+    PatchSpec(2, 5, 4, "VALID"),
+    PatchSpec(3, 2, 5, "SAME"),
+    PatchSpec((2, 3), (4, 2), (6, 2), "SAME"),
+], ids=str)
+def test_band_from_a_halo_only(spec):
+    """A band made from just its halo by TensorFlow's rule (row0 > 0), at rates and strides above 1, equals
+    those rows of TensorFlow's patches: the halo lies in a buffer followed by NaN rows and ``out`` starts as
+    NaN, so reading past the halo or leaving a patch unwritten fails every time."""
+    images = random_image((2, 50, 30, 2), "float32", seed=9)
+    expected = tf_reference_patches(images, spec.sizes, spec.strides, spec.rates, spec.padding)
+    for rows in [slice(i, min(i + n, expected.shape[1])) for n in (1, 3) for i in range(0, expected.shape[1], n)]:
+        ya, yb = tf_halo(rows, 50, spec.sizes[0], spec.strides[0], spec.rates[0], spec.padding)
+        out = sentinel_filled(expected[:, rows].shape, images.dtype)
+        band = numpy_backend.NumpyBackend().band(halo_in_sentinel(images, ya, yb), ya, images.shape, spec, rows, out)
+        assert band is out
+        assert_patches_equal(band, expected[:, rows])
 
 
 def test_non_contiguous_input(tf):
@@ -79,7 +92,7 @@ def test_copy_kernel_and_numpy_agree(kernel, stream, layout, monkeypatch):
     }[layout]
     spec = PatchSpec((7, 5), (3, 2), rates, "SAME")
     got = numpy_backend.NumpyBackend().extract(images, spec)
-    expected = np.empty_like(got).reshape(got.shape[:3] + (7, 5, 3))
+    expected = sentinel_filled(got.shape[:3] + (7, 5, 3), got.dtype)
     for region in spec.regions((0, got.shape[1]), images.shape):  # the reference: plain np.copyto per region
         padded = numpy_backend._zero_padded(images, 0, 61, 47, *region.in_rows, *region.in_cols)
         dst = expected[:, region.rows, region.cols]
