@@ -35,7 +35,7 @@ from ..errors import ChangedSourceError, ForeignStoreError, SinkWriteError
 from ..spec import PatchSpec
 
 __all__ = ["digest", "describe", "fingerprint", "write_json", "read_json", "RowLog", "refuse_foreign", "write_error", "MODES",
-           "row_digests", "combine", "EMPTY_ROW", "source_files", "check_content", "sample"]
+           "short_write", "row_digests", "combine", "EMPTY_ROW", "source_files", "check_content", "sample"]
 
 #: ``mode`` values of the sinks: None resumes a run with the same fingerprint, "w" starts afresh.
 MODES = (None, "w")
@@ -246,6 +246,27 @@ def refuse_foreign(what: str, where: Any, found: str | None) -> None:
     raise ForeignStoreError(
         f"{what} {str(where)!r} exists and {origin}; pass mode='w' to overwrite it, or choose another path"
     )
+
+
+def short_write(path: str | Path, nbytes: int, detail: str) -> OSError:
+    """The OSError behind a file that reads back short or damaged (GDAL and TensorFlow may not raise one).
+
+    ENOSPC when the file system has less than ``nbytes`` free, EFBIG when the process may not write
+    files of ``nbytes`` (RLIMIT_FSIZE), EIO otherwise.
+    """
+    import resource
+
+    code = errno.EIO
+    try:
+        stat = os.statvfs(Path(path).parent)
+        if stat.f_bavail * stat.f_frsize < nbytes:
+            code = errno.ENOSPC
+    except OSError:
+        pass
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if code == errno.EIO and limit != resource.RLIM_INFINITY and limit < nbytes:
+        code = errno.EFBIG
+    return OSError(code, f"{os.strerror(code)} ({detail})")
 
 
 def write_error(what: str, where: Any, err: OSError, finished: str) -> SinkWriteError:

@@ -36,7 +36,7 @@ from ..labelled import bands, patch_table, prepare
 from ..nodata import nodata_values
 from ..spec import PatchSpec
 from ._store import (MODES, RowLog, check_content, combine, fingerprint, read_json, refuse_foreign, row_digests, sample,
-                     source_files, write_error, write_json)
+                     short_write, source_files, write_error, write_json)
 
 __all__ = ["to_geotiffs", "read_index", "MANIFEST", "INDEX"]
 
@@ -137,8 +137,8 @@ def _start(folder: Path, mark: str, mode, prepared, count: int, max_memory) -> d
 
 def _drop_partials(folder: Path) -> None:
     """Delete the temporary chips and indexes a killed run left behind."""
-    for path in folder.glob(".*.partial.*"):
-        path.unlink(missing_ok=True)
+    for path in folder.glob(".*.partial*"):
+        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
 
 
 def _resume_log(folder: Path, prepared, table, manifest: dict) -> tuple[RowLog, set]:
@@ -219,9 +219,9 @@ def _check_chip(path: Path, chip: np.ndarray, rasterio) -> None:
         with rasterio.open(path) as src:
             back = src.read()
     except rasterio.errors.RasterioIOError as err:
-        raise OSError(errno.EIO, f"the chip does not read back ({err}): the disk may be full or the file size limited") from err
+        raise short_write(path, chip.nbytes, "the chip does not read back") from err
     if back.shape != chip.shape or back.tobytes() != np.ascontiguousarray(chip).tobytes():
-        raise OSError(errno.EIO, "the chip reads back with other pixels: the disk may be full or the file size limited")
+        raise short_write(path, chip.nbytes, "the chip reads back with other pixels")
 
 
 def _write_index(folder: Path, table) -> None:
@@ -233,20 +233,22 @@ def _write_index(folder: Path, table) -> None:
 
     from ..geo import write_grid
 
-    tmp = folder / f".index.{uuid.uuid4().hex}.partial.geojson"
+    scratch = folder / f".index.{uuid.uuid4().hex}.partial"  # a folder, so the layer is named "index" every time
+    tmp = scratch / INDEX
     try:
+        scratch.mkdir()
         try:
             write_grid(table, tmp, driver="GeoJSON")
             written = len(gpd.read_file(tmp))
         except OSError:
             raise
         except Exception as err:  # pyogrio's and fiona's own errors
-            raise OSError(errno.EIO, f"{type(err).__name__}: {err}") from err
+            raise short_write(tmp, 1 << 16, f"{type(err).__name__}: {err}") from err
         if written != len(table):
-            raise OSError(errno.EIO, f"the index reads back with {written} of {len(table)} chips")
+            raise short_write(tmp, 1 << 16, f"the index reads back with {written} of {len(table)} chips")
         os.replace(tmp, folder / INDEX)
     finally:
-        tmp.unlink(missing_ok=True)
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def read_index(folder: str | Path, *, verify: str | bool = "cheap"):

@@ -72,8 +72,8 @@ from ..labelled import bands, find_layout, prepare
 from ..nodata import check_fraction
 from ..spec import PatchSpec
 from ..units import parse_bytes
-from ._store import (EMPTY_ROW, check_content, combine, describe, digest, row_digests, sample, source_files, write_error,
-                     write_json)
+from ._store import (EMPTY_ROW, check_content, combine, describe, digest, row_digests, sample, short_write, source_files,
+                     write_error, write_json)
 
 __all__ = [
     "to_tfrecord",
@@ -507,6 +507,7 @@ class _ShardWriter:
         self._options = tf.io.TFRecordOptions(compression_type=compression or "")
         self._next = 0  # the first shard not yet finished
         self._open = None  # [writer, partial path, records] of shard self._next
+        self._bytes = 0  # the bytes of its records
 
     def pending(self, k: int) -> bool:
         return not self._manifest["shards"][k]["done"]
@@ -537,9 +538,11 @@ class _ShardWriter:
         if self._open is None:
             partial = self._target.folder / (self._manifest["shards"][k]["path"] + ".partial")
             self._open = [self._tf.io.TFRecordWriter(str(partial), options=self._options), partial, 0]
+            self._bytes = 0
         for record in records:
             self._open[0].write(record)
             self._open[2] += 1
+            self._bytes += len(record)
 
     def close(self) -> None:
         """Finish every remaining shard (those that got no patch are written empty)."""
@@ -580,7 +583,8 @@ class _ShardWriter:
             os.fsync(f.fileno())
         found = _count_records(self._tf, partial, self._options.compression_type)
         if found != records:
-            raise OSError(errno.EIO, f"the shard reads back with {found} of its {records} records: the disk may be full")
+            expected = self._bytes + 16 * records  # each record: its bytes, a length and two CRCs
+            raise short_write(partial, expected, f"the shard reads back with {max(found, 0)} of its {records} records")
         return _sha256(partial)
 
 
@@ -600,7 +604,7 @@ def _examples(tf, features: Sequence[_Feature], rows, cols, arrays: dict, transf
         feature["row"] = train.Feature(int64_list=train.Int64List(value=[int(rows[i])]))
         feature["col"] = train.Feature(int64_list=train.Int64List(value=[int(cols[i])]))
         feature["transform"] = train.Feature(bytes_list=train.BytesList(value=[coefficients[i].tobytes()]))
-        yield train.Example(features=train.Features(feature=feature)).SerializeToString()
+        yield train.Example(features=train.Features(feature=feature)).SerializeToString(deterministic=True)  # map keys sorted: the same bytes in every process
 
 
 def to_tfrecord(
@@ -869,10 +873,10 @@ def _open_patches(source: Any) -> xr.Dataset:
     if isinstance(source, xr.DataArray):
         name = source.name if source.name is not None and source.name not in source.dims else "patches"
         return source.to_dataset(name=name)
-    from .zarr import CREATING, FINGERPRINT, _open_group, open_patches
+    from .zarr import FINGERPRINT, _open_group, open_patches
 
     group = _open_group(Path(source)) if isinstance(source, (str, os.PathLike)) else None
-    if group is not None and (FINGERPRINT in group.attrs or CREATING in group.attrs):
+    if group is not None and FINGERPRINT in group.attrs:
         return open_patches(source, chunks=None)  # written by .patches.to_zarr: refused until complete
     try:  # without dask: xarray's lazy indexing reads just the slices asked for
         return xr.open_zarr(source, mask_and_scale=False, chunks=None)

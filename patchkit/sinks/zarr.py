@@ -6,9 +6,9 @@ so rioxarray finds the CRS), the source's attrs and the spec (``attrs["patchkit_
 
 How a run survives a crash:
 
-1. The first run writes the structure and the coordinates (the group's attrs say
-   ``patchkit_creating``), then sets the run's fingerprint and an empty list of finished patch rows
-   (``patchkit_rows_done``). A store killed before that is made again.
+1. The first run writes the structure and the coordinates (beside the target, in a hidden ``.{name}.*.partial`` folder), sets the run's fingerprint and an
+   empty list of finished patch rows (``patchkit_rows_done``), then moves it into place: a store
+   always has its fingerprint, and a run killed before the move leaves a folder the next deletes.
 2. Each band is written with a region write (every stored chunk, fill values too), then its rows
    are added to ``patchkit_rows_done`` and its content digest to ``patchkit_bands`` (zarr writes
    every file atomically).
@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import shutil
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +42,6 @@ from ._store import MODES, RowLog, check_content, combine, fingerprint, refuse_f
 __all__ = ["to_zarr", "open_patches", "COMPLETE", "ROWS_DONE", "FINGERPRINT"]
 
 FINGERPRINT = "patchkit_fingerprint"
-#: Set while the structure and coordinates are written; the fingerprint follows once they are.
-CREATING = "patchkit_creating"
 ROWS_DONE = "patchkit_rows_done"
 #: ``[start, stop, digest]`` of every band written: the content digests of its patch rows.
 BANDS = "patchkit_bands"
@@ -154,20 +154,37 @@ def _start(path: Path, prepared, mark: str, mode, compression, chunk_patches, ma
                       f"the Zarr store {str(path)!r}")
         return None if attrs.get(COMPLETE) else log
     occupied = path.exists() and (not path.is_dir() or any(path.iterdir()))
-    if occupied and mode != "w" and attrs.get(CREATING) != mark:  # ours, killed while being created: redo
-        refuse_foreign("Zarr store", path, attrs.get(FINGERPRINT, attrs.get(CREATING)))
+    if occupied and mode != "w":
+        refuse_foreign("Zarr store", path, attrs.get(FINGERPRINT))
+    _create(path, prepared, mark, compression, chunk_patches)
+    return RowLog(rows)
+
+
+def _create(path: Path, prepared, mark: str, compression, chunk_patches) -> None:
+    """Write the structure and coordinates beside ``path``, set the fingerprint, then move it into place.
+
+    So a store at ``path`` always has its fingerprint: a run killed while creating it leaves only a
+    hidden ``.{name}.*.partial`` folder, which the next run deletes.
+    """
+    import zarr
+
+    for stale in path.parent.glob(f".{path.name}.*.partial"):
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ds = _as_dataset(template(prepared))
+        ds.to_zarr(str(tmp), mode="w", compute=False, consolidated=False, zarr_format=3,
+                   encoding=_encoding(ds, prepared.grid, compression, chunk_patches))
+        zarr.open_group(str(tmp), mode="r+").update_attributes(
+            {FINGERPRINT: mark, ROWS_DONE: [], BANDS: [], SOURCE_FILES: source_files(prepared.obj)})
         if path.exists():
             shutil.rmtree(path) if path.is_dir() else path.unlink()
-        ds = _as_dataset(template(prepared))
-        ds.attrs[CREATING] = mark
-        ds.to_zarr(str(path), mode="w", compute=False, consolidated=False, zarr_format=3,
-                   encoding=_encoding(ds, prepared.grid, compression, chunk_patches))
-        zarr.open_group(str(path), mode="r+").update_attributes(
-            {FINGERPRINT: mark, ROWS_DONE: [], BANDS: [], SOURCE_FILES: source_files(prepared.obj)})
+        os.replace(tmp, path)
     except OSError as err:
         raise write_error("the Zarr store", path, err, "no bands") from err
-    return RowLog(rows)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _recompute(prepared, max_memory):
