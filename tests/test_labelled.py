@@ -12,7 +12,7 @@ import patchkit
 from patchkit.errors import DimensionError, KernelTooLargeError
 from patchkit.labelled import Layout, arrange, find_layout, recorded_spec, unarrange
 
-from .helpers import random_image
+from .helpers import random_image, tf_grid
 
 
 def _array(dims, sizes=None):
@@ -83,22 +83,30 @@ def test_arrange_round_trip(dims, lazy):
     out = patchkit.extract_patches(np.asarray(images), 3, 2, padding="SAME")
     patches = np.asarray(unarrange(out, da, layout, out.shape[1:3], spec.sizes))
     assert patches.shape[-2:] == spec.sizes
-    # a patch pixel is the image pixel it samples
+    # a patch pixel is the image pixel it samples, by TensorFlow's rule (helpers.tf_grid)
     ordered = da.transpose(*layout.leading, layout.y, layout.x, *layout.channels).values
-    rows, cols = spec.positions(ordered.shape[len(layout.leading):len(layout.leading) + 2])
     nl = len(layout.leading)
+    rows, cols = tf_grid(ordered.shape[nl:nl + 2], 3, 2, 1, "SAME")
     lead = (0,) * nl
-    i, j, a, b = 1, 2, 1, 1
-    expected = ordered[lead + (rows[i, a], cols[j, b])]
-    got = patches[lead + (i, j)][(Ellipsis, a, b)]
-    np.testing.assert_array_equal(got, expected)
+    for i, j, a, b in [(1, 2, 1, 1), (0, 0, 0, 0), (0, 1, 2, 2), (2, 3, 0, 2)]:  # inside, and (0, 0) in the padding
+        inside = 0 <= rows[i, a] < ordered.shape[nl] and 0 <= cols[j, b] < ordered.shape[nl + 1]
+        expected = ordered[lead + (rows[i, a], cols[j, b])] if inside else np.zeros(ordered.shape[nl + 2:], ordered.dtype)
+        np.testing.assert_array_equal(patches[lead + (i, j)][(Ellipsis, a, b)], expected)
 
 
-def test_numpy_result_is_a_view():
-    """For C-ordered numpy data the labelled result wraps the backend's output without another copy."""
-    da = _array(("band", "y", "x"))
+@pytest.mark.parametrize("dims", [("band", "y", "x"), ("y", "x", "channel"), ("time", "band", "y", "x")])
+def test_numpy_result_is_a_view(dims, monkeypatch):
+    """For C-ordered numpy data the labelled result wraps the backend's output without another copy: its
+    data is that very buffer (np.shares_memory), not a copy, and not the source's."""
+    outputs = []
+    real = patchkit.labelled.extract_patches
+    monkeypatch.setattr(patchkit.labelled, "extract_patches", lambda *a, **k: outputs.append(real(*a, **k)) or outputs[-1])
+    da = _array(dims)
     patches = da.patches.extract(4, 4)
-    assert patches.data.base is not None
+    (out,) = outputs
+    assert isinstance(patches.data, np.ndarray) and patches.data.size == out.size
+    assert np.shares_memory(patches.data, out) and not np.shares_memory(patches.data, da.data)
+    assert patches.data.__array_interface__["data"][0] == out.__array_interface__["data"][0]
 
 
 @st.composite
@@ -117,16 +125,16 @@ def _labelled_cases(draw):
 
 
 def _brute_force(da: xr.DataArray, layout: Layout, spec: patchkit.PatchSpec) -> np.ndarray:
-    """Patches gathered pixel by pixel from the zero-padded image, laid out as (*lead, rows, cols, *chan, y, x)."""
+    """Patches gathered pixel by pixel by TensorFlow's rule (helpers.tf_grid; zeros outside the image), laid
+    out as (*lead, rows, cols, *chan, y, x)."""
     data = da.transpose(*layout.leading, layout.y, layout.x, *layout.channels).values
     nl = len(layout.leading)
     h, w = data.shape[nl:nl + 2]
-    rows, cols = spec.positions((h, w))
-    (top, bottom), (left, right) = spec.padding_amounts((h, w))
-    pad = [(0, 0)] * nl + [(top, bottom), (left, right)] + [(0, 0)] * len(layout.channels)
-    padded = np.pad(data, pad)
-    r = (rows + top)[:, None, :, None]  # [oh, 1, kh, 1]
-    c = (cols + left)[None, :, None, :]  # [1, ow, 1, kw]
+    rows, cols = tf_grid((h, w), spec.sizes, spec.strides, spec.rates, spec.padding)
+    pad = [(0, 0)] * nl + [(1, 0), (1, 0)] + [(0, 0)] * len(layout.channels)
+    padded = np.pad(data, pad)  # one zero row and column in front: every tap outside the image reads them
+    r = np.where((rows >= 0) & (rows < h), rows + 1, 0)[:, None, :, None]  # [oh, 1, kh, 1]
+    c = np.where((cols >= 0) & (cols < w), cols + 1, 0)[None, :, None, :]  # [1, ow, 1, kw]
     gathered = padded[(slice(None),) * nl + (r, c)]  # [*lead, oh, ow, kh, kw, *chan]
     nc = len(layout.channels)
     order = tuple(range(nl + 2)) + tuple(range(nl + 4, nl + 4 + nc)) + (nl + 2, nl + 3)

@@ -13,11 +13,10 @@ from hypothesis import strategies as st
 
 from patchkit import PatchSpec, extract_patches
 from patchkit.errors import BudgetTooSmallError, DimensionError, KernelTooLargeError, PatchkitTypeError, PatchkitValueError
-from patchkit.spec import effective_size
 from patchkit.stitch import axis_coordinate, axis_ops, blend_weights, normalize_crop, stitch
 from patchkit.testing import lazy_scene
 
-from .helpers import ALL_DTYPES, dtype_of, random_image
+from .helpers import ALL_DTYPES, dtype_of, random_image, spec_cases, tf_axis, tf_grid, tf_grid_shape, tf_taps
 
 
 needs_scipy = pytest.mark.skipif(importlib.util.find_spec("scipy") is None, reason="scipy.signal.windows needs scipy")
@@ -37,9 +36,15 @@ SPECS = [
 ]
 
 
+def taps(spec: PatchSpec, shape) -> tuple[np.ndarray, np.ndarray]:
+    """``(rows[oh, kh], cols[ow, kw])``: the pixels every patch samples, by TensorFlow's rule (helpers.tf_grid),
+    from the spec's arguments alone: none of the references here take geometry from the spec."""
+    return tf_grid(shape, spec.sizes, spec.strides, spec.rates, spec.padding)
+
+
 def coverage(spec: PatchSpec, shape, crop=(0, 0), keep=None) -> np.ndarray:
     """Which pixels ``[h, w]`` some kept tap of some (kept) patch samples, by brute force."""
-    rows, cols = spec.positions(shape)
+    rows, cols = taps(spec, shape)
     (kh, kw), (ch, cw) = spec.sizes, crop
     out = np.zeros(shape, bool)
     for i in range(rows.shape[0]):
@@ -69,26 +74,6 @@ def assert_same(actual, expected) -> None:
 def expected_image(source: xr.DataArray, mask: np.ndarray, fill) -> xr.DataArray:
     """The source with pixels outside ``mask`` set to ``fill``, labels untouched."""
     return source.copy(data=np.where(mask, source.values, np.asarray(fill, source.dtype)))
-
-
-def brute_force(patches6: np.ndarray, spec: PatchSpec, shape, weights, crop=(0, 0), keep=None) -> np.ndarray:
-    """The weighted mean of every pixel, summed patch by patch and tap by tap in Python (NaN where none)."""
-    b, oh, ow, kh, kw, c = patches6.shape
-    num, den = np.zeros((b, *shape, c)), np.zeros(shape)
-    rows, cols = spec.positions(shape)
-    for i in range(oh):
-        for j in range(ow):
-            if keep is not None and not keep[i, j]:
-                continue
-            for a in range(crop[0], kh - crop[0]):
-                for d in range(crop[1], kw - crop[1]):
-                    y, x = rows[i, a], cols[j, d]
-                    if 0 <= y < shape[0] and 0 <= x < shape[1]:
-                        w = weights[a - crop[0], d - crop[1]]
-                        num[:, y, x] += w * patches6[:, i, j, a, d].astype(np.float64)
-                        den[y, x] += w
-    with np.errstate(invalid="ignore"):
-        return num / den[None, :, :, None]
 
 
 # ---- round trips on GeoTIFFs -----------------------------------------------------------------------
@@ -173,19 +158,14 @@ def test_tf_layout_round_trip(dtype, kwargs, as_dict):
 
 
 @given(
-    shape=st.tuples(st.integers(1, 2), st.integers(1, 14), st.integers(1, 14), st.integers(1, 3)),
-    k=st.tuples(st.integers(1, 5), st.integers(1, 5)),
-    s=st.tuples(st.integers(1, 5), st.integers(1, 5)),
-    r=st.tuples(st.integers(1, 3), st.integers(1, 3)),
-    padding=st.sampled_from(["VALID", "SAME"]),
+    case=spec_cases(height=14, kernel=5, stride=5, rate=3),
     dtype=st.sampled_from(ALL_DTYPES),
     blend=st.sampled_from(["mean", "cosine", "none", _ramp]),
     crop=st.tuples(st.integers(0, 2), st.integers(0, 2)),
 )
-def test_extract_then_stitch_is_identity_where_covered(shape, k, s, r, padding, dtype, blend, crop):
+def test_extract_then_stitch_is_identity_where_covered(case, dtype, blend, crop):
     """For any spec, dtype and blend, stitching extracted patches gives every covered pixel back bit for bit."""
-    if padding == "VALID":
-        assume(all(effective_size(a, b) <= n for a, b, n in zip(k, r, shape[1:3])))
+    shape, k, s, r, padding = case
     crop = tuple(min(c, (kk - 1) // 2) for c, kk in zip(crop, k))
     image = random_image(shape, dtype)
     spec = PatchSpec(k, s, r, padding)
@@ -210,7 +190,7 @@ def test_blend_of_different_values_is_the_weighted_mean(dtype, blend, kwargs, cr
     crop2 = normalize_crop(crop, spec.sizes)
     weights = blend_weights(blend, (kh - 2 * crop2[0], kw - 2 * crop2[1]))
     result = stitch(patches6.reshape(2, oh, ow, -1), blend, spec=spec, image_shape=shape, crop=crop)
-    expected = brute_force(patches6, spec, shape, weights, crop2).astype(dtype)
+    expected = reference_stitch(patches6, spec.sizes, spec.strides, spec.rates, spec.padding, shape, weights, crop2).astype(dtype)
     assert result.dtype == np.dtype(dtype)
     np.testing.assert_allclose(result, expected, rtol=1e-6 if dtype == "float32" else 1e-12, atol=1e-12)
 
@@ -219,10 +199,10 @@ def test_blend_of_different_values_is_the_weighted_mean(dtype, blend, kwargs, cr
 def test_none_keeps_the_last_patch_in_row_major_order(kwargs):
     """blend='none' gives each pixel the value of the last patch (row-major) that samples it."""
     spec, shape = PatchSpec(**kwargs), (10, 12)
-    (oh, ow), (kh, kw) = spec.grid_shape(shape), spec.sizes
+    rows, cols = taps(spec, shape)
+    (oh, kh), (ow, kw) = rows.shape, cols.shape
     patches6 = np.random.default_rng(1).integers(0, 1000, (1, oh, ow, kh, kw, 2)).astype(np.int32)
     expected = np.zeros((1, *shape, 2), np.int32)
-    rows, cols = spec.positions(shape)
     for i in range(oh):
         for j in range(ow):
             for a in range(kh):
@@ -269,23 +249,14 @@ def reference_stitch(patches6, sizes, strides, rates, padding, shape, weights=No
                      fill=np.nan, summing=False, acc=np.float64):
     """Patches ``[B, oh, ow, kh, kw, C]`` back to ``[B, h, w, C]`` by looping over patches and taps.
 
-    Written from TensorFlow's rules alone (no patchkit geometry): effective kernel ``k + (k - 1)(r - 1)``;
-    SAME pads ``max((ceil(n / s) - 1) s + ke - n, 0)`` in all, half (rounded down) before; patch ``i``
-    tap ``a`` samples pixel ``i s - pad_before + a r``. Taps of zero weight add nothing; a pixel no
-    positive weight reaches gets ``fill`` (``summing``: every value adds, 0 where none; ``acc=object``
-    sums integers exactly as Python ints).
+    Written from TensorFlow's rules alone (no patchkit geometry; helpers.tf_axis): effective kernel
+    ``k + (k - 1)(r - 1)``; SAME pads ``max((ceil(n / s) - 1) s + ke - n, 0)`` in all, half (rounded down)
+    before; patch ``i`` tap ``a`` samples pixel ``i s - pad_before + a r``. Taps of zero weight add nothing;
+    a pixel no positive weight reaches gets ``fill`` (``summing``: every value adds, 0 where none;
+    ``acc=object`` sums integers exactly as Python ints).
     """
     b, oh, ow, kh, kw, c = patches6.shape
-    before, grid = [], []
-    for n, k, s, r in zip(shape, sizes, strides, rates):
-        ke = k + (k - 1) * (r - 1)
-        if padding == "SAME":
-            out = -(-n // s)
-            before.append(max((out - 1) * s + ke - n, 0) // 2)
-        else:
-            out = -(-(n - ke + 1) // s)
-            before.append(0)
-        grid.append(out)
+    grid, before = zip(*(tf_axis(n, k, s, r, padding) for n, k, s, r in zip(shape, sizes, strides, rates)))
     assert (oh, ow) == tuple(grid), ((oh, ow), grid)
     num = np.zeros((b, *shape, c), acc)
     den = np.zeros(shape)
@@ -317,7 +288,7 @@ def _as_tuples(kwargs: dict) -> tuple:
 def positive_coverage(kwargs: dict, shape, weights: np.ndarray, crop=(0, 0), keep=None) -> np.ndarray:
     """Which pixels ``[h, w]`` some tap of positive weight samples, from :func:`reference_stitch`."""
     sizes, strides, rates, padding = _as_tuples(kwargs)
-    oh, ow = PatchSpec(**kwargs).grid_shape(shape)
+    oh, ow = tf_grid_shape(shape, sizes, strides, rates, padding)
     ones = np.ones((1, oh, ow, *sizes, 1))
     return ~np.isnan(reference_stitch(ones, sizes, strides, rates, padding, shape, weights, crop, keep)[0, :, :, 0])
 
@@ -383,21 +354,11 @@ def test_sum_of_random_gradients_is_tensorflows(tf, kwargs):
     np.testing.assert_allclose(result, reference, rtol=1e-12, atol=1e-300)
 
 
-@given(
-    shape=st.tuples(st.integers(1, 2), st.integers(1, 12), st.integers(1, 12), st.integers(1, 3)),
-    k=st.tuples(st.integers(1, 4), st.integers(1, 4)),
-    s=st.tuples(st.integers(1, 5), st.integers(1, 5)),
-    r=st.tuples(st.integers(1, 3), st.integers(1, 3)),
-    padding=st.sampled_from(["VALID", "SAME"]),
-    seed=st.integers(0, 2**16),
-)
+@given(case=spec_cases(height=12, kernel=4, stride=5, rate=3), seed=st.integers(0, 2**16))
 @settings(max_examples=60)
-def test_sum_is_the_gradient_for_any_spec(tf, shape, k, s, r, padding, seed):
+def test_sum_is_the_gradient_for_any_spec(tf, case, seed):
     """For any spec, 'sum' gives TensorFlow's gradient of extraction, bit for bit on integer-valued gradients."""
-    if padding == "VALID":
-        assume(all(effective_size(a, b) <= n for a, b, n in zip(k, r, shape[1:3])))
-    kwargs = dict(sizes=k, strides=s, rates=r, padding=padding)
-    spec = PatchSpec(**kwargs)
+    shape, kwargs, spec = case.shape, case.kwargs, case.spec
     dy = integer_gradients(spec, shape, "float32", seed)
     assert_same(stitch(dy, "sum", spec=spec, image_shape=shape, max_memory="64KiB"), tf_gradient(tf, dy, kwargs, shape))
 
@@ -669,19 +630,11 @@ def test_zero_weight_taps_do_not_disturb_the_deviation_path(dtype, window):
     assert_same(result[0, :, :, 0], np.where(mask, np.array(value, dtype), np.zeros((), dtype)))
 
 
-@given(
-    shape=st.tuples(st.integers(1, 2), st.integers(1, 12), st.integers(1, 12), st.integers(1, 2)),
-    k=st.tuples(st.integers(1, 6), st.integers(1, 6)),
-    s=st.tuples(st.integers(1, 5), st.integers(1, 5)),
-    r=st.tuples(st.integers(1, 3), st.integers(1, 3)),
-    padding=st.sampled_from(["VALID", "SAME"]),
-    dtype=st.sampled_from(ALL_DTYPES),
-    seed=st.integers(0, 2**16),
-)
-def test_random_zero_weights_keep_values_where_positive(shape, k, s, r, padding, dtype, seed):
+@given(case=spec_cases(height=12, kernel=6, stride=5, rate=3, channels=2), dtype=st.sampled_from(ALL_DTYPES),
+       seed=st.integers(0, 2**16))
+def test_random_zero_weights_keep_values_where_positive(case, dtype, seed):
     """For any spec and dtype, random weights with zeros give back every pixel a positive weight reaches."""
-    if padding == "VALID":
-        assume(all(effective_size(a, b) <= n for a, b, n in zip(k, r, shape[1:3])))
+    shape, k, s, r, padding = case
     weights = np.random.default_rng(seed).integers(0, 3, k).astype(float)
     assume(weights.any())
     image = random_image(shape, dtype, seed)
@@ -828,13 +781,13 @@ def test_axis_ops_put_every_tap_on_its_pixel_once(n, k, s, r, crop, padding, lo,
     """The steps of an axis cover exactly the (patch, tap) pairs landing in the band, each once, in writing order."""
     from patchkit.stitch import _lines
 
-    assume(padding == "SAME" or effective_size(k, r) <= n)
+    positions = tf_taps(n, k, s, r, padding)  # TensorFlow's rule, not the spec's
+    assume(positions.shape[0] > 0)
     crop, lo = min(crop, (k - 1) // 2), lo % n
     hi = min(n, lo + span)
     spec = PatchSpec((k, 1), (s, 1), (r, 1), padding)
     line = _lines(spec, (n, 1), (crop, 0))[0]
     p0, p1 = (int(v) for v in line.needed(lo, hi))
-    positions = spec.positions((n, 1))[0]
     seen = {}
     last = {}
     for op in axis_ops(line, range(p0, p1), lo, hi):
@@ -847,7 +800,7 @@ def test_axis_ops_put_every_tap_on_its_pixel_once(n, k, s, r, crop, padding, lo,
                 seen[(i, a)] = pixel
                 assert last.get(pixel, -1) < i
                 last[pixel] = i
-    expected = {(i, a) for i in range(spec.grid_shape((n, 1))[0]) for a in range(crop, k - crop) if lo <= positions[i, a] < hi}
+    expected = {(i, a) for i in range(positions.shape[0]) for a in range(crop, k - crop) if lo <= positions[i, a] < hi}
     assert set(seen) == expected
 
 
