@@ -38,7 +38,7 @@ WRITES = {
                  "to_tfrecord(da, out + '/p', sizes=8, strides=5, padding='SAME', shard_size='12KiB', max_memory='40KiB', progress=False)"),
 }
 #: Kill points drawn per sink (31 in all).
-POINTS = {"zarr": 11, "geotiff": 10, "tfrecord": 10}
+POINTS = {"zarr": 13, "geotiff": 12, "tfrecord": 6}
 
 CHILD = textwrap.dedent(
     """

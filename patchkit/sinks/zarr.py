@@ -369,7 +369,14 @@ def _check_pixels(path: Path, ds, group) -> None:
             band = patches.isel(patch=slice(int(np.searchsorted(places, a)), int(np.searchsorted(places, b))))
         else:
             band = patches.isel(patch_row=slice(a, b))
-        if combine(row_digests(band.load(), slice(a, b)).values()) != logged:
+        try:
+            band = band.load()
+        except Exception as err:  # zarr's and the codecs' own errors for a chunk cut short or garbled
+            raise DamagedOutputError(
+                f"the Zarr store {str(path)!r} is damaged: patch rows {a}-{b - 1} do not read ({type(err).__name__}: {err}); "
+                "write it again with .patches.to_zarr(..., mode='w')"
+            ) from err
+        if combine(row_digests(band, slice(a, b)).values()) != logged:
             raise DamagedOutputError(
                 f"the Zarr store {str(path)!r} is damaged: patch rows {a}-{b - 1} differ from what was written; "
                 "write it again with .patches.to_zarr(..., mode='w')"
