@@ -35,7 +35,7 @@ from ..errors import ChangedSourceError, ForeignStoreError, SinkWriteError
 from ..spec import PatchSpec
 
 __all__ = ["digest", "describe", "fingerprint", "write_json", "read_json", "RowLog", "refuse_foreign", "write_error", "MODES",
-           "short_write", "row_digests", "combine", "EMPTY_ROW", "source_files", "check_content", "sample"]
+           "short_write", "check_resume", "row_digests", "combine", "EMPTY_ROW", "source_files", "check_content", "sample"]
 
 #: ``mode`` values of the sinks: None resumes a run with the same fingerprint, "w" starts afresh.
 MODES = (None, "w")
@@ -238,6 +238,19 @@ def check_content(entries: list, recompute: Callable[[np.ndarray], Iterator], ro
                 "dims and attrs, other values: another date of the tile, or a changed file); pass mode='w' "
                 "to write it again from this source, or choose another path"
             )
+
+
+def check_resume(prepared: Any, logged: list, files: list | None, max_memory: Any, where: str) -> None:
+    """Compare an output's logged bands with its source's pixels now, before resuming or returning it.
+
+    A sample of the bands (:func:`sample`), or all of them when the source's files (:func:`source_files`)
+    differ from ``files``, those recorded when the output was started.
+    """
+    from ..labelled import bands
+
+    changed = files != source_files(prepared.obj)
+    check_content(logged if changed else sample(logged), lambda done: bands(prepared, max_memory=max_memory, done=done),
+                  prepared.grid_shape[0], where)
 
 
 def refuse_foreign(what: str, where: Any, found: str | None) -> None:

@@ -35,8 +35,8 @@ from ..geo import crs_of
 from ..labelled import bands, patch_table, prepare
 from ..nodata import nodata_values
 from ..spec import PatchSpec
-from ._store import (MODES, RowLog, check_content, combine, fingerprint, read_json, refuse_foreign, row_digests, sample,
-                     short_write, source_files, write_error, write_json)
+from ._store import (MODES, RowLog, check_resume, combine, fingerprint, read_json, refuse_foreign, row_digests, short_write,
+                     source_files, write_error, write_json)
 
 __all__ = ["to_geotiffs", "read_index", "MANIFEST", "INDEX"]
 
@@ -114,11 +114,7 @@ def _start(folder: Path, mark: str, mode, prepared, count: int, max_memory) -> d
     """
     found = read_json(folder / MANIFEST) if folder.is_dir() else None
     if mode is None and found is not None and found.get("fingerprint") == mark:
-        bands_done = found.get("bands", [])
-        changed = found.get("source_files") != source_files(prepared.obj)
-        check_content(bands_done if changed else sample(bands_done),
-                      lambda done: bands(prepared, max_memory=max_memory, done=done), prepared.grid_shape[0],
-                      f"the chip folder {str(folder)!r}")
+        check_resume(prepared, found.get("bands", []), found.get("source_files"), max_memory, f"the chip folder {str(folder)!r}")
         return None if found.get("complete") else found
     occupied = folder.exists() and (not folder.is_dir() or any(folder.iterdir()))
     if occupied and mode != "w":

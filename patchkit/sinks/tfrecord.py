@@ -72,8 +72,8 @@ from ..labelled import bands, find_layout, prepare
 from ..nodata import check_fraction
 from ..spec import PatchSpec
 from ..units import parse_bytes
-from ._store import (EMPTY_ROW, check_content, combine, describe, digest, row_digests, sample, short_write, source_files,
-                     write_error, write_json)
+from ._store import (EMPTY_ROW, check_resume, combine, describe, digest, row_digests, short_write, source_files, write_error,
+                     write_json)
 
 __all__ = [
     "to_tfrecord",
@@ -449,12 +449,12 @@ def _difference(old: dict, new: dict) -> str:
     return f"it was written with other arguments: {changes}"
 
 
-def _resume(target: _Target, fresh: dict, mode: str | None) -> tuple[dict, bool]:
+def _resume(target: _Target, fresh: dict, mode: str | None) -> tuple[dict, list | None]:
     """The manifest to continue from: ``fresh`` with the shards already done, after checking the prefix;
-    and whether a source file changed since (size or time stamp)."""
+    and the source's files as recorded when the set was started."""
     if mode == "w":
         target.clear()
-        return fresh, False
+        return fresh, fresh["source_files"]
     old = target.load()
     if old is None:
         stray = target.existing_shards()
@@ -464,7 +464,7 @@ def _resume(target: _Target, fresh: dict, mode: str | None) -> tuple[dict, bool]
                 f"manifest {target.manifest.name!r}, so they cannot be resumed; pass mode='w' to replace "
                 "them, or choose another prefix"
             )
-        return fresh, False
+        return fresh, fresh["source_files"]
     if old.get("fingerprint") != fresh["fingerprint"]:
         raise ForeignStoreError(
             f"prefix {str(target.folder / target.name)!r} holds a TFRecord set that this call would not "
@@ -476,14 +476,7 @@ def _resume(target: _Target, fresh: dict, mode: str | None) -> tuple[dict, bool]
             shard.update({k: before.get(k) for k in ("count", "bytes", "sha256", "content")}, done=True)
     if all(s["done"] for s in fresh["shards"]):
         fresh.update(count=sum(s["count"] for s in fresh["shards"]), complete=bool(old.get("complete")))
-    return fresh, old.get("source_files") != fresh["source_files"]
-
-
-def _check_shards(manifest: dict, prepared, max_memory, changed: bool, where: Path) -> None:
-    """Compare the finished shards (a sample, or all when a source file changed) with the source's pixels."""
-    done = [[*s["rows"], s["content"]] for s in manifest["shards"] if s["done"] and s.get("content")]
-    check_content(done if changed else sample(done), lambda skip: bands(prepared, max_memory=max_memory, done=skip),
-                  manifest["grid_shape"][0], f"the TFRecord set {str(where)!r}")
+    return fresh, old.get("source_files")
 
 
 def _tf_write_error(what: str, where: Path, err: Exception) -> Exception:
@@ -680,8 +673,9 @@ def to_tfrecord(
         target.folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise write_error("the TFRecord folder", target.folder, err, "no shards") from err
-    manifest, changed = _resume(target, fresh, mode)
-    _check_shards(manifest, prepared, max_memory, changed, target.manifest)
+    manifest, files = _resume(target, fresh, mode)
+    finished = [[*s["rows"], s["content"]] for s in manifest["shards"] if s["done"] and s.get("content")]
+    check_resume(prepared, finished, files, max_memory, f"the TFRecord set {str(target.manifest)!r}")
     if any(not shard["done"] for shard in manifest["shards"]):
         target.save(manifest)
         _write_shards(tf, target, manifest, prepared, features, compression, max_memory, backend, progress)

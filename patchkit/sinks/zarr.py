@@ -37,7 +37,7 @@ from ..errors import BudgetTooSmallError, DamagedOutputError, IncompleteStoreErr
 from ..labelled import bands, prepare, template
 from ..spec import PatchSpec
 from ..units import format_bytes, parse_bytes
-from ._store import MODES, RowLog, check_content, combine, fingerprint, refuse_foreign, row_digests, sample, source_files, write_error
+from ._store import MODES, RowLog, check_resume, combine, fingerprint, refuse_foreign, row_digests, source_files, write_error
 
 __all__ = ["to_zarr", "open_patches", "COMPLETE", "ROWS_DONE", "FINGERPRINT"]
 
@@ -149,9 +149,7 @@ def _start(path: Path, prepared, mark: str, mode, compression, chunk_patches, ma
     attrs = dict(group.attrs) if group is not None else {}
     if mode is None and attrs.get(FINGERPRINT) == mark:
         log = RowLog(rows, attrs.get(ROWS_DONE, []), attrs.get(BANDS, []))
-        changed = attrs.get(SOURCE_FILES) != source_files(prepared.obj)
-        check_content(log.bands if changed else sample(log.bands), _recompute(prepared, max_memory), rows,
-                      f"the Zarr store {str(path)!r}")
+        check_resume(prepared, log.bands, attrs.get(SOURCE_FILES), max_memory, f"the Zarr store {str(path)!r}")
         return None if attrs.get(COMPLETE) else log
     occupied = path.exists() and (not path.is_dir() or any(path.iterdir()))
     if occupied and mode != "w":
@@ -185,11 +183,6 @@ def _create(path: Path, prepared, mark: str, compression, chunk_patches) -> None
         raise write_error("the Zarr store", path, err, "no bands") from err
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _recompute(prepared, max_memory):
-    """``done -> (rows, band)`` of the rows not done: the bands again, to compare with the logged digests."""
-    return lambda done: bands(prepared, max_memory=max_memory, done=done)
 
 
 def _region(prepared, rows: slice) -> tuple[str, slice]:
