@@ -98,8 +98,8 @@ def sentinel_allocations() -> Iterator[None]:
     """Within the block every ``np.empty`` (and ``np.empty_like`` of an ndarray) comes back filled with the
     sentinel of :func:`sentinel_filled` and followed by as much sentinel again: an element the code under
     test leaves unwritten, or a read past the end of a buffer it allocated (a halo too short), shows in its
-    result every time instead of by the chance of what uninitialised memory held. (The fixture of the same
-    name in conftest.py does this for a whole test; this form suits hypothesis tests.)"""
+    result every time instead of by the chance of what uninitialised memory held. (The fixture
+    ``sentinel_buffers`` in conftest.py does this for a whole test; this form suits hypothesis tests.)"""
     import pytest
 
     real_empty, real_empty_like = np.empty, np.empty_like
