@@ -250,6 +250,6 @@ def lazy_patches(source: Source, spec: PatchSpec, backend, chunk_memory: int | s
         task = dask.delayed(_band_from_halo, pure=True)(source.data[:, ya:yb], ya, shape, spec, rows, backend.name, band_keep)
         chunk = (rows.stop - rows.start, ow) if keep is None else (int(band_keep.sum()),)
         blocks.append(da.from_delayed(task, shape=(b, *chunk, depth), dtype=dtype))
-    if not blocks:
-        return da.empty((b, 0, depth), dtype=dtype)
+    if not blocks:  # one empty chunk (dask cannot size chunks of a zero-length axis by itself)
+        return da.empty((b, 0, depth), dtype=dtype, chunks=(b, 1, depth))
     return da.concatenate(blocks, axis=1)

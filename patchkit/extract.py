@@ -118,7 +118,7 @@ def _empty(source: Source, spec: PatchSpec, shape: tuple[int, int, int, int]) ->
     if source.kind == "dask":
         import dask.array as da
 
-        return da.zeros(shape, dtype=source.dtype)
+        return da.zeros(shape, dtype=source.dtype, chunks=tuple(max(d, 1) for d in shape))  # one (empty) chunk
     return np.zeros(shape, source.dtype)
 
 
@@ -132,10 +132,10 @@ def _check_fits(spec: PatchSpec, source: Source, backend) -> None:
     available = available_memory()
     if need > available:
         output = spec.nbytes(source.shape, source.dtype)
-        row = spec.row_nbytes(source.shape, source.dtype)
+        row = spec.min_memory(source.shape, source.dtype, lazy=source.lazy, chunks=source.chunks, pad_copy=backend.pad_copy)
         fix = (
-            f"even one row of patches takes {format_bytes(row)}, so no streaming helps: use smaller sizes (or rates), "
-            "or a larger stride" if row > available else
+            f"even one row of patches takes {format_bytes(row)} (with its padded or read copies), so no streaming helps: "
+            "use smaller sizes or rates, or a larger stride" if row > available else
             "stream it in row bands with patchkit.iter_patches(images, sizes, strides, ..., max_memory='512MiB')"
         )
         raise OutputTooLargeError(

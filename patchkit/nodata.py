@@ -13,7 +13,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from .errors import PatchkitValueError
+from .errors import PatchkitValueError, shown
 from .sources import Source, as_source
 from .spec import PatchSpec
 
@@ -26,11 +26,11 @@ def check_fraction(value: Any, name: str = "max_nodata_fraction") -> float | Non
         return None
     try:
         fraction = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an int beyond a float
         fraction = float("nan")
-    if isinstance(value, bool) or not 0.0 <= fraction <= 1.0:
+    if isinstance(value, (bool, np.bool_)) or not 0.0 <= fraction <= 1.0:
         raise PatchkitValueError(
-            f"{name}={value!r} must be a share between 0.0 and 1.0 (0.0 keeps only patches without "
+            f"{name}={shown(value)} must be a share between 0.0 and 1.0 (0.0 keeps only patches without "
             "nodata, 1.0 keeps all); pass e.g. 0.25, or None to keep every patch"
         )
     return fraction

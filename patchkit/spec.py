@@ -24,7 +24,7 @@ from typing import Sequence
 import numpy as np
 
 from .dtypes import check_dtype
-from .errors import BudgetTooSmallError, InvalidImageError, InvalidSpecError, KernelTooLargeError, shown
+from .errors import BudgetTooSmallError, InvalidImageError, InvalidSpecError, KernelTooLargeError, OutputTooLargeError, shown
 from .units import format_bytes, parse_bytes
 
 __all__ = [
@@ -42,6 +42,8 @@ __all__ = [
 PADDINGS = ("VALID", "SAME")
 #: The largest size, stride or rate: ``tf.image.extract_patches`` holds them in int32 and refuses more.
 MAX_VALUE = 2**31 - 1
+#: The most values a patch may hold (``kh * kw * channels``): numpy refuses axes whose bytes pass 2**63 - 1.
+MAX_DEPTH = 2**59
 
 
 # --------------------------------------------------------------------------------------------------
@@ -389,7 +391,7 @@ class PatchSpec:
         """TensorFlow's output shape ``[batch, out_rows, out_cols, kh * kw * channels]``."""
         b, _, _, c = _four_d(shape)
         oh, ow = self.grid_shape(shape)
-        return (b, oh, ow, self.sizes[0] * self.sizes[1] * c)
+        return (b, oh, ow, self._depth(c))
 
     def tf_output_shape(self, shape: Sequence[int]) -> tuple[int, int, int, int]:
         """TensorFlow's output shape for any 4-D ``shape``, empty results included.
@@ -404,7 +406,17 @@ class PatchSpec:
             tf_output_size(n, k, s, r, self.padding, axis)
             for axis, n, k, s, r in zip(("height", "width"), (h, w), self.sizes, self.strides, self.rates)
         )
-        return (b, rows, cols, self.sizes[0] * self.sizes[1] * c)
+        return (b, rows, cols, self._depth(c))
+
+    def _depth(self, channels: int) -> int:
+        """``kh * kw * channels``, the last axis of the output; refused beyond :data:`MAX_DEPTH`."""
+        depth = self.sizes[0] * self.sizes[1] * channels
+        if depth > MAX_DEPTH:
+            raise OutputTooLargeError(
+                f"patches of {self.sizes[0]}x{self.sizes[1]} pixels with {channels} channels hold {depth} values each, "
+                "more than an array axis of any dtype can (2**59 values of up to 16 bytes); use smaller sizes"
+            )
+        return depth
 
     def padding_amounts(self, shape: Sequence[int]) -> tuple[tuple[int, int], tuple[int, int]]:
         """Zeros added ``((top, bottom), (left, right))``; all 0 under ``VALID``."""

@@ -117,14 +117,14 @@ def _scipy_window(blend, k: int) -> np.ndarray:
         from scipy.signal.windows import get_window
     except ImportError as err:
         raise ImportError(
-            f"blend={blend!r} is a scipy.signal.windows name, which needs scipy; install it with "
+            f"blend={shown(blend)} is a scipy.signal.windows name, which needs scipy; install it with "
             "`pip install scipy`, or use blend='cosine' or 'mean'"
         ) from err
     try:
         window = np.asarray(get_window(blend, k, fftbins=False), np.float64)
-    except (ValueError, TypeError) as err:
+    except (ValueError, TypeError, IndexError, KeyError, OverflowError) as err:
         raise PatchkitValueError(
-            f"blend={blend!r} is not a blend patchkit knows ({err}); use one of {BLENDS}, a "
+            f"blend={shown(blend)} is not a blend patchkit knows ({type(err).__name__}: {shown(err, 200)}); use one of {BLENDS}, a "
             "scipy.signal.windows name such as 'hamming' or ('tukey', 0.5), or a callable "
             "(kh, kw) -> weights of shape (kh, kw)"
         ) from None
@@ -138,24 +138,24 @@ def _check_weights(weights: Any, blend, shape: tuple[int, int]) -> np.ndarray:
     try:
         weights = np.asarray(weights, dtype=np.float64)
     except (TypeError, ValueError) as err:
-        raise PatchkitTypeError(f"blend={blend!r} returned {type(weights).__name__}, not an array of weights: {err}") from None
+        raise PatchkitTypeError(f"blend={shown(blend)} returned {type(weights).__name__}, not an array of weights: {err}") from None
     if weights.shape != shape:
         raise PatchkitValueError(
-            f"blend={blend!r} gave weights of shape {weights.shape}, but the patches (after crop) are "
+            f"blend={shown(blend)} gave weights of shape {weights.shape}, but the patches (after crop) are "
             f"{shape}; a callable blend is called as blend(kh, kw) and must return an array of shape (kh, kw)"
         )
     good = np.isfinite(weights) & (weights >= 0)
     if not good.all():
         bad = weights[~good]
         raise PatchkitValueError(
-            f"blend={blend!r} gives {bad.size} weights that are negative or not finite (e.g. {bad.flat[0]!r}); "
+            f"blend={shown(blend)} gives {bad.size} weights that are negative or not finite (e.g. {shown(bad.flat[0])}); "
             "every weight must be finite and at least 0 (zeros are fine: a pixel that only zero weights reach "
             "gets fill_value): clip them, e.g. lambda kh, kw: np.clip(my_weights(kh, kw), 0, None), or use "
             "blend='cosine' or a scipy.signal.windows name such as 'hann'"
         )
     if not weights.any():
         raise PatchkitValueError(
-            f"blend={blend!r} gives only zero weights for patches of {shape[0]}x{shape[1]} pixels (after crop), "
+            f"blend={shown(blend)} gives only zero weights for patches of {shape[0]}x{shape[1]} pixels (after crop), "
             "so every pixel would be fill_value; use larger patches, a smaller crop, or blend='mean'"
         )
     return weights
@@ -204,7 +204,7 @@ def blend_weights(blend: str | tuple | Callable, shape: tuple[int, int]) -> np.n
     if callable(blend):
         return _check_weights(blend(kh, kw), blend, shape)
     raise PatchkitTypeError(
-        f"blend={blend!r} (a {type(blend).__name__}) is not a blend; use one of {BLENDS}, a "
+        f"blend={shown(blend)} (a {type(blend).__name__}) is not a blend; use one of {BLENDS}, a "
         "scipy.signal.windows name, or a callable (kh, kw) -> weights"
     )
 
@@ -220,11 +220,11 @@ def normalize_crop(crop: int | Sequence[int], sizes: tuple[int, int]) -> tuple[i
     """
     pair = (crop, crop) if isinstance(crop, (int, np.integer)) else tuple(crop) if isinstance(crop, Sequence) else None
     if pair is None or len(pair) != 2 or not all(isinstance(c, (int, np.integer)) and not isinstance(c, bool) for c in pair):
-        raise PatchkitValueError(f"crop={crop!r} must be an integer or a (rows, cols) pair of integers, e.g. crop=8")
+        raise PatchkitValueError(f"crop={shown(crop)} must be an integer or a (rows, cols) pair of integers, e.g. crop=8")
     for c, k, axis in zip(pair, sizes, ("rows", "cols")):
         if c < 0 or 2 * c >= k:
             raise PatchkitValueError(
-                f"crop={crop!r} drops {c} {axis} from each side of patches of {k} {axis}; it must be at least 0 "
+                f"crop={shown(crop)} drops {shown(c)} {axis} from each side of patches of {k} {axis}; it must be at least 0 "
                 f"and leave at least one (at most {(k - 1) // 2})"
             )
     return int(pair[0]), int(pair[1])
@@ -629,11 +629,11 @@ def _as_spec(spec: Any) -> PatchSpec:
             return PatchSpec.from_dict(spec)
         except KeyError as err:
             raise PatchkitValueError(
-                f"spec={dict(spec)!r} has no {err.args[0]!r}; a spec dict needs 'sizes' and 'strides' (and "
+                f"spec={shown(dict(spec))} has no {err.args[0]!r}; a spec dict needs 'sizes' and 'strides' (and "
                 "optionally 'rates' and 'padding'), as PatchSpec.to_dict() writes"
             ) from None
     raise PatchkitTypeError(
-        f"spec={spec!r} (a {type(spec).__name__}) is not a PatchSpec; pass PatchSpec(sizes, strides, rates, padding) "
+        f"spec={shown(spec)} (a {type(spec).__name__}) is not a PatchSpec; pass PatchSpec(sizes, strides, rates, padding) "
         "or a dict with those keys"
     )
 
@@ -1158,7 +1158,7 @@ def _fill_value(fill_value: Any, dtype: np.dtype, source: Any) -> Any:
     same = cast is not None and (cast == fill_value or (cast != cast and fill_value != fill_value))
     if not same:
         raise PatchkitValueError(
-            f"fill_value={fill_value!r}{'' if given else ' (the source nodata)'} does not fit the patches' dtype {dtype}; "
+            f"fill_value={shown(fill_value)}{'' if given else ' (the source nodata)'} does not fit the patches' dtype {dtype}; "
             f"pass a fill_value that {dtype} can hold, e.g. fill_value=0"
         )
     return cast[()]
@@ -1395,7 +1395,7 @@ def _sum_fill(fill_value: Any, dtype: np.dtype) -> Any:
     given = None if fill_value is None else np.asarray(fill_value)
     if given is not None and not (given.shape == () and given.dtype.kind in "biufc" and given == 0):
         raise PatchkitValueError(
-            f"fill_value={fill_value!r} does not apply to blend='sum': pixels that no patch samples get 0, the "
+            f"fill_value={shown(fill_value)} does not apply to blend='sum': pixels that no patch samples get 0, the "
             "gradient of extraction there; drop fill_value, or use blend='mean' to fill them"
         )
     return np.zeros((), dtype)[()]

@@ -28,6 +28,12 @@ _UNITS = {
     "mib": 2**20,
     "gib": 2**30,
     "tib": 2**40,
+    "p": 10**15,
+    "pb": 10**15,
+    "pib": 2**50,
+    "e": 10**18,
+    "eb": 10**18,
+    "eib": 2**60,
 }
 _PATTERN = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)(?:[eE]([+-]?\d+))?\s*([a-zA-Z]*)\s*$")
 
@@ -44,7 +50,7 @@ def parse_bytes(value: int | float | str, name: str = "max_memory") -> int:
     ----------
     value : int, float or str
         A positive number of bytes, or a string with a decimal (``kB``, ``MB``, ``GB``, ``TB``) or
-        binary (``KiB``, ``MiB``, ``GiB``, ``TiB``) unit, case-insensitive: ``"512MiB"``, ``"2GB"``,
+        binary (``KiB``, ``MiB``, ``GiB``, ``TiB``; up to ``EB``/``EiB``) unit, case-insensitive: ``"512MiB"``, ``"2GB"``,
         ``"1.5 GiB"``. Fractions of a byte are rounded down. At most :data:`MAX_BYTES` (8 EiB).
     name : str
         The argument's name, used in the error message.
@@ -63,7 +69,7 @@ def parse_bytes(value: int | float | str, name: str = "max_memory") -> int:
         raise InvalidMemoryError(f"{name}={shown(value)} must be a positive number of bytes, such as '512MiB'")
     if nbytes > MAX_BYTES:
         raise InvalidMemoryError(
-            f"{name}={shown(value)} is more bytes than any machine holds (at most 2**63 - 1, 8 EiB); "
+            f"{name}={shown(value)} is more bytes than any machine holds (at most 2**63 - 1, just under 8 EiB); "
             f"pass the memory you mean to use, such as '512MiB' or '16GiB'"
         )
     return nbytes
@@ -102,7 +108,10 @@ def _parse_number(value, name: str) -> int:
                 "(there is no unlimited budget)"
             )
         return int(value)
-    return operator.index(value)
+    try:
+        return operator.index(value)
+    except TypeError:  # an array of more than one value, or an object whose __index__ refuses
+        raise InvalidMemoryError(f"{name}={shown(value)} is not a number of bytes; pass {_FORMS}") from None
 
 
 def format_bytes(nbytes: int | float) -> str:
