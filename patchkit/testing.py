@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from .dtypes import SUPPORTED_DTYPES, check_dtype
+from .errors import InvalidImageError, PatchkitValueError, UnsupportedDtypeError, shown
 from .spec import PatchSpec
 
 __all__ = ["reference_patches", "assert_patches_equal", "assert_matches_tensorflow", "lazy_scene"]
@@ -19,10 +21,10 @@ __all__ = ["reference_patches", "assert_patches_equal", "assert_matches_tensorfl
 
 def reference_patches(images: Any, sizes, strides, rates=1, padding: str = "VALID") -> np.ndarray:
     """What ``tf.image.extract_patches`` returns, as an ndarray (bool goes through uint8: TF has no bool kernel)."""
+    spec = PatchSpec(sizes, strides, rates, padding)  # checked before TensorFlow is imported
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 
-    spec = PatchSpec(sizes, strides, rates, padding)
     images = np.asarray(images)
     is_bool = images.dtype == np.bool_
     out = tf.image.extract_patches(
@@ -72,14 +74,39 @@ def lazy_scene(shape: tuple[int, int, int, int], dtype="uint16", chunks: tuple[i
 
     from .sources import _normalize_chunks
 
+    shape = _positive(shape, 4, "shape", "(1, 4096, 4096, 3)")
+    dtype = _scene_dtype(dtype)
+    chunks = _positive(chunks, 2, "chunks", "(1024, 4096)")
     b, _, _, c = shape
-    dtype = np.dtype(dtype)
     return da.map_blocks(
         _scene_block,
         dtype=dtype,
         chunks=_normalize_chunks((b, *chunks, c), shape),
         meta=np.empty((0, 0, 0, 0), dtype),
     )
+
+
+def _positive(values: Any, count: int, name: str, example: str) -> tuple[int, ...]:
+    """``values`` as ``count`` positive ints, or the patchkit error naming ``name`` (shape or chunks)."""
+    try:
+        items = tuple(values)
+        ok = len(items) == count and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1 for v in items)
+    except TypeError:
+        ok = False
+    if not ok:
+        error = InvalidImageError if name == "shape" else PatchkitValueError
+        raise error(f"{name}={shown(values)} must be {count} positive integers; pass e.g. {name}={example}")
+    return tuple(int(v) for v in items)
+
+
+def _scene_dtype(dtype: Any) -> np.dtype:
+    """``dtype`` as a numpy dtype that extraction accepts, or :class:`UnsupportedDtypeError` naming it."""
+    try:
+        return check_dtype(dtype, "dtype")
+    except UnsupportedDtypeError:
+        raise UnsupportedDtypeError(
+            f"dtype={shown(dtype)} is not one tf.image.extract_patches accepts; pass one of {', '.join(SUPPORTED_DTYPES)}"
+        ) from None
 
 
 def _scene_block(block_info=None) -> np.ndarray:

@@ -40,7 +40,8 @@ import numpy as np
 from .backends import get_backend
 from .chunking import DEFAULT_MAX_MEMORY, plan_for
 from .dtypes import check_dtype
-from .errors import DimensionError, PatchkitError, PatchkitTypeError, PatchkitValueError
+from .dtypes import SUPPORTED_DTYPES
+from .errors import DimensionError, InvalidImageError, PatchkitError, PatchkitTypeError, PatchkitValueError, UnsupportedDtypeError, shown
 from .labelled import Layout, arrange, find_layout
 from .nodata import check_fraction, nodata_counts, nodata_values
 from .sinks import geotiff as geotiff_sink
@@ -80,6 +81,20 @@ MAX_SAMPLED = 256
 MAX_LINES = 96
 #: A numpy-backed scene is wrapped in dask chunks of about this size for a cancellable run.
 CANCEL_CHUNK = "32MiB"
+
+
+def check_sink(sink: Any) -> str:
+    """``sink`` if it names one of :data:`SINKS`, else a :class:`PatchkitValueError` saying which to choose."""
+    if isinstance(sink, str) and sink in SINKS:
+        return sink
+    raise PatchkitValueError(f"sink={shown(sink)} is not one of {sorted(SINKS)}; choose one of those")
+
+
+def check_spec(spec: Any) -> PatchSpec:
+    """``spec`` if it is a :class:`PatchSpec`, else a :class:`PatchkitTypeError` saying how to make one."""
+    if isinstance(spec, PatchSpec):
+        return spec
+    raise PatchkitTypeError(f"spec={shown(spec)} (a {type(spec).__name__}) is not a PatchSpec; pass PatchSpec(sizes, strides, rates, padding)")
 
 
 class RunCancelled(PatchkitError):
@@ -337,12 +352,16 @@ class ExplorerModel:
     nodata: NodataMap | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "shape", _four_d(self.shape))
-        object.__setattr__(self, "dtype", check_dtype(self.dtype))
+        object.__setattr__(self, "shape", _model_shape(self.shape))
+        try:
+            object.__setattr__(self, "dtype", check_dtype(self.dtype, "dtype"))
+        except UnsupportedDtypeError:
+            raise UnsupportedDtypeError(
+                f"dtype={shown(self.dtype)} is not one tf.image.extract_patches accepts; pass one of {', '.join(SUPPORTED_DTYPES)}"
+            ) from None
         if self.kind not in ("numpy", "dask", "lazy"):
-            raise PatchkitValueError(f"kind={self.kind!r} is not one of 'numpy', 'dask', 'lazy'")
-        if not isinstance(self.spec, PatchSpec):
-            raise PatchkitTypeError(f"spec={self.spec!r} is not a PatchSpec; pass PatchSpec(sizes, strides, rates, padding)")
+            raise PatchkitValueError(f"kind={shown(self.kind)} is not one of 'numpy', 'dask', 'lazy'; pass the one that holds the scene")
+        check_spec(self.spec)
         check_fraction(self.max_nodata_fraction)
 
     @classmethod
@@ -366,7 +385,10 @@ class ExplorerModel:
         """The model of a ``[batch, height, width, channels]`` array (numpy, dask, zarr...), not read."""
         source = as_source(images)
         if source.kind == "tensorflow":
-            raise PatchkitTypeError("the explorer takes host or lazy arrays; pass tensor.numpy() or an xarray DataArray")
+            raise PatchkitTypeError(
+                f"images is a {type(images).__name__} of shape {source.shape}, but the explorer takes host or lazy arrays; "
+                "pass tensor.numpy() or an xarray DataArray"
+            )
         return cls(source.shape, source.dtype, source.chunks, source.kind, **kwargs)
 
     @property
@@ -377,6 +399,13 @@ class ExplorerModel:
     def update(self, **changes: Any) -> "ExplorerModel":
         """A copy with some fields changed; ``sizes``, ``strides``, ``rates`` and ``padding`` change the spec."""
         parts = {k: changes.pop(k) for k in ("sizes", "strides", "rates", "padding") if k in changes}
+        fields = set(self.__dataclass_fields__)
+        unknown = sorted(set(changes) - fields)
+        if unknown:
+            raise PatchkitValueError(
+                f"{', '.join(f'{k}={shown(changes[k])}' for k in unknown)}: not a field of ExplorerModel; use one of "
+                f"{sorted(fields | {'sizes', 'strides', 'rates', 'padding'})}"
+            )
         if parts:
             spec = changes.get("spec", self.spec)
             fields = {"sizes": spec.sizes, "strides": spec.strides, "rates": spec.rates, "padding": spec.padding, **parts}
@@ -422,6 +451,17 @@ class ExplorerModel:
         except PatchkitError as err:  # a budget below the minimum (the message gives it), a bad max_memory
             return Summary(peak=None, bands=None, band_rows=None, problem=str(err), **common)
         return Summary(peak=plan.peak, bands=len(plan), band_rows=plan.band_rows, **common)
+
+
+def _model_shape(shape: Any) -> tuple[int, int, int, int]:
+    """``shape`` as a validated ``[batch, height, width, channels]``; errors name the argument ``shape``."""
+    try:
+        return _four_d(shape)
+    except (InvalidImageError, TypeError, ValueError):
+        raise InvalidImageError(
+            f"shape={shown(shape)} must be [batch, height, width, channels]: four positive integers; "
+            "pass e.g. shape=(1, 4096, 4096, 3)"
+        ) from None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -581,9 +621,20 @@ class Scene:
         import xarray as xr
 
         if isinstance(obj, xr.Dataset):
-            raise DimensionError("PatchExplorer explores one DataArray; pick a variable (ds['name']) or stack them with ds.to_dataarray('band')")
+            raise DimensionError(
+                f"obj is a Dataset of the variables {[str(n) for n in obj.data_vars]}, but PatchExplorer explores one "
+                "DataArray; pick a variable (ds['name']) or stack them with ds.to_dataarray('band')"
+            )
         if not isinstance(obj, xr.DataArray):
-            raise PatchkitTypeError(f"obj is a {type(obj).__name__}; PatchExplorer takes an xarray DataArray, e.g. rioxarray.open_rasterio(path, chunks={'y': 1024, 'x': 1024})")
+            raise PatchkitTypeError(
+                f"obj is a {type(obj).__name__}, but PatchExplorer takes an xarray DataArray; open the scene with e.g. "
+                "rioxarray.open_rasterio(path, chunks={'y': 1024, 'x': 1024})"
+            )
+        if isinstance(preview_size, bool) or not isinstance(preview_size, (int, np.integer)) or preview_size < 1:
+            raise PatchkitValueError(
+                f"preview_size={shown(preview_size)} must be a positive whole number of pixels (the preview's longer "
+                f"side); pass e.g. preview_size={PREVIEW_SIZE}"
+            )
         layout = find_layout(obj, spatial_dims, channel_dims)
         preview = read_preview(obj, layout, preview_size)
         markers = nodata_values(obj)
@@ -782,8 +833,8 @@ def job_code(spec: PatchSpec, sink: str, path: str | Path, *, max_memory: int | 
         ``chips`` or ``tfrecord/patches`` under its ``output_dir``; comment lines follow the command
         where the template cannot do exactly the same (another output name, ``mode="w"``).
     """
-    if sink not in SINKS:
-        raise PatchkitValueError(f"sink={sink!r} is not one of {sorted(SINKS)}")
+    check_sink(sink)
+    check_spec(spec)
     path = Path(path)
     spec_args = {"sizes": _pair(spec.sizes), "strides": _pair(spec.strides), "rates": _pair(spec.rates), "padding": spec.padding}
     keywords = {**spec_args, "max_memory": max_memory}
@@ -878,7 +929,8 @@ def sink_progress(sink: str, path: str | Path, rows: int) -> tuple[int, int, str
             return rows, rows, "rows"
         done = sum(s["rows"][1] - s["rows"][0] for s in manifest.get("shards", []) if s.get("done"))
         return min(done, rows), rows, "rows"
-    raise PatchkitValueError(f"sink={sink!r} is not one of {sorted(SINKS)}")
+    check_sink(sink)
+    raise AssertionError("unreachable: every sink is handled above")
 
 
 class SinkRun:
@@ -911,8 +963,8 @@ class SinkRun:
                  mode: str | None = None, backend: str = "auto",
                  on_progress: Callable[[int, int, str], None] | None = None,
                  on_finish: Callable[["SinkRun"], None] | None = None, poll: float = 0.2, layout: Layout | None = None):
-        if sink not in SINKS:
-            raise PatchkitValueError(f"sink={sink!r} is not one of {sorted(SINKS)}")
+        check_sink(sink)
+        check_spec(spec)
         self.obj, self.sink, self.path, self.spec = obj, sink, Path(path), spec
         self.options = dict(max_memory=max_memory, max_nodata_fraction=max_nodata_fraction, mode=mode, backend=backend)
         self.on_progress, self.on_finish, self.poll = on_progress, on_finish, poll
@@ -1069,6 +1121,18 @@ def _escape(text: str | None) -> str:
     return html.escape(text or "")
 
 
+def _control_int(key: str, value: Any, control: Any) -> None:
+    """Refuse a value a slider cannot take as given (a fraction, text, a bool, outside its range) instead of bending it."""
+    whole = isinstance(value, (int, np.integer)) or isinstance(value, (float, np.floating)) and float(value).is_integer()
+    if isinstance(value, (bool, np.bool_)) or not whole:
+        raise PatchkitValueError(f"{key}={shown(value)} is not a whole number of pixels; pass an integer, e.g. {key}=256")
+    if not control.min <= value <= control.max:
+        raise PatchkitValueError(
+            f"{key}={shown(value)} is outside the control's range {control.min}..{control.max}; pass a value in it "
+            "(or use the sinks directly for larger values)"
+        )
+
+
 class PatchExplorer:
     """Choose sizes, strides, rates, padding and a memory budget for a scene, see what they give, run it.
 
@@ -1121,8 +1185,7 @@ class PatchExplorer:
         if sizes is None:
             sizes = min(256, h, w)
         spec = PatchSpec(sizes, strides if strides is not None else max(1, min(PatchSpec(sizes, 1).sizes) // 2), rates, padding)
-        if sink not in SINKS:
-            raise PatchkitValueError(f"sink={sink!r} is not one of {sorted(SINKS)}")
+        check_sink(sink)
         self.name = name
         self.model = self.scene.model(spec, max_memory=max_memory, max_nodata_fraction=check_fraction(max_nodata_fraction),
                                       backend=backend)
@@ -1167,6 +1230,13 @@ class PatchExplorer:
     def set(self, **values: Any) -> None:
         """Set controls by name (``sizes``, ``strides``, ``rates``, ``padding``, ``max_memory``,
         ``max_nodata_fraction`` (None turns the filter off), ``sink``, ``path``), as a user would."""
+        for key, value in values.items():  # all checked first: a refused value changes no control
+            if key not in self.controls:
+                raise PatchkitValueError(f"{key!r} is not a control of the explorer; use one of {sorted(self.controls)}")
+            if key == "max_nodata_fraction":
+                check_fraction(value)
+            elif key in ("sizes", "strides", "rates"):
+                _control_int(key, value, self.controls[key])
         for key, value in values.items():
             if key == "max_nodata_fraction":
                 self.controls["filter_nodata"].value = value is not None
@@ -1174,10 +1244,8 @@ class PatchExplorer:
                     self.controls["max_nodata_fraction"].value = float(value)
             elif key in ("sizes", "strides", "rates"):
                 self.controls[key].value = int(value)
-            elif key in self.controls:
-                self.controls[key].value = value
             else:
-                raise PatchkitValueError(f"{key!r} is not a control of the explorer; use one of {sorted(self.controls)}")
+                self.controls[key].value = value
 
     def run(self, *, wait: bool = False) -> SinkRun:
         """Start the extraction to the chosen sink, as the Run button does; ``wait`` blocks until it ends."""

@@ -31,11 +31,12 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from ..errors import ChangedSourceError, ForeignStoreError, SinkWriteError
+from ..errors import ChangedSourceError, ForeignStoreError, PatchkitTypeError, PatchkitValueError, SinkWriteError, shown
 from ..spec import PatchSpec
 
 __all__ = ["digest", "describe", "fingerprint", "write_json", "read_json", "RowLog", "refuse_foreign", "write_error", "MODES",
-           "short_write", "check_resume", "row_digests", "combine", "EMPTY_ROW", "source_files", "check_content", "sample"]
+           "short_write", "check_resume", "row_digests", "combine", "EMPTY_ROW", "source_files", "check_content", "sample",
+           "check_path", "check_source", "check_verify", "check_mode"]
 
 #: ``mode`` values of the sinks: None resumes a run with the same fingerprint, "w" starts afresh.
 MODES = (None, "w")
@@ -253,6 +254,55 @@ def check_resume(prepared: Any, logged: list, files: list | None, max_memory: An
                   prepared.grid_shape[0], where)
 
 
+# --------------------------------------------------------------------------------------------------
+# Arguments every sink checks before it touches its output
+# --------------------------------------------------------------------------------------------------
+
+
+def check_path(value: Any, name: str, example: str) -> Path:
+    """``value`` (a str or path-like naming something) as a :class:`Path`; else a patchkit error naming ``name``."""
+    if not isinstance(value, (str, os.PathLike)):
+        raise PatchkitTypeError(f"{name}={shown(value)} (a {type(value).__name__}) is not a path; pass one such as {example!r}")
+    if not os.fspath(value):
+        raise PatchkitValueError(f"{name}={shown(value)} names no file; pass a path such as {example!r}")
+    return Path(value)
+
+
+def check_source(obj: Any, spec: Any, method: str) -> None:
+    """Refuse an ``obj`` that is not an xarray object and a ``spec`` that is not a :class:`PatchSpec`."""
+    import xarray as xr
+
+    if not isinstance(obj, (xr.DataArray, xr.Dataset)):
+        raise PatchkitTypeError(
+            f"obj is a {type(obj).__name__}, but {method} writes the patches of an xarray DataArray or Dataset: wrap an "
+            "array with xr.DataArray(array, dims=('band', 'y', 'x')), or open a raster with rioxarray.open_rasterio(path)"
+        )
+    if not isinstance(spec, PatchSpec):
+        raise PatchkitTypeError(
+            f"spec={shown(spec)} (a {type(spec).__name__}) is not a PatchSpec; pass PatchSpec(sizes, strides, rates, "
+            f"padding), or call da.patches.{method}(path, sizes, strides) instead"
+        )
+
+
+def check_verify(verify: Any, choices: tuple, what: str) -> None:
+    """Refuse a ``verify`` that is not one of ``choices`` (``"cheap"``, ``"full"``, False), saying what each does."""
+    if isinstance(verify, (str, bool)) and verify in choices:
+        return
+    raise PatchkitValueError(
+        f"verify={shown(verify)} is not one of {choices}: pass 'cheap' (checks every {what} is there), 'full' (also "
+        "reads every pixel back) or False (checks only the completion marker)"
+    )
+
+
+def check_mode(mode: Any) -> None:
+    """Refuse a ``mode`` that is not one of :data:`MODES`."""
+    if mode is not None and not (isinstance(mode, str) and mode in MODES):
+        raise PatchkitValueError(
+            f"mode={shown(mode)} is not one of {MODES}: pass None to resume a run with the same arguments (or return "
+            "its finished output), or 'w' to overwrite"
+        )
+
+
 def refuse_foreign(what: str, where: Any, found: str | None) -> None:
     """Raise :class:`ForeignStoreError` for an output that another run (or not patchkit) wrote."""
     origin = "is not a patchkit output" if found is None else "was written from another source, spec or options"
@@ -288,11 +338,14 @@ def write_error(what: str, where: Any, err: OSError, finished: str) -> SinkWrite
         fix = "free some space"
     elif err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         fix = "choose a writable path (or fix its permissions)"
+    elif err.errno in (errno.ENOTDIR, errno.EEXIST):
+        fix = "a folder on the way is a file: choose another path"
     else:
         fix = "fix the cause"
+    kept = "nothing was finished" if finished.startswith("no ") else f"{finished} are kept and will not be written twice"
     error = SinkWriteError(
         f"writing {what} {str(where)!r} failed: {err.strerror or err}; {fix}, then run the same call again "
-        f"with the same arguments: {finished} are kept and will not be written twice"
+        f"with the same arguments: {kept}"
     )
     error.errno = err.errno
     return error

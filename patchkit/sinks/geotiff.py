@@ -30,13 +30,13 @@ from typing import Any
 import numpy as np
 
 from ..chunking import DEFAULT_MAX_MEMORY
-from ..errors import DamagedOutputError, DimensionError, IncompleteStoreError, PatchkitValueError
+from ..errors import DamagedOutputError, DimensionError, IncompleteStoreError, PatchkitValueError, UnsupportedDtypeError, shown
 from ..geo import crs_of
 from ..labelled import bands, patch_table, prepare
 from ..nodata import nodata_values
 from ..spec import PatchSpec
-from ._store import (MODES, RowLog, check_resume, combine, fingerprint, read_json, refuse_foreign, row_digests, short_write,
-                     source_files, write_error, write_json)
+from ._store import (RowLog, check_mode, check_path, check_resume, check_source, check_verify, combine, fingerprint,
+                     read_json, refuse_foreign, row_digests, short_write, source_files, write_error, write_json)
 
 __all__ = ["to_geotiffs", "read_index", "MANIFEST", "INDEX"]
 
@@ -81,11 +81,16 @@ def to_geotiffs(obj: Any, folder: str | Path, spec: PatchSpec, *, max_memory: in
     """Write one GeoTIFF chip per (kept) patch of a DataArray; see ``DataArray.patches.to_geotiffs``."""
     import xarray as xr
 
-    if not isinstance(obj, xr.DataArray):
-        raise DimensionError("to_geotiffs writes one DataArray; pick a variable (ds['name']) or stack them with ds.to_dataarray('band')")
-    if mode not in MODES:
-        raise PatchkitValueError(f"mode={mode!r} is not one of {MODES}: None resumes a run with the same arguments, 'w' overwrites")
-    folder = Path(folder)
+    check_source(obj, spec, "to_geotiffs")
+    if isinstance(obj, xr.Dataset):
+        raise DimensionError(
+            f"obj is a Dataset of the variables {[str(n) for n in obj.data_vars]}, but to_geotiffs writes one DataArray; "
+            "pick a variable (ds['name']) or stack them with ds.to_dataarray('band')"
+        )
+    check_mode(mode)
+    _check_compress(compress)
+    _check_dtype(obj.dtype)
+    folder = check_path(folder, "folder", "chips/")
     prepared = prepare(obj, spec, max_nodata_fraction=max_nodata_fraction, spatial_dims=spatial_dims,
                        channel_dims=channel_dims, max_memory=max_memory)
     table = patch_table(prepared)  # also refuses irregular or rotated grids, before any file
@@ -104,6 +109,26 @@ def to_geotiffs(obj: Any, folder: str | Path, spec: PatchSpec, *, max_memory: in
     except OSError as err:
         raise write_error("the chip index", folder / INDEX, err, "all chips") from err
     return folder
+
+
+def _check_compress(compress: Any) -> None:
+    """Refuse a ``compress`` that is not a GDAL GeoTIFF compression (GDAL itself only warns, and writes raw chips)."""
+    from rasterio.enums import Compression
+
+    names = sorted(c.value.lower() for c in Compression)
+    if compress is not None and not (isinstance(compress, str) and compress.lower() in names):
+        raise PatchkitValueError(f"compress={shown(compress)} is not a GeoTIFF compression; pass one of {names}, or None")
+
+
+def _check_dtype(dtype) -> None:
+    """Refuse a dtype GeoTIFF cannot hold (bool, float16, bfloat16...), before any chip is written."""
+    from rasterio.dtypes import check_dtype
+
+    if not check_dtype(np.dtype(dtype).name):
+        raise UnsupportedDtypeError(
+            f"obj has dtype {np.dtype(dtype).name}, which GeoTIFF chips cannot hold (GDAL has no such type); convert it "
+            "first, e.g. da.astype('uint8') for bool or da.astype('float32') for float16, or write to_zarr instead"
+        )
 
 
 def _start(folder: Path, mark: str, mode, prepared, count: int, max_memory) -> dict | None:
@@ -267,10 +292,8 @@ def read_index(folder: str | Path, *, verify: str | bool = "cheap"):
     """
     import geopandas as gpd
 
-    if verify not in VERIFY:
-        raise PatchkitValueError(f"verify={verify!r} is not one of {VERIFY}: 'cheap' checks every chip's size, "
-                                 "'full' also reads every pixel back, False only the completion marker")
-    folder = Path(folder)
+    check_verify(verify, VERIFY, "chip")
+    folder = check_path(folder, "folder", "chips/")
     manifest = read_json(folder / MANIFEST)
     if not manifest or not manifest.get("complete"):
         raise IncompleteStoreError(

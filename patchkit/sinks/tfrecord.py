@@ -72,7 +72,7 @@ from ..labelled import bands, find_layout, prepare
 from ..nodata import check_fraction
 from ..spec import PatchSpec
 from ..units import parse_bytes
-from ._store import (EMPTY_ROW, check_resume, combine, describe, digest, row_digests, short_write, source_files, write_error,
+from ._store import (EMPTY_ROW, check_path, check_resume, check_verify, combine, describe, digest, row_digests, short_write, source_files, write_error,
                      write_json)
 
 __all__ = [
@@ -351,8 +351,9 @@ class _Target:
     @classmethod
     def of(cls, prefix: str | os.PathLike) -> "_Target":
         """The target of ``prefix``; one ending in a separator, or naming a folder, holds ``patches-*`` files."""
+        check_path(prefix, "prefix", "out/scene")
         text = os.fspath(prefix)
-        if not isinstance(text, str) or not text:
+        if not isinstance(text, str):
             raise PatchkitValueError(f"prefix={prefix!r} names no file; pass a path such as 'out/scene'")
         path = Path(text)
         if text.endswith(("/", os.sep)) or path.is_dir() or path.name in ("", ".", ".."):
@@ -677,7 +678,10 @@ def to_tfrecord(
     finished = [[*s["rows"], s["content"]] for s in manifest["shards"] if s["done"] and s.get("content")]
     check_resume(prepared, finished, files, max_memory, f"the TFRecord set {str(target.manifest)!r}")
     if any(not shard["done"] for shard in manifest["shards"]):
-        target.save(manifest)
+        try:
+            target.save(manifest)
+        except OSError as err:  # the folder takes no new file (permissions, a read-only disk, no space)
+            raise write_error("the TFRecord set", target.manifest, err, "no shards") from err
         _write_shards(tf, target, manifest, prepared, features, compression, max_memory, backend, progress)
     target.drop_partials()
     if not manifest["complete"]:
@@ -811,14 +815,13 @@ def read_tfrecord(prefix_or_manifest: str | os.PathLike, *, verify: str | bool =
         When a shard has another size than was written, or (``verify="full"``) other records.
     """
     tf = _tensorflow()
-    if verify not in VERIFY:
-        raise PatchkitValueError(f"verify={verify!r} is not one of {VERIFY}: 'cheap' checks every shard's size, "
-                                 "'full' also reads every record back, False only the completion marker")
-    path = _manifest_path(prefix_or_manifest)
+    check_verify(verify, VERIFY, "shard")
+    path = _manifest_path(check_path(prefix_or_manifest, "prefix_or_manifest", "out/scene"))
     manifest = _Target.of(path.with_suffix("")).load()
     if manifest is None:
-        raise PatchkitValueError(
-            f"no TFRecord manifest at {str(path)!r}; pass the prefix given to to_tfrecord (or its .json manifest)"
+        raise IncompleteStoreError(
+            f"no TFRecord manifest at {str(path)!r}; check the path: pass the prefix given to to_tfrecord (or its "
+            ".json manifest), or write the set first with to_tfrecord(...)"
         )
     files = [path.parent / shard["path"] for shard in manifest["shards"]]
     missing = [p.name for p in files if not p.is_file()]

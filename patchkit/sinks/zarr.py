@@ -37,7 +37,8 @@ from ..errors import BudgetTooSmallError, DamagedOutputError, IncompleteStoreErr
 from ..labelled import bands, prepare, template
 from ..spec import PatchSpec
 from ..units import format_bytes, parse_bytes
-from ._store import MODES, RowLog, check_resume, combine, fingerprint, refuse_foreign, row_digests, source_files, write_error
+from ._store import (RowLog, check_mode, check_path, check_resume, check_source, check_verify, combine, fingerprint,
+                     refuse_foreign, row_digests, source_files, write_error)
 
 __all__ = ["to_zarr", "open_patches", "COMPLETE", "ROWS_DONE", "FINGERPRINT"]
 
@@ -63,13 +64,24 @@ def _check_options(mode, compression, chunk_patches) -> None:
             f"chunk_patches={chunk_patches!r} must be a positive whole number of patches per stored chunk, or None "
             "(chunks of about 4 MiB); pass e.g. chunk_patches=16"
         )
-    if mode not in MODES:
-        raise PatchkitValueError(f"mode={mode!r} is not one of {MODES}: None resumes a run with the same arguments, 'w' overwrites")
-    if isinstance(compression, str) and compression != "default":
-        raise PatchkitValueError(
-            f"compression={compression!r} is not understood; pass 'default' (zstd), None (raw bytes) or a zarr codec "
-            "such as zarr.codecs.BloscCodec(cname='lz4')"
-        )
+    check_mode(mode)
+    if compression is None or compression == "default" or _is_codec(compression):
+        return
+    raise PatchkitValueError(
+        f"compression={compression!r} is not understood; pass 'default' (zstd), None (raw bytes) or a zarr codec "
+        "such as zarr.codecs.BloscCodec(cname='lz4')"
+    )
+
+
+def _is_codec(compression: Any) -> bool:
+    """Whether ``compression`` is something zarr takes as a compressor: its codecs, numcodecs' or their dicts."""
+    from zarr.abc.codec import BytesBytesCodec
+
+    try:
+        from numcodecs.abc import Codec
+    except ImportError:  # numcodecs comes with zarr; without it only zarr's own codecs
+        Codec = BytesBytesCodec
+    return isinstance(compression, (BytesBytesCodec, Codec)) or isinstance(compression, dict) and "name" in compression
 
 
 def _encoding(ds, grid: tuple[str, ...], compression, chunk_patches: int | None) -> dict:
@@ -126,8 +138,9 @@ def to_zarr(obj: Any, store: str | Path, spec: PatchSpec, *, max_memory: int | s
             max_nodata_fraction: float | None = None, compression: Any = "default", chunk_patches: int | None = None,
             backend: str = "auto", progress: bool = True, spatial_dims=None, channel_dims=None) -> Path:
     """Write the patches of ``obj`` to a Zarr store band by band; see ``DataArray.patches.to_zarr``."""
+    check_source(obj, spec, "to_zarr")
     _check_options(mode, compression, chunk_patches)
-    path = Path(store)
+    path = check_path(store, "store", "patches.zarr")
     prepared = prepare(obj, spec, max_nodata_fraction=max_nodata_fraction, spatial_dims=spatial_dims,
                        channel_dims=channel_dims, max_memory=max_memory)
     mark = fingerprint(obj, spec, max_nodata_fraction=max_nodata_fraction, compression=repr(compression),
@@ -302,10 +315,8 @@ def open_patches(store: str | Path, *, verify: str | bool = "cheap", mask_and_sc
     """
     import xarray as xr
 
-    if verify not in VERIFY:
-        raise PatchkitValueError(f"verify={verify!r} is not one of {VERIFY}: 'cheap' checks every chunk is there, "
-                                 "'full' also reads every pixel back, False only the completion marker")
-    path = Path(store)
+    check_verify(verify, VERIFY, "stored chunk")
+    path = check_path(store, "store", "patches.zarr")
     group = _open_group(path)
     if group is None or not group.attrs.get(COMPLETE):
         _refuse_incomplete(path, group)
@@ -327,6 +338,11 @@ def _refuse_incomplete(path: Path, group) -> None:
         raise IncompleteStoreError(
             f"{str(path)!r} is not a Zarr store written by patchkit (or its metadata is damaged); write it with "
             ".patches.to_zarr(..., mode='w')"
+        )
+    if FINGERPRINT not in group.attrs:
+        raise IncompleteStoreError(
+            f"{str(path)!r} is a Zarr store, but not one written by patchkit (it has no {FINGERPRINT!r}); open it with "
+            "xarray.open_zarr, or write patches to another path with .patches.to_zarr(...)"
         )
     done = sum(b - a for a, b in group.attrs.get(ROWS_DONE, []))
     raise IncompleteStoreError(
