@@ -49,6 +49,7 @@ import operator
 import os
 import shutil
 import tempfile
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -1150,18 +1151,31 @@ def _fill_value(fill_value: Any, dtype: np.dtype, source: Any) -> Any:
 
         found = nodata_values(source) if hasattr(source, "attrs") else ()
         fill_value = found[0] if found else (np.nan if dtype.kind in "fc" else 0)
-    with np.errstate(invalid="ignore", over="ignore"):
-        try:
-            cast = np.asarray(fill_value).astype(dtype)
-        except (TypeError, ValueError, OverflowError):
-            cast = None
-    same = cast is not None and (cast == fill_value or (cast != cast and fill_value != fill_value))
-    if not same:
+    cast = _cast_scalar(fill_value, dtype)
+    if cast is None:
         raise PatchkitValueError(
-            f"fill_value={shown(fill_value)}{'' if given else ' (the source nodata)'} does not fit the patches' dtype {dtype}; "
-            f"pass a fill_value that {dtype} can hold, e.g. fill_value=0"
+            f"fill_value={shown(fill_value)}{'' if given else ' (the source nodata)'} does not fit the patches' dtype "
+            f"{dtype}; pass a single number that {dtype} holds exactly, e.g. fill_value=0"
         )
     return cast[()]
+
+
+def _cast_scalar(value: Any, dtype: np.dtype) -> np.ndarray | None:
+    """``value`` as a 0-d array of ``dtype`` when it is a number that ``dtype`` holds exactly (NaN as NaN), else None."""
+    try:
+        given = np.asarray(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    if given.ndim != 0 or given.dtype.kind not in "biufc":
+        return None
+    with np.errstate(invalid="ignore", over="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", np.exceptions.ComplexWarning)
+        try:
+            cast = given.astype(dtype)
+        except (TypeError, ValueError, OverflowError):
+            return None
+        same = bool(cast == given) or bool(cast != cast and given != given)
+    return cast if same else None
 
 
 def _out_path(out: Any) -> Path | None:
@@ -1392,8 +1406,8 @@ def _make_job(blend, lines, reader: _Reader, weights: np.ndarray | None, fill_va
 
 def _sum_fill(fill_value: Any, dtype: np.dtype) -> Any:
     """0 in ``dtype``, the value ``"sum"`` gives pixels no patch samples; a ``fill_value`` other than 0 is refused."""
-    given = None if fill_value is None else np.asarray(fill_value)
-    if given is not None and not (given.shape == () and given.dtype.kind in "biufc" and given == 0):
+    zero = None if fill_value is None else _cast_scalar(fill_value, np.dtype(np.complex128))
+    if fill_value is not None and (zero is None or zero != 0):
         raise PatchkitValueError(
             f"fill_value={shown(fill_value)} does not apply to blend='sum': pixels that no patch samples get 0, the "
             "gradient of extraction there; drop fill_value, or use blend='mean' to fill them"

@@ -449,7 +449,7 @@ odd_blends = st.one_of(st.sampled_from(["cosine", "hann", ("tukey", 0.5), ("tuke
                        odd_scalars, st.just(lambda kh, kw: "weights"), st.just(lambda kh, kw: -np.ones((kh, kw))))
 good_crops = st.one_of(st.just(0), st.just(0), st.integers(0, 2), st.tuples(st.integers(0, 2), st.integers(0, 2)))
 good_fills = st.one_of(st.none(), st.none(), st.sampled_from([0, -1]))
-odd_fills = st.one_of(st.sampled_from([float("nan"), 0.1, 2**70, "0", 1.5]), odd_scalars)
+odd_fills = st.one_of(st.sampled_from([float("nan"), 0.1, 2**70, "0", 1.5, 1 + 0j]), odd_values, st.lists(st.lists(small, max_size=3), max_size=3))
 stitch_options = arguments(
     dict(blend=good_blends, crop=good_crops, fill=good_fills, max_memory=st.sampled_from(AMPLE)),
     dict(blend=odd_blends, crop=st.one_of(odd_values, st.integers(3, 2**70)), fill=odd_fills, max_memory=st.one_of(odd_memories, good_memories)),

@@ -232,6 +232,31 @@ def test_patch_transforms_every_patch(geotiffs, name, spec):
             _check_patch_transform(Affine(*coeffs[i, j]), transform, spec, spec.window(i, j, shape))
 
 
+@pytest.mark.parametrize("spec", [PatchSpec(2**31 - 1, 3, padding="SAME"), PatchSpec((5, 10**9), (2, 7), (3, 2), "SAME")])
+def test_patch_transforms_of_kernels_far_larger_than_the_image(spec):
+    """A SAME kernel of up to two billion pixels (legal in TensorFlow) gets its transforms from the patches'
+    first pixels alone: as many numbers as patches, never a position per tap; each is rasterio's window
+    transform of the patch's window (rate 1) and its pixel size the source's times the rate."""
+    from affine import Affine
+
+    from rasterio.windows import Window
+    from rasterio.windows import transform as window_transform
+
+    transform, shape = Affine(30.0, 0.0, 500000.0, 0.0, -30.0, 4200000.0), (61, 53)
+    coeffs = patch_transforms(transform, spec, shape)
+    assert coeffs.shape == spec.grid_shape(shape) + (6,)
+    (rr, rc), sizes = spec.rates, spec.sizes
+    for i, j in [(0, 0), (-1, -1), (3, 1)]:
+        got, window = Affine(*coeffs[i, j]), spec.window(i, j, shape)
+        if spec.rates == (1, 1):
+            expected = window_transform(Window(window.col_off, window.row_off, window.width, window.height), transform)
+            assert got.almost_equals(expected, precision=1e-6)
+        assert (got.a, got.e) == (transform.a * rc, transform.e * rr)
+        for r, c in [(0, 0), (sizes[0] - 1, sizes[1] - 1)]:  # the first and last pixel sampled, at their centres
+            centre = transform * (window.col_off + c * rc + 0.5, window.row_off + r * rr + 0.5)
+            np.testing.assert_allclose(got * (c + 0.5, r + 0.5), centre, rtol=1e-12)
+
+
 @pytest.mark.parametrize("spec", SPECS)
 @pytest.mark.parametrize("name", ["projected", "nonsquare"])
 def test_grid_table_every_patch(geotiffs, name, spec):

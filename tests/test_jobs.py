@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from patchkit import jobs
-from patchkit.errors import PatchkitValueError
+from patchkit.errors import ParameterFileError, PatchkitValueError
 
 papermill = pytest.importorskip("papermill")
 
@@ -112,3 +112,53 @@ def test_extract_template_on_a_dask_cluster(tmp_path):
                               tmp_path, progress=False)
             assert client.run_on_scheduler(transitions) > before + 50  # the reads ran as tasks on the cluster
     assert (tmp_path / "patches.zarr" / "zarr.json").exists() and (tmp_path / "stitched.tif").exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("sizes: [256, 128\nstrides: 2\n",
+         r"params\.yaml' is not valid YAML: line 2, column 8: expected ',' or '\]', but got ':' \(while parsing a flow "
+         r"sequence that starts at line 1, column 8\); fix that line"),
+        ("sizes: 1\n\tstrides: 2\n", r"line 2, column 1: found character '\\t' that cannot start any token"),
+        ("- 1\n- 2\n", r"holds \[1, 2\], not a mapping of parameter names to values; write one 'name: value' per line"),
+        ("just text\n", r"holds 'just text', not a mapping"),
+        ("1: 2\n", r"holds \{1: 2\}, not a mapping of parameter names"),
+    ],
+)
+def test_malformed_parameter_files_name_the_file_and_line(tmp_path, text, match):
+    """A YAML file that does not parse, or holds no mapping of names, is a ParameterFileError naming the file
+    (and the line and column where it went wrong), never a raw scanner traceback."""
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    with pytest.raises(ParameterFileError, match=match):
+        jobs.read_parameters_file(path)
+
+
+def test_parameter_file_that_cannot_be_read(tmp_path):
+    """A missing file, or one that is not UTF-8 text, names the option and the path."""
+    with pytest.raises(ParameterFileError, match=r"missing\.yaml' cannot be read \(FileNotFoundError.*-f/--parameters-file"):
+        jobs.read_parameters_file(tmp_path / "missing.yaml")
+    (tmp_path / "binary.yaml").write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(ParameterFileError, match=r"cannot be read \(UnicodeDecodeError"):
+        jobs.read_parameters_file(tmp_path / "binary.yaml")
+
+
+def test_parameter_files_give_their_mapping(tmp_path):
+    """A valid file gives its mapping; an empty one none."""
+    (tmp_path / "p.yaml").write_text("sizes: 128\nstrides: [64, 32]\n")
+    (tmp_path / "empty.yaml").write_text("# nothing\n")
+    assert jobs.read_parameters_file(tmp_path / "p.yaml") == {"sizes": 128, "strides": [64, 32]}
+    assert jobs.read_parameters_file(tmp_path / "empty.yaml") == {}
+
+
+def test_cli_reports_a_malformed_parameter_file_in_one_line(tmp_path, capsys):
+    """`patchkit run TEMPLATE -f bad.yaml` exits 1 with one line on stderr naming the file and the line."""
+    from patchkit.cli import main
+
+    path = tmp_path / "bad.yaml"
+    path.write_text("sizes: [256, 128\nstrides: 2\n")
+    assert main(["run", "extract_patches", "-f", str(path), "--output-dir", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("patchkit run: the parameters file") and "line 2, column 8" in err
+    assert not (tmp_path / "out").exists()  # refused before anything ran

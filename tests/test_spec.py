@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from patchkit import PatchSpec, Window
-from patchkit.errors import BudgetTooSmallError, InvalidImageError, InvalidSpecError, KernelTooLargeError
+from patchkit.errors import BudgetTooSmallError, InvalidImageError, InvalidSpecError, KernelTooLargeError, OutputTooLargeError
 from patchkit.spec import effective_size, output_size, padding_amounts
 
 
@@ -219,3 +219,65 @@ def test_positions_walk_each_window(spec):
             window = spec.window(i, j, shape)
             assert list(rows[i]) == list(range(window.row_off, window.row_off + window.height, spec.rates[0]))
             assert list(cols[j]) == list(range(window.col_off, window.col_off + window.width, spec.rates[1]))
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(sizes=2**31), r"sizes=2147483648 holds 2147483648, more than 2\*\*31 - 1.*int32"),
+        (dict(strides=[1, 2**40, 2, 1]), r"strides=\[1, 1099511627776, 2, 1\] holds 1099511627776"),
+        (dict(rates=(1, 2**63)), r"rates=\(1, 9223372036854775808\) holds"),
+        (dict(sizes=float("inf")), r"sizes=inf must hold integers"),
+        (dict(sizes=(2, float("nan"))), r"sizes=\(2, nan\) must hold integers, got nan"),
+        (dict(sizes={3, 4}), r"sizes=\{3, 4\} is a set, which has no order"),
+        (dict(sizes={"rows": 3}), r"is a dict, which has no order"),
+        (dict(sizes=()), r"sizes=\(\) has length 0"),
+        (dict(sizes=(1, 2, 3)), r"has length 3"),
+        (dict(padding=b"\xff"), "padding='\ufffd' is not supported"),
+        (dict(sizes=np.bool_(True)), r"must hold integers, got np.True_"),
+    ],
+)
+def test_hostile_values_are_refused_by_name(kwargs, match):
+    """Values beyond TensorFlow's int32 attrs, NaN, infinity, unordered containers and bad bytes are refused
+    with the argument, the value and the fix."""
+    args = dict(sizes=2, strides=1, rates=1, padding="SAME") | kwargs
+    with pytest.raises(InvalidSpecError, match=match):
+        PatchSpec(**args)
+
+
+def test_huge_integers_in_messages_are_described():
+    """An integer too long for repr (over 4300 digits) is described by its size, not a ValueError of its own."""
+    with pytest.raises(InvalidSpecError, match=r"sizes=<an integer of 16610 bits> holds"):
+        PatchSpec(10**5000, 1)
+
+
+def test_largest_values_are_accepted():
+    """2**31 - 1 is TensorFlow's largest, and patchkit takes it (SAME gives ceil(n / stride) patches)."""
+    spec = PatchSpec(2**31 - 1, 2**31 - 1, 2**31 - 1, "SAME")
+    assert spec.grid_shape((5, 7)) == (1, 1)
+
+
+@pytest.mark.parametrize("spec", [PatchSpec(3, 2), PatchSpec((4, 5), (1, 3), (2, 3), "SAME"), PatchSpec(5, 4, 2, "SAME")])
+def test_starts_are_the_first_positions(spec):
+    """starts gives the first column of positions, and positions_nbytes their bytes."""
+    shape = (23, 19)
+    rows, cols = spec.positions(shape)
+    starts = spec.starts(shape)
+    assert np.array_equal(starts[0], rows[:, 0]) and np.array_equal(starts[1], cols[:, 0])
+    assert spec.positions_nbytes(shape) == rows.nbytes + cols.nbytes
+
+
+def test_starts_do_not_grow_with_the_kernel():
+    """A SAME kernel of two billion pixels has as many starts as patches: its positions would take exabytes."""
+    spec = PatchSpec(2**31 - 1, 1, padding="SAME")
+    rows, cols = spec.starts((64, 64))
+    assert rows.shape == cols.shape == (64,) and rows[0] == -(2**31 - 2) // 2
+    assert spec.positions_nbytes((64, 64)) == 8 * 2 * 64 * (2**31 - 1)
+
+
+def test_patches_deeper_than_an_array_axis_are_refused():
+    """kh * kw * channels beyond 2**59 values cannot be an array axis: OutputTooLargeError (TensorFlow's int32
+    depth overflows there, giving a wrong shape)."""
+    spec = PatchSpec(2**31 - 1, 1, padding="SAME")
+    with pytest.raises(OutputTooLargeError, match=r"hold 13835058042397261827 values each.*use smaller sizes"):
+        spec.tf_output_shape((1, 0, 0, 3))

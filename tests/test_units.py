@@ -1,5 +1,6 @@
 """parse_bytes and format_bytes: what max_memory accepts."""
 
+import numpy as np
 import pytest
 
 from patchkit.errors import InvalidMemoryError
@@ -48,3 +49,52 @@ def test_format():
     assert format_bytes(3 * 2**20) == "3.00 MiB"
     assert format_bytes(12) == "12 B"
     assert format_bytes(5 * 2**40) == "5.00 TiB"
+
+
+@pytest.mark.parametrize(
+    "value, match",
+    [
+        ("1e999", r"max_memory='1e999' is more bytes than any machine holds \(at most 2\*\*63 - 1"),
+        (float("inf"), r"max_memory=inf is not a finite number of bytes; pass the memory to use"),
+        (float("nan"), r"max_memory=nan is not a finite number of bytes"),
+        ("inf", r"max_memory='inf' does not parse"),
+        ("nan GB", r"does not parse"),
+        (1e300, r"is more bytes than any machine holds"),
+        (2**63, r"is more bytes than any machine holds"),
+        ("9EiB", r"is more bytes than any machine holds"),
+        ("1e-999", r"must be a positive number of bytes"),
+        (0.5, r"must be a positive number of bytes"),
+        pytest.param(10**5000, r"max_memory=<an integer of 16610 bits> is more bytes", id="5000-digits"),
+        ("x" * 500, r"max_memory='xxxx.*\.\.\. does not parse"),
+        (np.array([1, 2]), r"is not a number of bytes"),
+        (np.bool_(True), r"is not a number of bytes"),
+    ],
+)
+def test_parse_rejects_hostile_budgets(value, match):
+    """Infinity, NaN, numbers beyond any memory, fractions of a byte and huge texts are refused by name,
+    never as a raw OverflowError or ValueError (and never after building a huge number)."""
+    with pytest.raises(InvalidMemoryError, match=match):
+        parse_bytes(value)
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [("0.1GB", 10**8), ("4EiB", 4 * 2**60), ("2PB", 2 * 10**15), (2**63 - 1, 2**63 - 1), (np.float64(1e6), 10**6),
+     (np.uint8(7), 7), ("1" + "0" * 18, 10**18)],
+)
+def test_parse_is_exact(value, expected):
+    """Strings are parsed exactly (no float rounding), up to EiB; numpy scalars are numbers."""
+    assert parse_bytes(value) == expected
+
+
+def test_parse_names_the_argument():
+    """The message names the argument it parses for."""
+    with pytest.raises(InvalidMemoryError, match=r"^chunk_memory='inf'"):
+        parse_bytes("inf", "chunk_memory")
+
+
+def test_format_beyond_tib():
+    """Sizes past TiB get PiB and EiB; numbers past a float are described by their power of two."""
+    assert format_bytes(3 * 2**50) == "3.00 PiB"
+    assert format_bytes(2**61) == "2.00 EiB"
+    assert format_bytes(10**400) == "about 2**1328 B"
