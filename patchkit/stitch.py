@@ -50,6 +50,7 @@ import os
 import shutil
 import tempfile
 import warnings
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -67,6 +68,7 @@ from .errors import (
     SinkWriteError,
     shown,
 )
+from .dtypes import check_dtype
 from .geo import STEP_ATTR, crs_of, regular_step, source_transform
 from .labelled import SPEC_ATTR, recorded_spec
 from .spec import PatchSpec
@@ -626,13 +628,7 @@ def _as_spec(spec: Any) -> PatchSpec:
     if isinstance(spec, PatchSpec):
         return spec
     if isinstance(spec, Mapping):
-        try:
-            return PatchSpec.from_dict(spec)
-        except KeyError as err:
-            raise PatchkitValueError(
-                f"spec={shown(dict(spec))} has no {err.args[0]!r}; a spec dict needs 'sizes' and 'strides' (and "
-                "optionally 'rates' and 'padding'), as PatchSpec.to_dict() writes"
-            ) from None
+        return PatchSpec.from_dict(spec)  # names a missing key, and what to add
     raise PatchkitTypeError(
         f"spec={shown(spec)} (a {type(spec).__name__}) is not a PatchSpec; pass PatchSpec(sizes, strides, rates, padding) "
         "or a dict with those keys"
@@ -991,7 +987,7 @@ class _BufferedSink:
         n, _, w, m = shape4
         self.buffer = np.empty(n * rows * w * m, dtype)
         self.shape, self.channels_first, self.write, self._close = (n, w, m), channels_first, write, close
-        self.path = path
+        self.path, self.nbytes = path, 0  # for error messages: where, and how much
 
     def band(self, y0: int, y1: int) -> np.ndarray:
         n, w, m = self.shape
@@ -1001,12 +997,12 @@ class _BufferedSink:
         return self.buffer[:size].reshape(n, y1 - y0, w, m)
 
     def commit(self, y0: int, y1: int, block: np.ndarray) -> None:
-        with _writing(self.path):
+        with _writing(self.path, self.nbytes):
             self.write(y0, y1, block)
 
     def close(self) -> None:
         if self._close is not None:
-            with _writing(self.path):
+            with _writing(self.path, self.nbytes):
                 self._close()
 
 
@@ -1228,9 +1224,20 @@ def _check_out(path: Path, nbytes: int) -> None:
                           f"free some space, or {fix} on another disk", errno.ENOSPC)
 
 
+#: What to do about a failed write, by its errno.
+_WRITE_FIXES = {errno.ENOSPC: "free some space", errno.EFBIG: "raise the file size limit (ulimit -f)",
+                errno.EACCES: "choose a writable path (or fix its permissions)", errno.EROFS: "choose a writable path"}
+
+
 @contextmanager
-def _writing(path: Path | None) -> Iterator[None]:
-    """Turn an error of writing ``path`` (an ``OSError``, or rasterio's or zarr's own) into a :class:`SinkWriteError`."""
+def _writing(path: Path | None, nbytes: int = 0) -> Iterator[None]:
+    """Turn an error of writing ``path`` (an ``OSError``, or rasterio's or zarr's own) into a :class:`SinkWriteError`.
+
+    rasterio's errors carry no errno ("Write failed"): the cause is found as for a short write
+    (:func:`patchkit.sinks._store.short_write`: no space for ``nbytes``, or a file size limit).
+    """
+    from .sinks._store import short_write
+
     try:
         yield
     except PatchkitError:
@@ -1239,9 +1246,12 @@ def _writing(path: Path | None) -> Iterator[None]:
         module = type(err).__module__ or ""
         if not (isinstance(err, OSError) or module.startswith(("rasterio", "zarr", "numcodecs"))):
             raise
-        error = SinkWriteError(f"writing the stitched image to {str(path)!r} failed: {type(err).__name__}: {err}; "
-                               "fix the cause (space, permissions, the path), then stitch again")
-        error.errno = getattr(err, "errno", None)
+        cause = err if isinstance(err, OSError) and err.errno else short_write(path or Path("."), nbytes, "")
+        known = "" if cause is err or cause.errno == errno.EIO else f" ({cause.strerror})"
+        fix = _WRITE_FIXES.get(cause.errno, "fix the cause (space, permissions, the path)")
+        error = SinkWriteError(f"writing the stitched image to {str(path)!r} failed: {type(err).__name__}: {err}{known}; "
+                               f"{fix}, then stitch again")
+        error.errno = cause.errno
         raise error from err
 
 
@@ -1288,7 +1298,10 @@ def stitch(
         memory. GeoTIFF: through rasterio, one raster band per channel, with CRS, transform and the
         source's nodata (a single image: leading dims must go to Zarr). Zarr: the labelled result's
         metadata and coordinates through xarray, then each band's values into its region of rows
-        (chunks are whole bands, or divide them).
+        (chunks are whole bands, or divide them). Written beside ``out`` under a hidden temporary
+        name and moved into place when whole (a GeoTIFF's size checked first), replacing what was
+        there: a run that fails or is killed never leaves a partial image at ``out``, and running
+        it again writes the same bytes.
     max_memory : int or str, default "512MiB"
         Bound on what stitching holds besides the patches and the result: a band's accumulators,
         the rows of patches it reads from a lazy array, temporaries (and the band being written
@@ -1370,13 +1383,49 @@ def stitch(
         sink = _ArraySink(shape4, reader.dtype, labelled)
         _run(job, sink, rows)
         return _wrap_result(sink.array, patches, dims, spec, shape, reader) if labelled else sink.array
-    with _writing(path):
-        sink, rows = _streaming_sink(path, job, rows, shape4, patches, dims, spec, shape, labelled)
+    scratch = _partial_path(path)
     try:
-        _run(job, sink, rows)
+        nbytes = math.prod(shape4) * reader.dtype.itemsize
+        with _writing(path, nbytes):
+            sink, rows = _streaming_sink(scratch, job, rows, shape4, patches, dims, spec, shape, labelled)
+        sink.path, sink.nbytes = path, nbytes  # errors name out, not the temporary file
+        try:
+            _run(job, sink, rows)
+        finally:
+            sink.close()
+        with _writing(path, nbytes):
+            _move_into_place(scratch, path, nbytes)
     finally:
-        sink.close()
+        _remove(scratch)
     return path
+
+
+def _partial_path(path: Path) -> Path:
+    """Where ``path`` is written before it is moved into place: a hidden ``.{name}.*.partial{suffix}`` beside
+    it (so a run killed part way never leaves a file at ``path`` that reads as a whole image); what an
+    earlier killed run left there is deleted."""
+    for stale in path.parent.glob(f".{path.name}.*.partial{path.suffix}"):
+        _remove(stale)
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial{path.suffix}")
+
+
+def _move_into_place(scratch: Path, path: Path, nbytes: int) -> None:
+    """Replace ``path`` by the finished ``scratch``; a GeoTIFF (uncompressed) shorter than its pixels is a
+    short write, which GDAL reports only as a warning."""
+    from .sinks._store import short_write
+
+    if scratch.suffix.lower() != ".zarr" and scratch.stat().st_size < nbytes:
+        raise short_write(scratch, nbytes, f"the GeoTIFF has {scratch.stat().st_size} of its {nbytes} bytes of pixels")
+    if path.exists():
+        _remove(path)
+    os.replace(scratch, path)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _check_room(path: Path | None, nbytes: int, height: int) -> None:
@@ -1431,8 +1480,11 @@ def _reader_for(patches: Any, spec: PatchSpec, shape, batch_channels, labelled: 
     """The dims of a labelled patch array (None for arrays) and the reader of its rows of patches."""
     if labelled:
         dims = _patch_dims(patches)
+        check_dtype(patches.dtype, "patches")
         return dims, _labelled_reader(patches, dims, spec, shape)
-    return None, _tf_reader(_host_array(patches), spec, shape, batch_channels)
+    data = _host_array(patches)
+    check_dtype(data.dtype, "patches")
+    return None, _tf_reader(data, spec, shape, batch_channels)
 
 
 def _host_array(patches: Any) -> Any:

@@ -36,9 +36,13 @@ WRITES = {
     "geotiff": "da.patches.to_geotiffs(out, sizes=(16, 12), strides=(10, 9), padding='SAME', max_memory='64KiB', progress=False)",
     "tfrecord": ("from patchkit.sinks.tfrecord import to_tfrecord\n"
                  "to_tfrecord(da, out + '/p', sizes=8, strides=5, padding='SAME', shard_size='12KiB', max_memory='40KiB', progress=False)"),
+    "stitch-tif": ("patchkit.stitch(da.patches.extract(sizes=(8, 6), strides=(5, 4), padding='SAME'), blend='cosine', "
+                   "out=out + '/s.tif', max_memory='100KiB')"),
+    "stitch-zarr": ("patchkit.stitch(da.patches.extract(sizes=(8, 6), strides=(5, 4), padding='SAME'), blend='cosine', "
+                    "out=out + '/s.zarr', max_memory='100KiB')"),
 }
-#: Kill points drawn per sink (31 in all).
-POINTS = {"zarr": 13, "geotiff": 12, "tfrecord": 6}
+#: Kill points drawn per sink (38 in all).
+POINTS = {"zarr": 12, "geotiff": 10, "tfrecord": 6, "stitch-tif": 5, "stitch-zarr": 5}
 
 CHILD = textwrap.dedent(
     """
@@ -70,7 +74,7 @@ def _write(sink: str, source, out: Path) -> None:
     import rioxarray
 
     da = rioxarray.open_rasterio(source, chunks={"y": 16, "x": 53})
-    exec(WRITES[sink], {"da": da, "out": str(out)})
+    exec(WRITES[sink], {"da": da, "out": str(out), "patchkit": patchkit})
 
 
 def _child(sink: str, source, out: Path, n: int) -> subprocess.CompletedProcess:
@@ -92,6 +96,11 @@ def _read(sink: str, out: Path):
         from patchkit.sinks.geotiff import read_index
 
         return read_index(out, verify="full").drop(columns="geometry")
+    if sink.startswith("stitch"):
+        image = out / ("s.tif" if sink == "stitch-tif" else "s.zarr")
+        if not image.exists():
+            raise IncompleteStoreError(f"no {image}")  # what a reader of a stitched image sees: nothing
+        return xr.open_dataset(image, engine="rasterio" if sink == "stitch-tif" else "zarr").load()
     from patchkit.sinks.tfrecord import read_tfrecord
 
     return list(read_tfrecord(out / "p", verify="full").as_numpy_iterator())
@@ -100,7 +109,7 @@ def _read(sink: str, out: Path):
 def _same(sink: str, a: Path, b: Path) -> None:
     """Two outputs are the same, file for file, and read the same."""
     assert _files(a) == _files(b)
-    if sink == "zarr":
+    if sink == "zarr" or sink.startswith("stitch"):
         xr.testing.assert_identical(_read(sink, a), _read(sink, b))
     elif sink == "geotiff":
         assert _read(sink, a).equals(_read(sink, b))
@@ -190,9 +199,9 @@ def file_size_limit():
 
 
 def _scene() -> xr.DataArray:
-    """Random float32 (band, y, x) pixels that compress badly: 720 KB, patches of it over 1 MiB."""
+    """Random float32 (band, y, x) pixels that compress badly: 1.4 MB, and patches of it over 1 MiB."""
     rng = np.random.default_rng(0)
-    return xr.DataArray(rng.random((2, 300, 300)).astype(np.float32), dims=("band", "y", "x"))
+    return xr.DataArray(rng.random((2, 420, 420)).astype(np.float32), dims=("band", "y", "x"))
 
 
 #: ``(sink, call, read)`` for a DataArray and a target path: 32x32 patches of 8 KiB, a chip of 8 KiB.
@@ -203,7 +212,19 @@ FULL = {
                 lambda out: __import__("patchkit.sinks.geotiff", fromlist=["read_index"]).read_index(out)),
     "tfrecord": (lambda da, out, **kw: _tfrecord().to_tfrecord(da, Path(out) / "p", 32, 16, shard_size="64KiB", max_memory="8MiB", progress=False, **kw),
                  lambda out: _tfrecord().read_tfrecord(Path(out) / "p")),
+    "stitch": (lambda da, out: patchkit.stitch(da.patches.extract(32, 16), out=Path(out) / "s.tif", max_memory="1MiB"),
+               lambda out: _stitched(Path(out) / "s.tif")),
 }
+
+
+def _stitched(path: Path):
+    """The stitched GeoTIFF; IncompleteStoreError when there is none (a partial one is never at ``path``)."""
+    if not path.exists():
+        raise IncompleteStoreError(f"no {path}")
+    import rasterio
+
+    with rasterio.open(path) as src:
+        return src.read()
 
 
 def _tfrecord():
@@ -217,7 +238,8 @@ def _tfrecord():
 def test_a_full_disk_raises_and_never_reads_complete(small_filesystem, sink):
     """A full disk raises SinkWriteError (no space; free some; rerun), and the output never reads as complete."""
     write, read = FULL[sink]
-    with pytest.raises(SinkWriteError, match="No space left on device.*free some space.*run the same call again"):
+    match = "free some space" if sink == "stitch" else "No space left on device.*free some space.*run the same call again"
+    with pytest.raises(SinkWriteError, match=match):  # stitch knows its size, and refuses before it starts
         write(_scene(), small_filesystem / "out")
     with pytest.raises(IncompleteStoreError):
         read(small_filesystem / "out")
@@ -231,7 +253,7 @@ def test_a_file_size_limit_then_a_rerun_finishes_the_work(tmp_path, file_size_li
     da = _scene()
     write(da, tmp_path / "whole")
     file_size_limit(6 * 1024)  # more than a manifest, less than a patch
-    with pytest.raises(SinkWriteError, match="run the same call again"):
+    with pytest.raises(SinkWriteError, match="File too large.*(run the same call again|stitch again)"):
         write(da, tmp_path / "out")
     file_size_limit(None)
     with pytest.raises(IncompleteStoreError):
