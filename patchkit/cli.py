@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from .errors import PatchkitError
+from .errors import PatchkitError, SourceReadError
 
 __all__ = ["main", "build_parser"]
 
@@ -90,7 +90,15 @@ def _open(path: str, lazy: bool):
     from .sample import sample_path
 
     chunks = {"band": -1, "y": 1024, "x": 1024} if lazy else None
-    return rioxarray.open_rasterio(sample_path() if path == "sample" else path, chunks=chunks)
+    try:
+        return rioxarray.open_rasterio(sample_path() if path == "sample" else path, chunks=chunks)
+    except PatchkitError:
+        raise
+    except Exception as err:  # rasterio's errors: a missing file, or one GDAL does not read
+        if not (isinstance(err, OSError) or (type(err).__module__ or "").startswith("rasterio")):
+            raise
+        raise SourceReadError(f"cannot open {path!r} as a raster: {err}; check the path, and pass a raster GDAL "
+                              "opens (a GeoTIFF...), or 'sample'") from err
 
 
 def _templates() -> None:
@@ -114,11 +122,13 @@ def _run(args: argparse.Namespace) -> None:
 
 
 def _inspect(args: argparse.Namespace) -> None:
+    from .nodata import check_fraction
     from .spec import PatchSpec
     from .units import format_bytes
 
-    scene = _open(args.path, lazy=False)
     spec = PatchSpec(args.sizes, args.strides, args.rates, args.padding)
+    check_fraction(args.max_nodata_fraction)  # checked as extract checks it, though inspect counts no nodata
+    scene = _open(args.path, lazy=False)
     shape = (1, scene.sizes["y"], scene.sizes["x"], scene.sizes.get("band", 1))
     rows, cols = spec.grid_shape(shape)
     plan = spec.plan(shape, scene.dtype, args.max_memory, lazy=True)

@@ -31,6 +31,7 @@ __all__ = [
     "SinkWriteError",
     "SourceReadError",
     "ParameterFileError",
+    "PatchIndexError",
 ]
 
 
@@ -125,8 +126,15 @@ class ParameterFileError(PatchkitValueError):
     """A YAML parameter file does not parse, or does not hold a mapping of parameter names to values."""
 
 
+class PatchIndexError(PatchkitValueError, IndexError, KeyError):
+    """A patch ``(row, col)`` outside the grid (also the ``IndexError``/``KeyError`` that indexing raises)."""
+
+    __str__ = Exception.__str__  # not KeyError's, which would quote the message
+
+
 def shown(value: Any, limit: int = 80) -> str:
-    """``repr(value)`` for an error message, cut to about ``limit`` characters.
+    """``repr(value)`` for an error message, cut in the middle to about ``limit`` characters (the end of a
+    long path, often what is wrong, stays).
 
     Integers too long for ``repr`` (Python refuses over 4300 digits) are described by their size.
     """
@@ -134,4 +142,5 @@ def shown(value: Any, limit: int = 80) -> str:
         text = repr(value)
     except ValueError:
         text = f"<an integer of {value.bit_length()} bits>" if isinstance(value, int) else f"<a {type(value).__name__}>"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    keep = max(limit - 3, 2) // 2
+    return text if len(text) <= limit else text[:keep] + "..." + text[-keep:]

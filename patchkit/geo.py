@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .errors import GeoreferenceError
+from .errors import GeoreferenceError, PatchIndexError, PatchkitTypeError, PatchkitValueError, SinkWriteError
 from .spec import PatchSpec
 
 __all__ = [
@@ -39,6 +39,8 @@ __all__ = [
 RTOL = 1e-6
 #: Attribute of the spatial coordinates of a patch array: the distance between sampled pixel centres.
 STEP_ATTR = "step"
+#: The OGR drivers :func:`write_grid` picks by suffix.
+GRID_DRIVERS = {".geojson": "GeoJSON", ".json": "GeoJSON", ".gpkg": "GPKG", ".shp": "ESRI Shapefile"}
 
 
 def regular_step(values: Sequence[float]) -> float | None:
@@ -194,11 +196,18 @@ def patch_transform(patches: Any, row: int, col: int):
     ------
     GeoreferenceError
         When the patch's coordinates are not a regular grid.
-    KeyError
-        When no patch has those labels.
+    PatchIndexError
+        When no patch has those labels (a ``KeyError`` too).
+    PatchkitTypeError
+        When ``patches`` is not a DataArray or Dataset.
     """
     from affine import Affine
 
+    if not hasattr(patches, "dims") or not hasattr(patches, "coords"):
+        raise PatchkitTypeError(
+            f"patches is a {type(patches).__name__}, not a patch array; pass a DataArray made by .patches.extract "
+            "(or .patches.iter), which keeps every patch's coordinates"
+        )
     one = _select_patch(patches, row, col)
     ydim, xdim = _spatial_names(one)
     centres = []
@@ -215,8 +224,8 @@ def _spatial_names(one: Any) -> tuple[str, str]:
     dims = tuple(one.dims)
     if len(dims) < 2 or any(d not in one.coords for d in dims[-2:]):
         raise GeoreferenceError(
-            f"patch_transform needs patches made by .patches.extract (last two dims y, x with "
-            f"coordinates); got dims {dims}"
+            f"patch_transform needs the patch's last two dims (y, x) to have coordinates; got dims {dims}; pass "
+            "patches made by .patches.extract (they keep their y and x coordinates), or put them back with assign_coords"
         )
     return dims[-2], dims[-1]
 
@@ -225,14 +234,25 @@ def _select_patch(patches: Any, row: int, col: int):
     if "patch_row" in patches.dims:
         try:
             return patches.sel(patch_row=row, patch_col=col)
-        except KeyError:
-            raise KeyError(f"no patch ({row}, {col}) in this grid") from None
+        except (KeyError, TypeError, ValueError):
+            rows, cols = patches["patch_row"].values, patches["patch_col"].values
+            raise PatchIndexError(
+                f"no patch ({row!r}, {col!r}) in this grid of patch_row {_span(rows)} and patch_col {_span(cols)}; "
+                "pass labels from those ranges"
+            ) from None
     if "patch" in patches.dims:
         hits = np.flatnonzero((patches["patch_row"].values == row) & (patches["patch_col"].values == col))
         if not hits.size:
-            raise KeyError(f"no patch ({row}, {col}) among the {patches.sizes['patch']} kept patches")
+            raise PatchIndexError(
+                f"no patch ({row!r}, {col!r}) among the {patches.sizes['patch']} kept patches of this grid; pass the "
+                "patch_row and patch_col of one of them"
+            )
         return patches.isel(patch=int(hits[0]))
     return patches
+
+
+def _span(labels: np.ndarray) -> str:
+    return f"{labels.min()}..{labels.max()}" if labels.size else "(none)"
 
 
 def grid_table(spec: PatchSpec, shape: Sequence[int], transform, crs=None):
@@ -291,11 +311,23 @@ def write_grid(table, path: str | Path, driver: str | None = None) -> Path:
             "`pip install geopandas` (or `pip install patchkit[geo]`)"
         ) from err
     path = Path(path)
-    drivers = {".geojson": "GeoJSON", ".json": "GeoJSON", ".gpkg": "GPKG", ".shp": "ESRI Shapefile"}
-    driver = driver or drivers.get(path.suffix.lower())
+    driver = driver or GRID_DRIVERS.get(path.suffix.lower())
+    if driver is None:
+        raise PatchkitValueError(
+            f"path={str(path)!r} has a suffix geopandas is not told how to write; pass a path ending in "
+            f"{', '.join(GRID_DRIVERS)} (or name the driver)"
+        )
     frame = table.assign(transform=[", ".join(f"{v!r}" for v in tuple(t)[:6]) for t in table["transform"]])
     geometry = shapely.box(frame["left"], frame["bottom"], frame["right"], frame["top"])
     crs = table.attrs.get("crs")
     gdf = gpd.GeoDataFrame(frame, geometry=geometry, crs=crs.to_wkt() if hasattr(crs, "to_wkt") else crs)
-    gdf.to_file(path, driver=driver)
+    try:
+        gdf.to_file(path, driver=driver)
+    except Exception as err:  # pyogrio's and fiona's errors are their own, not OSError
+        if not (isinstance(err, OSError) or (type(err).__module__ or "").startswith(("pyogrio", "fiona", "shapely"))):
+            raise
+        raise SinkWriteError(
+            f"writing the patch grid to path={str(path)!r} failed: {type(err).__name__}: {err}; choose another path "
+            "(in a folder you can write to)"
+        ) from err
     return path

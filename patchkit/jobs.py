@@ -16,10 +16,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
 
-from .errors import ParameterFileError, PatchkitError, PatchkitValueError, shown
+from .errors import ParameterFileError, PatchkitError, PatchkitValueError, SinkWriteError, shown
 
 __all__ = ["KERNEL_NAME", "Parameter", "templates", "template_path", "parameters", "check_parameters",
-           "read_parameters_file", "ensure_kernel", "run_template", "NotebookError"]
+           "read_parameters_file", "check_values", "ensure_kernel", "run_template", "NotebookError"]
 
 #: The kernel templates run on: this environment's Python, installed as a kernelspec on first use.
 KERNEL_NAME = "patchkit"
@@ -172,6 +172,47 @@ def check_parameters(name: str | Path, given: Mapping[str, Any]) -> dict[str, An
     return dict(given)
 
 
+_SPEC_NAMES = ("sizes", "strides", "rates", "padding")
+
+
+def check_values(name: str | Path, values: Mapping[str, Any]) -> None:
+    """Check the values of the parameters patchkit knows, before a kernel starts (a bad one would otherwise
+    surface as a failing cell minutes later): the spec (``sizes``, ``strides``, ``rates``, ``padding``,
+    with the template's defaults for those not given), ``max_memory`` and ``max_nodata_fraction``. Other
+    values (a sink's name) are the template's to check.
+
+    Raises
+    ------
+    PatchkitError
+        The error patchkit itself would raise for the value (``InvalidSpecError``, ``InvalidMemoryError``...).
+    """
+    from .nodata import check_fraction
+    from .spec import PatchSpec
+    from .units import parse_bytes
+
+    known = parameters(name)
+    merged = {key: p.value for key, p in known.items()} | dict(values)
+    if any(key in values for key in _SPEC_NAMES) and all(key in merged for key in ("sizes", "strides")):
+        PatchSpec(merged["sizes"], merged["strides"], merged.get("rates", 1), merged.get("padding", "VALID"))
+    if "max_memory" in values:
+        parse_bytes(values["max_memory"])
+    if "max_nodata_fraction" in values:
+        check_fraction(values["max_nodata_fraction"])
+
+
+def _make_output_dir(output_dir: Path) -> None:
+    """Create ``output_dir``, or raise :class:`SinkWriteError` naming it (a file on the way, no permission)."""
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        error = SinkWriteError(
+            f"output_dir={str(output_dir)!r} cannot be made: {err.strerror or err}; choose another --output-dir "
+            "(a folder you can write to, with no file on the way)"
+        )
+        error.errno = err.errno
+        raise error from None
+
+
 def ensure_kernel(name: str = KERNEL_NAME) -> str:
     """Install a kernelspec for this Python (``sys.executable``) into ``sys.prefix``, once; return its name."""
     from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
@@ -200,7 +241,9 @@ def run_template(name: str | Path, given: Mapping[str, Any], output_dir: str | P
     Raises
     ------
     PatchkitValueError
-        Unknown parameters or wrong types (no kernel is started).
+        Unknown parameters, wrong types or values patchkit refuses (:func:`check_values`); no kernel is started.
+    SinkWriteError
+        ``output_dir`` cannot be made.
     NotebookError
         A cell raised; the executed notebook (with the traceback) is still written.
     """
@@ -209,10 +252,11 @@ def run_template(name: str | Path, given: Mapping[str, Any], output_dir: str | P
 
     source = template_path(name)
     values = check_parameters(source, given)
+    check_values(source, values)
     output_dir = Path(output_dir).resolve()
     if "output_dir" in parameters(source):
         values.setdefault("output_dir", str(output_dir))
-    output_dir.mkdir(parents=True, exist_ok=True)
+    _make_output_dir(output_dir)
     executed = output_dir / source.name
     kernel = kernel or ensure_kernel()
     try:

@@ -8,6 +8,7 @@ Nothing here imports TensorFlow or dask: their objects are recognised by their t
 
 from __future__ import annotations
 
+import os
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -16,7 +17,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from .dtypes import check_dtype
-from .errors import PatchkitError, PatchkitTypeError, SourceReadError
+from .errors import PatchkitError, PatchkitTypeError, SourceReadError, shown
 from .spec import _four_d
 
 __all__ = ["Source", "as_source", "is_tensor", "is_symbolic", "is_dask", "origin_of", "reading"]
@@ -203,6 +204,11 @@ def as_source(images: Any, name: str = "images", allow_empty: bool = False, orig
         return images
     if images is None:
         raise PatchkitTypeError(f"{name} is None; pass a 4-D [batch, height, width, channels] array")
+    if isinstance(images, (str, bytes, os.PathLike)):
+        raise PatchkitTypeError(
+            f"{name}={shown(images)} is a {type(images).__name__} (a path?), not an array; open it first, e.g. "
+            "da = rioxarray.open_rasterio(path), and use da.patches.extract(...), or pass a numpy array"
+        )
     if _module(images).startswith("xarray") and hasattr(images, "variable"):
         origin = origin or origin_of(images)
         with reading(origin):

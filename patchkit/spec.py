@@ -19,12 +19,12 @@ import functools
 import math
 import operator
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from .dtypes import check_dtype
-from .errors import BudgetTooSmallError, InvalidImageError, InvalidSpecError, KernelTooLargeError, OutputTooLargeError, shown
+from .errors import BudgetTooSmallError, InvalidImageError, InvalidSpecError, KernelTooLargeError, OutputTooLargeError, PatchIndexError, shown
 from .units import format_bytes, parse_bytes
 
 __all__ = [
@@ -342,7 +342,20 @@ class PatchSpec:
 
     @classmethod
     def from_dict(cls, fields: dict) -> "PatchSpec":
-        """The spec :meth:`to_dict` described (validated like any other)."""
+        """The spec :meth:`to_dict` described (validated like any other).
+
+        Raises
+        ------
+        InvalidSpecError
+            ``fields`` is not a mapping, or lacks ``"sizes"`` or ``"strides"``.
+        """
+        missing = [key for key in ("sizes", "strides") if not isinstance(fields, Mapping) or key not in fields]
+        if missing:
+            raise InvalidSpecError(
+                f"spec={shown(fields)} has no {' or '.join(map(repr, missing))}; a spec dict needs 'sizes' and 'strides' "
+                "(and optionally 'rates' and 'padding'): add them, e.g. {'sizes': 4, 'strides': 4}, or pass "
+                "PatchSpec(sizes, strides)"
+            )
         return cls(fields["sizes"], fields["strides"], fields.get("rates", 1), fields.get("padding", "VALID"))
 
     # ---- geometry -------------------------------------------------------------------------------
@@ -429,15 +442,13 @@ class PatchSpec:
     def window(self, i: int, j: int, shape: Sequence[int]) -> Window:
         """The input :class:`Window` patch ``(i, j)`` reads (offsets may be negative: padding).
 
-        Negative ``i``/``j`` count from the end, like indexing; out-of-range indices raise ``IndexError``.
+        Negative ``i``/``j`` count from the end, like indexing; out-of-range or non-integer indices raise
+        :class:`PatchIndexError` (an ``IndexError`` too).
         """
         rows, cols = self._axes(shape)
         offsets = []
-        for index, axis in ((i, rows), (j, cols)):
-            index = operator.index(index)
-            if not -axis.out <= index < axis.out:
-                raise IndexError(f"patch index {index} is out of range for a grid of {axis.out}")
-            offsets.append(axis.span(index % axis.out, index % axis.out + 1)[0])
+        for name, index, axis in (("i", i, rows), ("j", j, cols)):
+            offsets.append(axis.span(*_patch_index(name, index, axis.out))[0])
         return Window(offsets[0], offsets[1], rows.ke, cols.ke, self.rates[0], self.rates[1])
 
     def positions(self, shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -573,6 +584,21 @@ class PatchSpec:
                 hi = mid - 1
         bands = tuple(slice(i, min(i + lo, oh)) for i in range(0, oh, lo))
         return Plan(bands, lo, _peak(self, shape, dtype, lo, oh, lazy=lazy, **kwargs), budget)
+
+
+def _patch_index(name: str, index, count: int) -> tuple[int, int]:
+    """``(k, k + 1)`` for patch index ``index`` (negative counts from the end) along an axis of ``count`` patches."""
+    what = "row" if name == "i" else "column"
+    try:
+        k = None if isinstance(index, (bool, np.bool_)) else operator.index(index)
+    except TypeError:
+        k = None
+    if k is None or not -count <= k < count:
+        raise PatchIndexError(
+            f"{name}={shown(index)} is out of range or not an integer: the grid has {count} patch {what}s; pass an "
+            f"integer with {-count} <= {name} < {count}"
+        )
+    return k % count, k % count + 1
 
 
 def _bounds(rows: slice | tuple[int, int]) -> tuple[int, int]:

@@ -272,3 +272,50 @@ def test_cli_names_a_truncated_raster(truncated, tmp_path, capsys):
     assert main(["extract", str(truncated), "--sizes", "16", "--strides", "16", "--output", str(tmp_path / "o.zarr")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cut.tif" in err[0] and "damaged or truncated" in err[0]
+
+
+@pytest.mark.parametrize("images", ["scene.tif", b"scene.tif", __import__("pathlib").Path("scene.tif")])
+def test_a_path_is_not_an_image(images):
+    """A path passed as images says to open it first, instead of calling it a rank-0 array."""
+    from patchkit.errors import PatchkitTypeError
+
+    with pytest.raises(PatchkitTypeError, match=r"images=.*scene\.tif.* is a .* \(a path\?\), not an array; open it first"):
+        extract_patches(images, 4, 4)
+
+
+@pytest.mark.parametrize("i, match", [(99, r"i=99 is out of range"), (1.5, r"i=1\.5 is out of range or not an integer"),
+                                      (True, r"i=True")])
+def test_window_of_no_patch(i, match):
+    """A patch index off the grid, fractional or a bool is a PatchIndexError (an IndexError) giving the range."""
+    from patchkit.errors import PatchIndexError
+
+    with pytest.raises(PatchIndexError, match=match + r".*pass an integer with -2 <= i < 2"):
+        PatchSpec(4, 4).window(i, 0, (8, 8))
+
+
+def test_stitch_refuses_object_patches(patches):
+    """Patches of a dtype extraction refuses (object) are refused by stitch too, before any work."""
+    from patchkit.errors import UnsupportedDtypeError
+
+    data, geometry = patches
+    with pytest.raises(UnsupportedDtypeError, match=r"patches has dtype object"):
+        stitch(data.astype(object), **geometry)
+
+
+def test_cli_names_a_raster_it_cannot_open(tmp_path, capsys):
+    """`patchkit inspect` on a missing file or a text file exits 1 with one line naming it and what to check."""
+    from patchkit.cli import main
+
+    (tmp_path / "notes.txt").write_text("not a raster")
+    for name, what in [("missing.tif", "No such file"), ("notes.txt", "not recognized")]:
+        assert main(["inspect", str(tmp_path / name), "--sizes", "4", "--strides", "4"]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and name in err[0] and what in err[0] and "check the path" in err[0]
+
+
+def test_cli_inspect_checks_the_nodata_share(geotiffs, capsys):
+    """inspect refuses a nodata share outside [0, 1] as extract does, instead of ignoring it."""
+    from patchkit.cli import main
+
+    assert main(["inspect", str(geotiffs["projected"]), "--sizes", "4", "--strides", "4", "--max-nodata-fraction", "nan"]) == 1
+    assert "max_nodata_fraction=nan must be a share" in capsys.readouterr().err

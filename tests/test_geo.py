@@ -447,3 +447,42 @@ def test_write_grid_round_trip(geotiffs, tmp_path, suffix, spec):
     np.testing.assert_array_equal(back["col"], table["col"])
     np.testing.assert_allclose(back.geometry.bounds[["minx", "miny", "maxx", "maxy"]].to_numpy(),
                                table[["left", "bottom", "right", "top"]].to_numpy(), rtol=0, atol=1e-6)
+
+
+def test_patch_transform_refuses_what_is_not_a_patch_array():
+    """A numpy array is not a patch array: PatchkitTypeError saying what to pass (not numpy's AttributeError)."""
+    from patchkit.errors import PatchkitTypeError
+
+    with pytest.raises(PatchkitTypeError, match=r"patches is a ndarray, not a patch array; pass a DataArray made by"):
+        patch_transform(np.zeros((2, 2, 4, 4)), 0, 0)
+
+
+def test_patch_transform_off_the_grid_gives_its_ranges(geotiffs, open_raster):
+    """Labels off the grid (or of the wrong type) give the grid's ranges; the error is a KeyError and an IndexError."""
+    from patchkit.errors import PatchIndexError
+
+    out = open_raster(geotiffs["projected"]).patches.extract(16, 16)
+    for row, col in [(99, 99), ("a", 0)]:
+        with pytest.raises(PatchIndexError, match=r"no patch .* in this grid of patch_row 0\.\.2 and patch_col 0\.\.2; pass"):
+            patch_transform(out, row, col)
+    assert issubclass(PatchIndexError, KeyError) and issubclass(PatchIndexError, IndexError)
+
+
+def test_patch_transform_without_coordinates_says_what_to_do(geotiffs, open_raster):
+    """Patches that lost their y and x coordinates: the message says where they come from."""
+    out = open_raster(geotiffs["projected"]).patches.extract(16, 16).drop_vars(["y", "x"])
+    with pytest.raises(GeoreferenceError, match=r"pass patches made by \.patches\.extract \(they keep their y and x"):
+        patch_transform(out, 0, 0)
+
+
+def test_write_grid_refuses_unknown_suffixes_and_unwritable_paths(geotiffs, open_raster, tmp_path):
+    """An unknown suffix lists the known ones; a path under a regular file is a SinkWriteError naming it."""
+    pytest.importorskip("geopandas")
+    from patchkit.errors import PatchkitValueError, SinkWriteError
+
+    da = open_raster(geotiffs["projected"])
+    with pytest.raises(PatchkitValueError, match=r"path='.*grid\.xyz' has a suffix .*\.geojson, \.json, \.gpkg, \.shp"):
+        da.patches.grid(16, 16, path=tmp_path / "grid.xyz")
+    (tmp_path / "a-file.txt").write_text("x")
+    with pytest.raises(SinkWriteError, match=r"writing the patch grid to path='.*a-file\.txt/grid\.gpkg' failed.*choose another"):
+        da.patches.grid(16, 16, path=tmp_path / "a-file.txt" / "grid.gpkg")

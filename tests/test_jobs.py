@@ -162,3 +162,34 @@ def test_cli_reports_a_malformed_parameter_file_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("patchkit run: the parameters file") and "line 2, column 8" in err
     assert not (tmp_path / "out").exists()  # refused before anything ran
+
+
+@pytest.mark.parametrize(
+    ("given", "error", "match"),
+    [
+        ({"sizes": 0}, "InvalidSpecError", r"sizes=0 must be positive"),
+        ({"strides": [64, 2**40]}, "InvalidSpecError", r"more than 2\*\*31 - 1"),
+        ({"padding": "FULL"}, "InvalidSpecError", r"padding='FULL' is not supported"),
+        ({"max_memory": "lots"}, "InvalidMemoryError", r"max_memory='lots' does not parse"),
+        ({"max_nodata_fraction": 2.0}, "PatchkitValueError", r"max_nodata_fraction=2.0 must be a share"),
+    ],
+)
+def test_values_are_checked_before_a_kernel_starts(tmp_path, monkeypatch, given, error, match):
+    """A value of the right type that patchkit refuses (sizes 0, a budget that does not parse) is refused at
+    once, not by a failing cell minutes later; no kernel starts and no output folder is made."""
+    import patchkit.errors
+
+    monkeypatch.setattr(jobs, "ensure_kernel", lambda *a, **k: pytest.fail("a kernel was started"))
+    with pytest.raises(getattr(patchkit.errors, error), match=match):
+        jobs.run_template("extract_patches", given, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_output_dir_under_a_file_is_a_sink_write_error(tmp_path, monkeypatch):
+    """An --output-dir that cannot be made names it and says to choose another, before a kernel starts."""
+    from patchkit.errors import SinkWriteError
+
+    monkeypatch.setattr(jobs, "ensure_kernel", lambda *a, **k: pytest.fail("a kernel was started"))
+    (tmp_path / "a-file.txt").write_text("x")
+    with pytest.raises(SinkWriteError, match=r"output_dir='.*a-file\.txt/out' cannot be made: Not a directory; choose another"):
+        jobs.run_template("extract_patches", {}, tmp_path / "a-file.txt" / "out", progress=False)

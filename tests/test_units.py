@@ -65,7 +65,7 @@ def test_format():
         ("1e-999", r"must be a positive number of bytes"),
         (0.5, r"must be a positive number of bytes"),
         pytest.param(10**5000, r"max_memory=<an integer of 16610 bits> is more bytes", id="5000-digits"),
-        ("x" * 500, r"max_memory='xxxx.*\.\.\. does not parse"),
+        ("x" * 500, r"max_memory='x+\.\.\.x+' does not parse"),
         (np.array([1, 2]), r"is not a number of bytes"),
         (np.bool_(True), r"is not a number of bytes"),
     ],
