@@ -2,13 +2,19 @@
 
 Every case is a hostile input or a fault a new user would plausibly try. Each must
 
-1. raise a :class:`patchkit.errors.PatchkitError` (the command: exit non-zero, 2 for usage errors, with one
-   line on stderr and no traceback; templates: before a kernel starts);
+1. raise a :class:`patchkit.errors.PatchkitError` (the command: exit 1 with one line on stderr, or 2 for
+   a usage error with argparse's usage lines above its one error line, and never a traceback; templates:
+   before a kernel starts, which :func:`no_kernels` turns into an error);
 2. say which argument (file, option), which value, and what to do (``match``: regexes, one each);
 3. come back within a second (asserted below 2 s for a busy 2-core CI machine) and before anything
    large is allocated (tracemalloc peak below 32 MiB: numpy reports its buffers to tracemalloc);
 4. leave no output that reads as complete: the output path does not exist, or the sink's reader
-   refuses it with :class:`IncompleteStoreError`.
+   refuses it with :class:`IncompleteStoreError` (or, for another program's folder or manifest that
+   was there before, as foreign).
+
+Command cases run ``patchkit.cli.main(argv)`` in this process (timed and traced like the rest); those
+marked ``sub=True`` also run as a real ``python -m patchkit.cli`` process, which pays for its imports
+(bounded by :data:`MAX_SUBPROCESS_SECONDS` instead).
 
 One table (:data:`CASES`), one parametrized test over it. A few command cases also run as a real
 subprocess (``sub=True``). Cases marked ``xfail`` are known gaps in files other engineers own (their
@@ -46,9 +52,8 @@ import pytest
 import xarray as xr
 
 import patchkit
-from patchkit import PatchSpec, errors
+from patchkit import PatchSpec
 from patchkit.errors import (
-    BackendUnavailableError,
     BudgetTooSmallError,
     DimensionError,
     ForeignStoreError,
@@ -73,8 +78,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "bad_inputs.md"
 #: Bounds of requirement 3.
 MAX_SECONDS, MAX_PEAK = 2.0, 32 * 2**20
-#: A real ``patchkit`` process pays for its imports (patchkit, rioxarray): its own, looser bound.
-MAX_SUBPROCESS_SECONDS = 60.0
+#: A real ``patchkit`` process pays for its imports (patchkit, rioxarray: 2-5 s on the 2-core CI machine).
+MAX_SUBPROCESS_SECONDS = 20.0
 #: Words (or an example of a good value) that say what to do.
 FIX = (r"\b(pass|use|choose|raise|install|rename|check|run|free|write|pick|select|convert|add|drop|remove|open|"
        r"wrap|stream|fix|resample|warp|clip|re-download|re-create|stack|call|cancel|give|set)\b|e\.g\.|such as")
@@ -129,11 +134,6 @@ def literal(value: Any) -> str:
     return re.escape(repr(value))
 
 
-def spec_of(*args, **kwargs):
-    return lambda c, o: PatchSpec(*args, **kwargs)
-
-
-IMG = "image (1, 8, 8, 2) float32"
 
 # ---- PatchSpec ------------------------------------------------------------------------------------
 
@@ -262,7 +262,7 @@ for id, value, error in [
     ("iter-memory-huge", 10**30, InvalidMemoryError),
     ("iter-memory-tiny", "1KiB", BudgetTooSmallError),
 ]:
-    case(id, "iter_patches", f"max_memory={value!r}", error, r"max_memory", literal(value).replace("1e\\+30", "1e30"),
+    case(id, "iter_patches", f"max_memory={value!r}", error, r"max_memory", literal(value),
          call=lambda c, o, value=value: patchkit.iter_patches(np.zeros((1, 64, 64, 3), np.float32), 4, 2, max_memory=value))
 case("iter-empty-image", "iter_patches", "an empty image (1, 0, 8, 2)", InvalidImageError, r"images",
      r"\(1, 0, 8, 2\)", r"needs at least one", call=lambda c, o: patchkit.iter_patches(np.zeros((1, 0, 8, 2)), 2, 2))
@@ -325,6 +325,9 @@ case("acc-grid-suffix", "DataArray.patches.grid", "path='grid.xyz' (unknown form
      call=lambda c, o: c.da.patches.grid(4, 4, path=o.parent / "grid.xyz"),
      xfail="geo.write_grid: an unknown suffix gives driver None and geopandas' own error; refuse it with "
            "PatchkitValueError listing .geojson, .gpkg, .shp ('pass one of those suffixes')")
+case("acc-truncated", "DataArray.patches.extract", "a truncated GeoTIFF (opened lazily)", SourceReadError,
+     r"truncated\.tif", r"failed", r"re-download|re-create",
+     call=lambda c, o: __import__("rioxarray").open_rasterio(c.truncated).patches.extract(4, 4))
 case("acc-iter-memory-zero", "DataArray.patches.iter", "max_memory=0", InvalidMemoryError, r"max_memory", r"=0\b",
      call=lambda c, o: c.da.patches.iter(4, 4, max_memory=0))
 case("acc-iter-sizes-three", "DataArray.patches.iter", "sizes=(4, 4, 4)", InvalidSpecError, r"sizes",
@@ -356,6 +359,9 @@ case("zarr-existing-file", ZARR, "store = an existing file", ForeignStoreError, 
      r"mode='w'", output="zarr", at=lambda c, o: c.file, call=lambda c, o: c.da.patches.to_zarr(c.file, 4, 4, progress=False))
 case("zarr-memory-tiny", ZARR, "max_memory='100B'", BudgetTooSmallError, r"max_memory", r"=100\b", output="zarr",
      call=lambda c, o: c.da.patches.to_zarr(o, 4, 4, max_memory="100B", progress=False))
+case("zarr-truncated", ZARR, "a truncated GeoTIFF, read in dask chunks", SourceReadError, r"truncated\.tif",
+     r"failed", r"re-download|re-create", output="zarr",
+     call=lambda c, o: __import__("rioxarray").open_rasterio(c.truncated, chunks={"y": 10}).patches.to_zarr(o, 4, 4, progress=False))
 case("zarr-fraction", ZARR, "max_nodata_fraction=2", PatchkitValueError, r"max_nodata_fraction", r"=2\b",
      output="zarr", call=lambda c, o: c.da.patches.to_zarr(o, 4, 4, max_nodata_fraction=2, progress=False))
 case("zarr-store-none", ZARR, "store=None", PatchkitTypeError, r"store", r"None",
@@ -561,12 +567,10 @@ case("stitch-lost-attrs", STITCH, "labelled patches whose attrs were dropped", P
      r"patchkit_spec", r"None", call=lambda c, o: patchkit.stitch(c.patches.drop_attrs()))
 case("stitch-wrong-sizes", STITCH, "labelled 4 x 4 patches, spec sizes 3", PatchkitValueError, r"spec",
      r"4x4", call=lambda c, o: patchkit.stitch(c.patches, spec=PatchSpec(3, 3), image_shape=(12, 10)))
-case("stitch-string-patches", STITCH, "patches='abc' with a spec", PatchkitValueError, r"patches", r"shape \(\)",
+case("stitch-string-patches", STITCH, "patches='abc' with a spec", UnsupportedDtypeError, r"patches", r"<U3",
      call=lambda c, o: patchkit.stitch("abc", spec=PatchSpec(4, 2), image_shape=(8, 8)))
 case("stitch-object-patches", STITCH, "patches of dtype object", UnsupportedDtypeError, r"patches", r"object",
-     call=lambda c, o: patchkit.stitch(_numpy_patches(c).astype(object), spec=PatchSpec(4, 2), image_shape=(8, 8)),
-     xfail="stitch.py: object patches pass every check and are stitched as Python objects, though extraction "
-           "refuses the dtype; check it first (dtypes.check_dtype(patches.dtype, 'patches')) and say 'convert it'")
+     r"convert", call=lambda c, o: patchkit.stitch(_numpy_patches(c).astype(object), spec=PatchSpec(4, 2), image_shape=(8, 8)))
 
 # ---- patch_transform, calibrate, the Keras layer --------------------------------------------------------
 
@@ -1155,7 +1159,7 @@ def ctx(tmp_path_factory, request):
         if reporter is not None and capture is not None:
             with capture.global_and_fixture_disabled():
                 reporter.write_line(
-                    f"\ncatalogue: {len(MEASURED)} cases run; slowest {slowest[0]} {slowest[1].seconds * 1000:.0f} ms; "
+                    f"\ncatalogue: {len(MEASURED)} cases passed in this process; slowest {slowest[0]} {slowest[1].seconds * 1000:.0f} ms; "
                     f"largest tracemalloc peak {largest[0]} {largest[1].peak / 2**20:.2f} MiB")
 
 
@@ -1175,7 +1179,8 @@ def test_bad_input(ctx, k, record_property):
     """Each bad input is refused with a patchkit error naming argument, value and fix, at once, with no output."""
     _skip_unavailable(ctx, k)
     result, out = run_case(ctx, k)
-    MEASURED[k.id] = result
+    if not k.xfail:  # the known gaps fail by design; the summary is of the cases that pass
+        MEASURED[k.id] = result
     record_property("seconds", round(result.seconds, 4))
     record_property("tracemalloc_peak", result.peak)
     check_case(ctx, k, result, out)
