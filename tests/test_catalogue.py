@@ -1147,6 +1147,8 @@ MEASURED: dict[str, Outcome] = {}
 
 @pytest.fixture(scope="module")
 def ctx(tmp_path_factory, request):
+    for package in ("rioxarray", "rasterio", "zarr", "geopandas", "dask", "papermill", "yaml", "scipy"):
+        pytest.importorskip(package)  # the dev extras; TensorFlow and ipywidgets only skip the cases that need them
     c = make_ctx(tmp_path_factory.mktemp("catalogue"))
     yield c
     if c.readonly is not None and c.readonly != Path("/sys"):
