@@ -145,10 +145,11 @@ def to_zarr(obj: Any, store: str | Path, spec: PatchSpec, *, max_memory: int | s
                        channel_dims=channel_dims, max_memory=max_memory)
     mark = fingerprint(obj, spec, max_nodata_fraction=max_nodata_fraction, compression=repr(compression),
                        chunk_patches=chunk_patches, spatial_dims=spatial_dims, channel_dims=channel_dims)
+    budget = _band_budget(prepared, max_memory, compression, chunk_patches, backend)  # before the store is made
     log = _start(path, prepared, mark, mode, compression, chunk_patches, max_memory)
     if log is None:
         return path  # already complete, from these pixels
-    _write_bands(path, prepared, log, max_memory, backend, progress)
+    _write_bands(path, prepared, log, budget, backend, progress)
     _finish(path)
     return path
 
@@ -206,7 +207,7 @@ def _region(prepared, rows: slice) -> tuple[str, slice]:
     return "patch", slice(before, before + int(prepared.keep[rows].sum()))
 
 
-def _write_bands(path: Path, prepared, log: RowLog, max_memory, backend: str, progress: bool) -> None:
+def _write_bands(path: Path, prepared, log: RowLog, budget: int, backend: str, progress: bool) -> None:
     """Write every band not yet finished, recording each as it lands.
 
     The structure and every coordinate were written with the store, so a band writes only its
@@ -218,14 +219,7 @@ def _write_bands(path: Path, prepared, log: RowLog, max_memory, backend: str, pr
     group = zarr.open_group(str(path), mode="r+")
     # every chunk is stored, fill values too, so that a missing chunk file means a lost chunk
     arrays = {name: group[name].with_config({"write_empty_chunks": True}) for name in _variable_names(prepared)}
-    budget = _band_budget(max_memory, arrays.values())
-    try:
-        stream = bands(prepared, max_memory=budget, backend=backend, done=log.done)
-    except BudgetTooSmallError as err:
-        raise BudgetTooSmallError(
-            f"max_memory={max_memory!r} less the store's chunk buffers leaves {format_bytes(budget)} for the "
-            f"patches, too little: {err}; or pass a smaller chunk_patches"
-        ) from err
+    stream = bands(prepared, max_memory=budget, backend=backend, done=log.done)
     total = prepared.grid_shape[0]
     with tqdm(total=total, initial=log.count, unit="row", desc=f"patches -> {path.name}", disable=not progress or None) as bar:
         for rows, band in stream:
@@ -247,18 +241,28 @@ def _variable_names(prepared) -> list[str]:
     return [str(name) for name in _as_dataset(template(prepared)).data_vars]
 
 
-def _band_budget(max_memory, arrays) -> int:
-    """``max_memory`` less what writing holds: one chunk in memory order and one encoded, per variable.
+def _band_budget(prepared, max_memory, compression, chunk_patches, backend: str) -> int:
+    """``max_memory`` less what writing holds: one chunk in memory order and one encoded, per variable;
+    checked against the band plan before anything is written.
 
     Chunks are written one at a time (:func:`_write_chunks`), so that is all the sink adds.
     """
+    ds = _as_dataset(template(prepared))
+    encoding = _encoding(ds, prepared.grid, compression, chunk_patches)
     budget = parse_bytes(max_memory)
-    overhead = sum(2 * a.dtype.itemsize * math.prod(a.chunks) for a in arrays)
+    overhead = sum(2 * ds[name].dtype.itemsize * math.prod(encoding[name]["chunks"]) for name in ds.data_vars)
     if budget <= overhead:
         raise BudgetTooSmallError(
             f"max_memory={max_memory!r} does not leave room for the patches once the store's chunk buffers "
             f"({format_bytes(overhead)}) are counted; raise max_memory or pass a smaller chunk_patches"
         )
+    try:
+        bands(prepared, max_memory=budget - overhead, backend=backend)  # plans; reads nothing
+    except BudgetTooSmallError as err:
+        raise BudgetTooSmallError(
+            f"max_memory={max_memory!r} less the store's chunk buffers leaves {format_bytes(budget - overhead)} for the "
+            f"patches, too little: {err}; or pass a smaller chunk_patches"
+        ) from err
     return budget - overhead
 
 
