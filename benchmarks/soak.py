@@ -67,6 +67,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_extract import _high_water_mark, _reset_high_water_mark  # noqa: E402
+
 GB = 10**9
 MIB = 2**20
 GIB = 2**30
@@ -99,25 +102,6 @@ def _rss_reader():
             with open("/proc/self/status") as f:
                 return int(re.search(r"^VmRSS:\s+(\d+)\s+kB", f.read(), re.MULTILINE).group(1)) * 1024
         return from_proc
-
-
-def _high_water_mark() -> int | None:
-    """The kernel's peak RSS of this process (``VmHWM``) in bytes, or None."""
-    try:
-        with open("/proc/self/status") as f:
-            match = re.search(r"^VmHWM:\s+(\d+)\s+kB", f.read(), re.MULTILINE)
-    except OSError:
-        return None
-    return int(match.group(1)) * 1024 if match else None
-
-
-def _reset_high_water_mark() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return _high_water_mark() is not None
-    except OSError:
-        return False
 
 
 def _open_fds() -> int:
@@ -399,7 +383,6 @@ def run_zarr(phase: Phase, sampler: Sampler, tqdm, folder: Path, size: int, comp
 
     import patchkit  # noqa: F401  (registers .patches)
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from bench_xarray import write_scene
 
     tif = write_scene(folder / "scene.tif", ZARR_BANDS, size)
