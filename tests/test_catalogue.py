@@ -565,13 +565,9 @@ case("transform-numpy", "patch_transform", "a numpy array", PatchkitTypeError, r
 case("transform-no-coords", "patch_transform", "patches without coordinates", GeoreferenceError, r"patch_transform",
      r"dims", call=lambda c, o: patchkit.patch_transform(c.patches.drop_vars(["y", "x"]), 0, 0))
 case("calibrate-device", "backends.calibrate", "device='nonsense'", PatchkitValueError, r"device", r"'nonsense'",
-     needs=TF, call=lambda c, o: __import__("patchkit.backends").backends.calibrate("nonsense"),
-     xfail="backends/__init__.py: TensorFlow's own error for an unparsable device escapes (or the probe runs); "
-           "check the name with tf.config.list_logical_devices() first and raise PatchkitValueError listing them")
+     needs=TF, call=lambda c, o: __import__("patchkit.backends").backends.calibrate("nonsense"))
 case("calibrate-repeats", "backends.calibrate", "repeats=0", PatchkitValueError, r"repeats", r"=0\b",
-     needs=TF, call=lambda c, o: __import__("patchkit.backends").backends.calibrate("/device:CPU:0", repeats=0),
-     xfail="backends/__init__.py: repeats=0 times nothing (every timing is inf) and silently picks numpy; "
-           "refuse repeats < 1 with PatchkitValueError ('pass repeats=3')")
+     needs=TF, call=lambda c, o: __import__("patchkit.backends").backends.calibrate("/device:CPU:0", repeats=0))
 case("keras-sizes-zero", "keras.ExtractPatches", "ExtractPatches(0, 1)", InvalidSpecError, r"sizes", r"=0\b",
      needs=TF, call=lambda c, o: __import__("patchkit.keras").keras.ExtractPatches(0, 1))
 case("keras-padding", "keras.ExtractPatches", "padding='full'", InvalidSpecError, r"padding", r"'full'",

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import UnknownBackendError
+from ..errors import PatchkitValueError, UnknownBackendError, shown
 from ..sources import Source
 from ..spec import PatchSpec
 from .numpy import NumpyBackend
@@ -76,10 +76,13 @@ def calibrate(device: str, host_input: bool = False, repeats: int = 3) -> str:
     ``host_input`` times the whole trip of a numpy input (to the device and back) for TensorFlow.
     The result is cached per device; a later call returns it without measuring.
     """
+    if isinstance(repeats, bool) or not isinstance(repeats, (int, np.integer)) or repeats < 1:
+        raise PatchkitValueError(f"repeats={shown(repeats)} must be a positive number of timed runs; pass e.g. repeats=3")
     key = f"{device} (host input)" if host_input else device
     if key in _CHOICES:
         return _CHOICES[key]
     tf = import_tensorflow()
+    _check_device(tf, device)
     probe = np.random.default_rng(0).random(PROBE_SHAPE, dtype=np.float32)
     with tf.device(device):
         tensor = tf.identity(tf.constant(probe))
@@ -107,6 +110,19 @@ def calibrate(device: str, host_input: bool = False, repeats: int = 3) -> str:
         timings[name] = best
     _CHOICES[key] = min(timings, key=timings.get)
     return _CHOICES[key]
+
+
+def _check_device(tf, device: Any) -> None:
+    """Raise :class:`PatchkitValueError` unless ``device`` names one of TensorFlow's logical devices."""
+    names = [d.name for d in tf.config.list_logical_devices()]
+    try:
+        spec = tf.DeviceSpec.from_string(device)
+        known = any(spec.device_type in (None, tf.DeviceSpec.from_string(n).device_type)
+                    and spec.device_index in (None, tf.DeviceSpec.from_string(n).device_index) for n in names)
+    except (TypeError, ValueError, AttributeError):
+        known = False
+    if not known:
+        raise PatchkitValueError(f"device={shown(device)} is not a device TensorFlow has; pass one of {names}")
 
 
 def tensor_to_numpy(tensor: Any) -> np.ndarray:
