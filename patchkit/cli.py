@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Sequence
 
 from .errors import PatchkitError, SourceReadError
+from .sinks import METHODS
 
 __all__ = ["main", "build_parser"]
 
-SINKS = ("zarr", "geotiff", "tfrecord")
+SINKS = tuple(METHODS)
 
 
 def _pair(text: str) -> int | list[int]:

@@ -178,8 +178,8 @@ _SPEC_NAMES = ("sizes", "strides", "rates", "padding")
 def check_values(name: str | Path, values: Mapping[str, Any]) -> None:
     """Check the values of the parameters patchkit knows, before a kernel starts (a bad one would otherwise
     surface as a failing cell minutes later): the spec (``sizes``, ``strides``, ``rates``, ``padding``,
-    with the template's defaults for those not given), ``max_memory`` and ``max_nodata_fraction``. Other
-    values (a sink's name) are the template's to check.
+    with the template's defaults for those not given), ``max_memory``, ``max_nodata_fraction`` and ``sink``.
+    Other values are the template's to check.
 
     Raises
     ------
@@ -187,6 +187,7 @@ def check_values(name: str | Path, values: Mapping[str, Any]) -> None:
         The error patchkit itself would raise for the value (``InvalidSpecError``, ``InvalidMemoryError``...).
     """
     from .nodata import check_fraction
+    from .sinks import check_sink
     from .spec import PatchSpec
     from .units import parse_bytes
 
@@ -198,6 +199,8 @@ def check_values(name: str | Path, values: Mapping[str, Any]) -> None:
         parse_bytes(values["max_memory"])
     if "max_nodata_fraction" in values:
         check_fraction(values["max_nodata_fraction"])
+    if "sink" in values:
+        check_sink(values["sink"])
 
 
 def _make_output_dir(output_dir: Path) -> None:

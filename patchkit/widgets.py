@@ -44,6 +44,7 @@ from .dtypes import SUPPORTED_DTYPES
 from .errors import DimensionError, InvalidImageError, PatchkitError, PatchkitTypeError, PatchkitValueError, UnsupportedDtypeError, shown
 from .labelled import Layout, arrange, find_layout
 from .nodata import check_fraction, nodata_counts, nodata_values
+from .sinks import METHODS, check_sink
 from .sinks import geotiff as geotiff_sink
 from .sinks import zarr as zarr_sink
 from .sinks._store import read_json
@@ -66,7 +67,7 @@ __all__ = [
 ]
 
 #: Sinks a run can write, by the name the explorer shows, and the accessor method each one is.
-SINKS = {"zarr": "to_zarr", "geotiff": "to_geotiffs", "tfrecord": "to_tfrecord"}
+SINKS = METHODS  # the sinks by name, with the .patches method that writes each
 #: The output path a sink gets until the user types one: where ``patchkit run extract_patches`` writes it.
 DEFAULT_PATHS = {"zarr": "outputs/patches.zarr", "geotiff": "outputs/chips", "tfrecord": "outputs/tfrecord/patches"}
 #: The notebook template ``patchkit run`` runs for an extraction (see ``patchkit.cli``).
@@ -81,13 +82,6 @@ MAX_SAMPLED = 256
 MAX_LINES = 96
 #: A numpy-backed scene is wrapped in dask chunks of about this size for a cancellable run.
 CANCEL_CHUNK = "32MiB"
-
-
-def check_sink(sink: Any) -> str:
-    """``sink`` if it names one of :data:`SINKS`, else a :class:`PatchkitValueError` saying which to choose."""
-    if isinstance(sink, str) and sink in SINKS:
-        return sink
-    raise PatchkitValueError(f"sink={shown(sink)} is not one of {sorted(SINKS)}; choose one of those")
 
 
 def check_spec(spec: Any) -> PatchSpec:

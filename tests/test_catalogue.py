@@ -672,10 +672,6 @@ def jobs():
     return j
 
 
-KERNEL = ("jobs.check_parameters: sizes, strides, rates, padding, max_memory and max_nodata_fraction are checked "
-          "before the kernel now, but not the sink name, so sink='s3' fails in a cell (a NotebookError after the "
-          "kernel started); check it against ('zarr', 'geotiff', 'tfrecord') there too (tests/test_cli.py and "
-          "tests/test_jobs.py expect the cell's ValueError today and would change with it)")
 case("jobs-template-unknown", "jobs.template_path", "name='nope'", PatchkitValueError, r"template", r"'nope'",
      r"patchkit templates", call=lambda c, o: jobs().template_path("nope"))
 case("jobs-template-text-file", "jobs.template_path", "a path to a .txt file", PatchkitValueError, r"template",
@@ -701,7 +697,7 @@ case("jobs-run-unknown-template", "jobs.run_template", "name='nope'", PatchkitVa
 case("jobs-run-sizes-zero", "jobs.run_template", "{'sizes': 0}", InvalidSpecError, r"sizes", r"=0\b", output="path",
      call=lambda c, o: jobs().run_template("extract_patches", {"sizes": 0}, o, kernel="python3"))
 case("jobs-run-sink", "jobs.run_template", "{'sink': 's3'}", PatchkitValueError, r"sink", r"'s3'", output="path",
-     call=lambda c, o: jobs().run_template("extract_patches", {"sink": "s3"}, o, kernel="python3"), xfail=KERNEL)
+     call=lambda c, o: jobs().run_template("extract_patches", {"sink": "s3"}, o, kernel="python3"))
 case("jobs-run-output-under-file", "jobs.run_template", "output_dir under a regular file", SinkWriteError,
      r"output_dir|output", r"a-file\.txt", output="path", at=lambda c, o: c.file / "out",
      call=lambda c, o: jobs().run_template("extract_patches", {}, c.file / "out", kernel="python3"))

@@ -83,9 +83,9 @@ def test_extract_to_zarr(geotiffs, tmp_path):
 
 def test_failing_notebook_exits_1(tmp_path):
     """A template whose cell raises exits 1 with the cell's error on stderr."""
-    done = patchkit_command("run", "extract_patches", "-p", "sink", "nowhere", "-p", "sizes", "512", "-p", "strides", "512",
+    done = patchkit_command("run", "extract_patches", "-p", "input_path", str(tmp_path / "missing.tif"),
                             "--output-dir", str(tmp_path))
-    assert done.returncode == 1 and "ValueError: sink='nowhere'" in done.stderr
+    assert done.returncode == 1 and "RasterioIOError" in done.stderr and "missing.tif" in done.stderr
 
 
 def test_parameters_file_is_checked(tmp_path):

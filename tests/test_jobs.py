@@ -95,9 +95,9 @@ def test_stitch_template_runs(tmp_path):
 
 def test_failing_cell_is_reported(tmp_path):
     """A cell that raises gives NotebookError with the cell, the error and its value; the notebook is kept."""
-    with pytest.raises(jobs.NotebookError, match="ValueError: sink='nowhere'") as info:
-        jobs.run_template("extract_patches", {"sink": "nowhere", "sizes": 512, "strides": 512}, tmp_path, progress=False)
-    assert info.value.ename == "ValueError" and info.value.notebook.exists()
+    with pytest.raises(jobs.NotebookError, match="RasterioIOError: .*missing.tif") as info:
+        jobs.run_template("extract_patches", {"input_path": str(tmp_path / "missing.tif")}, tmp_path, progress=False)
+    assert info.value.ename == "RasterioIOError" and info.value.notebook.exists()
 
 
 @pytest.mark.slow
