@@ -530,7 +530,8 @@ def _overview(obj: Any, layout: Layout, size: int):
             return None
         fitting = [level for level, f in enumerate(factors) if max(h, w) / f >= size]
         level = fitting[-1] if fitting else 0
-        ov = rioxarray.open_rasterio(path, overview_level=level).load()
+        with rioxarray.open_rasterio(path, overview_level=level) as opened:  # closed: GDAL's blocks of it freed now
+            ov = opened.load()
     except Exception:  # no rasterio, an unreadable file: fall back to a decimated read
         return None
     if "band" not in obj.dims:
