@@ -19,6 +19,9 @@ __all__ = [
     "UnsupportedDtypeError",
     "UnknownBackendError",
     "BackendUnavailableError",
+    "MissingDependencyError",
+    "NotebookError",
+    "RunCancelled",
     "InvalidMemoryError",
     "BudgetTooSmallError",
     "OutputTooLargeError",
@@ -144,3 +147,19 @@ def shown(value: Any, limit: int = 80) -> str:
         text = f"<an integer of {value.bit_length()} bits>" if isinstance(value, int) else f"<a {type(value).__name__}>"
     keep = max(limit - 3, 2) // 2
     return text if len(text) <= limit else text[:keep] + "..." + text[-keep:]
+
+
+class MissingDependencyError(PatchkitError, ImportError):
+    """An optional package a feature needs (geopandas, scipy...) is not installed."""
+
+
+class NotebookError(PatchkitError, RuntimeError):
+    """A template's cell raised; ``cell``, ``ename`` and ``evalue`` say which and what."""
+
+    def __init__(self, notebook, cell: int, ename: str, evalue: str):
+        self.notebook, self.cell, self.ename, self.evalue = notebook, cell, ename, evalue
+        super().__init__(f"cell {cell} of {notebook} raised {ename}: {evalue} (the executed notebook shows the traceback)")
+
+
+class RunCancelled(PatchkitError):
+    """Raised inside a sink run of the explorer when it is cancelled; the sink keeps what it finished."""

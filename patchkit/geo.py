@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .errors import GeoreferenceError, PatchIndexError, PatchkitTypeError, PatchkitValueError, SinkWriteError
+from .errors import GeoreferenceError, MissingDependencyError, PatchIndexError, PatchkitTypeError, PatchkitValueError, SinkWriteError
 from .spec import PatchSpec
 
 __all__ = [
@@ -306,7 +306,7 @@ def write_grid(table, path: str | Path, driver: str | None = None) -> Path:
         import geopandas as gpd
         import shapely
     except ImportError as err:
-        raise ImportError(
+        raise MissingDependencyError(
             f"writing the patch grid to {str(path)!r} needs geopandas; install it with "
             "`pip install geopandas` (or `pip install patchkit[geo]`)"
         ) from err

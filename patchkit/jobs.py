@@ -16,21 +16,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
 
-from .errors import ParameterFileError, PatchkitError, PatchkitValueError, SinkWriteError, shown
+from .errors import NotebookError, ParameterFileError, PatchkitValueError, SinkWriteError, shown
 
 __all__ = ["KERNEL_NAME", "Parameter", "templates", "template_path", "parameters", "check_parameters",
            "read_parameters_file", "check_values", "ensure_kernel", "run_template", "NotebookError"]
 
 #: The kernel templates run on: this environment's Python, installed as a kernelspec on first use.
 KERNEL_NAME = "patchkit"
-
-
-class NotebookError(PatchkitError, RuntimeError):
-    """A template's cell raised; ``cell``, ``ename`` and ``evalue`` say which and what."""
-
-    def __init__(self, notebook: Path, cell: int, ename: str, evalue: str):
-        self.notebook, self.cell, self.ename, self.evalue = notebook, cell, ename, evalue
-        super().__init__(f"cell {cell} of {notebook} raised {ename}: {evalue} (the executed notebook shows the traceback)")
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from .dtypes import check_dtype
-from .errors import PatchkitError, PatchkitTypeError, SourceReadError, shown
+from .errors import PatchkitError, PatchkitTypeError, PatchkitValueError, SourceReadError, shown
 from .spec import _four_d
 
 __all__ = ["Source", "as_source", "is_tensor", "is_symbolic", "is_dask", "origin_of", "reading"]
@@ -141,7 +141,8 @@ class Source:
         if self.kind == "tensorflow":
             return np.asarray(self.data.numpy())
         if self.lazy:
-            raise AssertionError("a lazy source is read in row bands, never whole")
+            raise PatchkitValueError("a lazy source is read in row bands, never whole: stream it with iter_patches, "
+                                     "or compute it first")
         return self.data
 
     def read_rows(self, start: int, stop: int, out: np.ndarray | None = None) -> np.ndarray:

@@ -24,7 +24,8 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from .dtypes import check_dtype
-from .errors import BudgetTooSmallError, InvalidImageError, InvalidSpecError, KernelTooLargeError, OutputTooLargeError, PatchIndexError, shown
+from .errors import (BudgetTooSmallError, InvalidImageError, InvalidSpecError, KernelTooLargeError, OutputTooLargeError,
+                     PatchIndexError, PatchkitValueError, shown)
 from .units import format_bytes, parse_bytes
 
 __all__ = [
@@ -604,7 +605,7 @@ def _patch_index(name: str, index, count: int) -> tuple[int, int]:
 def _bounds(rows: slice | tuple[int, int]) -> tuple[int, int]:
     if isinstance(rows, slice):
         if rows.step not in (None, 1):
-            raise ValueError(f"rows={rows!r} must be a contiguous slice (step 1)")
+            raise PatchkitValueError(f"rows={rows!r} must be a contiguous slice (step 1); pass e.g. rows=slice(0, 8)")
         return int(rows.start or 0), int(rows.stop)
     i0, i1 = rows
     return int(i0), int(i1)

@@ -61,6 +61,7 @@ import numpy as np
 from .errors import (
     BudgetTooSmallError,
     DimensionError,
+    MissingDependencyError,
     OutputTooLargeError,
     PatchkitError,
     PatchkitTypeError,
@@ -119,7 +120,7 @@ def _scipy_window(blend, k: int) -> np.ndarray:
     try:
         from scipy.signal.windows import get_window
     except ImportError as err:
-        raise ImportError(
+        raise MissingDependencyError(
             f"blend={shown(blend)} is a scipy.signal.windows name, which needs scipy; install it with "
             "`pip install scipy`, or use blend='cosine' or 'mean'"
         ) from err

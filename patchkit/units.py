@@ -119,10 +119,11 @@ def format_bytes(nbytes: int | float) -> str:
     if isinstance(nbytes, int) and nbytes.bit_length() > 1000:  # beyond a float: a count no machine holds
         return f"about 2**{nbytes.bit_length() - 1} B"
     nbytes = float(nbytes)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
-        if abs(nbytes) < 1024 or unit == "EiB":
-            if unit == "B":
-                return f"{int(nbytes)} B"
-            return f"{nbytes:.2f} {unit}" if abs(nbytes) < 1024 else f"{nbytes:.3g} {unit}"
+    units = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
+    power = 0
+    while abs(nbytes) >= 1024 and power < len(units) - 1:
         nbytes /= 1024
-    raise AssertionError("unreachable")
+        power += 1
+    if power == 0:
+        return f"{int(nbytes)} B"
+    return f"{nbytes:.2f} {units[power]}" if abs(nbytes) < 1024 else f"{nbytes:.3g} {units[power]}"

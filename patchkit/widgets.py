@@ -41,7 +41,8 @@ from .backends import get_backend
 from .chunking import DEFAULT_MAX_MEMORY, plan_for
 from .dtypes import check_dtype
 from .dtypes import SUPPORTED_DTYPES
-from .errors import DimensionError, InvalidImageError, PatchkitError, PatchkitTypeError, PatchkitValueError, UnsupportedDtypeError, shown
+from .errors import (DimensionError, InvalidImageError, PatchkitError, PatchkitTypeError, PatchkitValueError, RunCancelled,
+                     UnsupportedDtypeError, shown)
 from .labelled import Layout, arrange, find_layout
 from .nodata import check_fraction, nodata_counts, nodata_values
 from .sinks import METHODS, check_sink
@@ -89,10 +90,6 @@ def check_spec(spec: Any) -> PatchSpec:
     if isinstance(spec, PatchSpec):
         return spec
     raise PatchkitTypeError(f"spec={shown(spec)} (a {type(spec).__name__}) is not a PatchSpec; pass PatchSpec(sizes, strides, rates, padding)")
-
-
-class RunCancelled(PatchkitError):
-    """Raised inside a :class:`SinkRun` when it is cancelled; the sink keeps what it finished."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -924,8 +921,7 @@ def sink_progress(sink: str, path: str | Path, rows: int) -> tuple[int, int, str
             return rows, rows, "rows"
         done = sum(s["rows"][1] - s["rows"][0] for s in manifest.get("shards", []) if s.get("done"))
         return min(done, rows), rows, "rows"
-    check_sink(sink)
-    raise AssertionError("unreachable: every sink is handled above")
+    raise PatchkitValueError(f"sink={check_sink(sink)!r} has no progress to read; choose one of {sorted(SINKS)}")
 
 
 class SinkRun:
