@@ -75,10 +75,8 @@ from .labelled import SPEC_ATTR, recorded_spec
 from .spec import PatchSpec
 from .units import format_bytes, parse_bytes
 
-__all__ = ["stitch", "blend_weights", "normalize_crop", "BLENDS"]
+__all__ = ["stitch", "blend_weights", "normalize_crop", "register_window", "WINDOWS", "BLENDS"]
 
-#: The blends patchkit names itself; any ``scipy.signal.windows`` name or a callable also works.
-BLENDS = ("mean", "sum", "cosine", "none")
 #: Output suffixes :func:`stitch` streams to.
 SUFFIXES = (".tif", ".tiff", ".zarr")
 #: In-memory stitching works in bands of about this much accumulator: reused buffers stay warm.
@@ -111,6 +109,35 @@ def _cosine(k: int) -> np.ndarray:
     return np.sin(np.pi * (np.arange(k) + 0.5) / k) ** 2
 
 
+def _ones(k: int) -> np.ndarray:
+    """Every tap weighs 1."""
+    return np.ones(k)
+
+
+#: The blend windows by name: ``name -> window(k)``, ``k`` taps along one axis; a patch's weights are
+#: the outer product of its rows' and columns' windows. A new window is one function and one entry
+#: (:func:`register_window`). ``"sum"`` is not a mean (TensorFlow's fold); ``"none"`` is the last write.
+WINDOWS: dict[str, Callable[[int], np.ndarray]] = {"mean": _ones, "sum": _ones, "cosine": _cosine}
+#: The blends patchkit names itself; registered windows, any ``scipy.signal.windows`` name or a callable also work.
+BLENDS = (*WINDOWS, "none")
+
+
+def register_window(name: str, window: Callable[[int], Any]) -> None:
+    """Make ``blend=name`` the weighted mean under ``window`` (``k -> k`` weights, finite, at least 0).
+
+    Raises
+    ------
+    PatchkitValueError
+        When ``name`` is taken (by patchkit's own blends) or ``window`` is not callable.
+    """
+    if not isinstance(name, str) or name.lower() in BLENDS or not callable(window):
+        raise PatchkitValueError(
+            f"register_window({shown(name)}, {shown(window)}) needs a new name (not one of patchkit's own blends) "
+            "and a callable k -> k weights; pass e.g. register_window('triangle', lambda k: 1 + np.minimum(np.arange(k), np.arange(k)[::-1]))"
+        )
+    WINDOWS[name.lower()] = window
+
+
 def _scipy_window(blend, k: int) -> np.ndarray:
     """``scipy.signal.windows.get_window(blend, k, fftbins=False)``, with patchkit's errors.
 
@@ -128,7 +155,7 @@ def _scipy_window(blend, k: int) -> np.ndarray:
         window = np.asarray(get_window(blend, k, fftbins=False), np.float64)
     except (ValueError, TypeError, IndexError, KeyError, OverflowError) as err:
         raise PatchkitValueError(
-            f"blend={shown(blend)} is not a blend patchkit knows ({type(err).__name__}: {shown(err, 200)}); use one of {BLENDS}, a "
+            f"blend={shown(blend)} is not a blend patchkit knows ({type(err).__name__}: {shown(err, 200)}); use one of {(*WINDOWS, 'none')}, a "
             "scipy.signal.windows name such as 'hamming' or ('tukey', 0.5), or a callable "
             "(kh, kw) -> weights of shape (kh, kw)"
         ) from None
@@ -197,18 +224,17 @@ def blend_weights(blend: str | tuple | Callable, shape: tuple[int, int]) -> np.n
         ``blend`` is neither a string, a tuple nor a callable.
     """
     kh, kw = shape
-    if isinstance(blend, str) and blend.lower() in BLENDS:
-        name = blend.lower()
-        if name == "none":
-            return None
-        rows, cols = (_cosine(kh), _cosine(kw)) if name == "cosine" else (np.ones(kh), np.ones(kw))
-        return np.outer(rows, cols)
+    if isinstance(blend, str) and blend.lower() == "none":
+        return None
+    if isinstance(blend, str) and blend.lower() in WINDOWS:
+        window = WINDOWS[blend.lower()]
+        return _check_weights(np.outer(window(kh), window(kw)), blend, shape)
     if isinstance(blend, (str, tuple)):
         return _check_weights(np.outer(_scipy_window(blend, kh), _scipy_window(blend, kw)), blend, shape)
     if callable(blend):
         return _check_weights(blend(kh, kw), blend, shape)
     raise PatchkitTypeError(
-        f"blend={shown(blend)} (a {type(blend).__name__}) is not a blend; use one of {BLENDS}, a "
+        f"blend={shown(blend)} (a {type(blend).__name__}) is not a blend; use one of {(*WINDOWS, 'none')}, a "
         "scipy.signal.windows name, or a callable (kh, kw) -> weights"
     )
 
