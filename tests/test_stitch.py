@@ -1090,17 +1090,16 @@ def test_stream_creates_missing_folders(geotiffs, open_raster, tmp_path, suffix)
 
 def test_a_registered_window_is_a_blend_by_name():
     """register_window adds a named blend: the same result as the equivalent callable; patchkit's own names stay theirs."""
-    from patchkit.errors import PatchkitValueError
     from patchkit.stitch import WINDOWS, register_window
 
     def triangle(k):
         return 1.0 + np.minimum(np.arange(k), np.arange(k)[::-1])
 
-    patches = patchkit.extract_patches(np.random.default_rng(2).random((1, 23, 19, 2)), 6, 4, padding="SAME")
+    patches = extract_patches(np.random.default_rng(2).random((1, 23, 19, 2)), 6, 4, padding="SAME")
     register_window("triangle", triangle)
     try:
-        named = patchkit.stitch(patches, "triangle", spec=dict(sizes=6, strides=4, padding="SAME"), image_shape=(23, 19))
-        called = patchkit.stitch(patches, lambda kh, kw: np.outer(triangle(kh), triangle(kw)),
+        named = stitch(patches, "triangle", spec=dict(sizes=6, strides=4, padding="SAME"), image_shape=(23, 19))
+        called = stitch(patches, lambda kh, kw: np.outer(triangle(kh), triangle(kw)),
                                  spec=dict(sizes=6, strides=4, padding="SAME"), image_shape=(23, 19))
         np.testing.assert_array_equal(named, called)
         with pytest.raises(PatchkitValueError, match="needs a new name"):
