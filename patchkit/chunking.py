@@ -33,7 +33,7 @@ __all__ = [
 
 DEFAULT_MAX_MEMORY = "512MiB"
 #: Bands of a source held in memory stop growing at about this size (see :func:`plan_for`).
-IN_MEMORY_BAND = "64MiB"
+IN_MEMORY_BAND = 64 * 2**20
 #: Budget of one band of a lazy (dask) result: dask's advice is chunks of about 100 MB.
 LAZY_CHUNK_MEMORY = "128MiB"
 
@@ -54,9 +54,9 @@ def plan_for(spec: PatchSpec, source: Source, backend, max_memory: int | str) ->
     except BudgetTooSmallError:
         check_row_fits(spec, source, **kwargs)  # no budget helps when one row outgrows the machine
         raise
-    if plan.peak > parse_bytes(IN_MEMORY_BAND):
+    if plan.peak > IN_MEMORY_BAND:
         check_row_fits(spec, source, **kwargs)
-    band = parse_bytes(IN_MEMORY_BAND)
+    band = IN_MEMORY_BAND
     if source.lazy or plan.band_rows == 1 or plan.peak <= band:
         return plan
     smallest = spec.min_memory(source.shape, source.dtype, **kwargs)

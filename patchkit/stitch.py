@@ -69,6 +69,7 @@ from .errors import (
     SinkWriteError,
     shown,
 )
+from .chunking import IN_MEMORY_BAND  # in-memory stitching works in bands of about this much accumulator
 from .dtypes import check_dtype
 from .geo import STEP_ATTR, crs_of, regular_step, source_transform
 from .labelled import SPEC_ATTR, recorded_spec
@@ -79,8 +80,6 @@ __all__ = ["stitch", "blend_weights", "normalize_crop", "register_window", "WIND
 
 #: Output suffixes :func:`stitch` streams to.
 SUFFIXES = (".tif", ".tiff", ".zarr")
-#: In-memory stitching works in bands of about this much accumulator: reused buffers stay warm.
-IN_MEMORY_BAND = 64 * 2**20
 #: Copies of a band each sink holds while writing it: the buffer, plus GDAL's copy for GeoTIFF, plus
 #: zarr's serialised and compressed chunks (and slack for its codec pipeline) for Zarr.
 BAND_COPIES = {None: 0, ".tif": 2, ".tiff": 2, ".zarr": 5}
