@@ -178,6 +178,23 @@ def test_changed_pixels_are_refused_on_resume(geotiffs, open_raster, tmp_path, m
     xr.testing.assert_identical(_stored(tmp_path / "p.zarr").rename(None), da.patches.extract(**SPEC))
 
 
+def test_a_rerun_removes_what_a_killed_zarr_write_left(geotiffs, open_raster, tmp_path, monkeypatch):
+    """zarr writes each file under a temporary name first; the rerun deletes those a kill left in the store."""
+    from patchkit.sinks import zarr as sink
+
+    da = open_raster(geotiffs["projected"]).load()
+    monkeypatch.setattr(sink, "_write_chunks", lambda *args: (_ for _ in ()).throw(OSError(28, "No space left on device")))
+    with pytest.raises(SinkWriteError):
+        da.patches.to_zarr(tmp_path / "p.zarr", **SPEC, progress=False)
+    monkeypatch.undo()
+    stray = tmp_path / "p.zarr" / "pixels" / "c" / "0.8899c31be4e942289df08d8b0301892d.partial"
+    stray.parent.mkdir(parents=True, exist_ok=True)
+    stray.write_bytes(b"")
+    da.patches.to_zarr(tmp_path / "p.zarr", **SPEC, progress=False)
+    assert not list((tmp_path / "p.zarr").rglob("*.partial"))
+    xr.testing.assert_identical(_stored(tmp_path / "p.zarr").rename(None), da.patches.extract(**SPEC))
+
+
 def test_a_rewritten_source_file_is_checked_everywhere(geotiffs, open_raster, tmp_path):
     """A source file with a new size or time stamp has every finished band compared, not just a sample."""
     import shutil

@@ -164,7 +164,11 @@ def _start(path: Path, prepared, mark: str, mode, compression, chunk_patches, ma
     if mode is None and attrs.get(FINGERPRINT) == mark:
         log = RowLog(rows, attrs.get(ROWS_DONE, []), attrs.get(BANDS, []))
         check_resume(prepared, log.bands, attrs.get(SOURCE_FILES), max_memory, f"the Zarr store {str(path)!r}")
-        return None if attrs.get(COMPLETE) else log
+        if attrs.get(COMPLETE):
+            return None
+        for stray in path.rglob("*.partial"):  # zarr writes each file under a temporary name: a kill leaves it
+            stray.unlink(missing_ok=True)
+        return log
     occupied = path.exists() and (not path.is_dir() or any(path.iterdir()))
     if occupied and mode != "w":
         refuse_foreign("Zarr store", path, attrs.get(FINGERPRINT))
