@@ -206,8 +206,10 @@ def test_rerun_rewrites_only_damaged_shards(tf, geotiffs, open_raster, tmp_path,
             f.truncate(os.path.getsize(victim) // 2)
     with open(shards[1] + ".partial", "wb") as f:
         f.write(b"left by a killed run")
+    (tmp_path / ".r.json.0123abcd.partial").write_text("{")  # a manifest being replaced when the run was killed
     to_tfrecord(**args)
     assert shard_files(tmp_path / "r") == shards  # the .partial is gone
+    assert not list(tmp_path.glob(".r.json.*"))
     assert [os.stat(p).st_mtime_ns == PAST_NS for p in shards] == [p != victim for p in shards]
     back = read_all(read_tfrecord(tmp_path / "r"))
     assert all(np.array_equal(back[k], expected[k]) for k in expected)

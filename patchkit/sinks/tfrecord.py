@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import hashlib
 import json
 import math
@@ -396,10 +397,13 @@ class _Target:
         write_json(self.manifest, manifest)
 
     def drop_partials(self) -> None:
-        """Delete the ``.partial`` files a killed run left (call when no shard is being written)."""
+        """Delete the ``.partial`` files a killed run left: shards, and manifests being replaced (call
+        when nothing is being written)."""
         for path in self.existing_shards():
             if path.suffix == ".partial":
                 path.unlink()
+        for path in self.folder.glob(f".{glob.escape(self.manifest.name)}.*.partial"):
+            path.unlink(missing_ok=True)
 
     def clear(self) -> None:
         for path in self.existing_shards():
