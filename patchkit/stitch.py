@@ -62,7 +62,6 @@ from .errors import (
     BudgetTooSmallError,
     DimensionError,
     MissingDependencyError,
-    OutputTooLargeError,
     PatchkitError,
     PatchkitTypeError,
     PatchkitValueError,

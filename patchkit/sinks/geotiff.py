@@ -18,7 +18,6 @@ refuses a folder whose run has not finished, or one missing a chip or holding a 
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import math
 import os
