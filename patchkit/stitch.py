@@ -50,7 +50,6 @@ import os
 import shutil
 import tempfile
 import warnings
-import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -72,6 +71,7 @@ from .chunking import IN_MEMORY_BAND  # in-memory stitching works in bands of ab
 from .dtypes import check_dtype
 from .geo import STEP_ATTR, crs_of, regular_step, source_transform
 from .labelled import SPEC_ATTR, recorded_spec
+from .sinks._store import move_into_place, partial_path, remove, short_write
 from .spec import PatchSpec
 from .units import format_bytes, parse_bytes
 
@@ -1261,8 +1261,6 @@ def _writing(path: Path | None, nbytes: int = 0) -> Iterator[None]:
     rasterio's errors carry no errno ("Write failed"): the cause is found as for a short write
     (:func:`patchkit.sinks._store.short_write`: no space for ``nbytes``, or a file size limit).
     """
-    from .sinks._store import short_write
-
     try:
         yield
     except PatchkitError:
@@ -1408,7 +1406,7 @@ def stitch(
         sink = _ArraySink(shape4, reader.dtype, labelled)
         _run(job, sink, rows)
         return _wrap_result(sink.array, patches, dims, spec, shape, reader) if labelled else sink.array
-    scratch = _partial_path(path)
+    scratch = partial_path(path, path.suffix)  # the suffix tells _streaming_sink the format
     try:
         nbytes = math.prod(shape4) * reader.dtype.itemsize
         with _writing(path, nbytes):
@@ -1419,38 +1417,17 @@ def stitch(
         finally:
             sink.close()
         with _writing(path, nbytes):
-            _move_into_place(scratch, path, nbytes)
+            _check_size(scratch, nbytes)
+            move_into_place(scratch, path)
     finally:
-        _remove(scratch)
+        remove(scratch, strict=False)
     return path
 
 
-def _partial_path(path: Path) -> Path:
-    """Where ``path`` is written before it is moved into place: a hidden ``.{name}.*.partial{suffix}`` beside
-    it (so a run killed part way never leaves a file at ``path`` that reads as a whole image); what an
-    earlier killed run left there is deleted."""
-    for stale in path.parent.glob(f".{path.name}.*.partial{path.suffix}"):
-        _remove(stale)
-    return path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial{path.suffix}")
-
-
-def _move_into_place(scratch: Path, path: Path, nbytes: int) -> None:
-    """Replace ``path`` by the finished ``scratch``; a GeoTIFF (uncompressed) shorter than its pixels is a
-    short write, which GDAL reports only as a warning."""
-    from .sinks._store import short_write
-
+def _check_size(scratch: Path, nbytes: int) -> None:
+    """A GeoTIFF (uncompressed) shorter than its pixels is a short write, which GDAL reports only as a warning."""
     if scratch.suffix.lower() != ".zarr" and scratch.stat().st_size < nbytes:
         raise short_write(scratch, nbytes, f"the GeoTIFF has {scratch.stat().st_size} of its {nbytes} bytes of pixels")
-    if path.exists():
-        _remove(path)
-    os.replace(scratch, path)
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
 
 
 def _check_room(path: Path | None, nbytes: int, height: int) -> None:

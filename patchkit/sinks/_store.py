@@ -21,10 +21,13 @@ three bands again on resume.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import glob
 import hashlib
 import json
 import os
+import shutil
 import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -36,7 +39,8 @@ from ..spec import PatchSpec
 
 __all__ = ["digest", "describe", "fingerprint", "write_json", "read_json", "RowLog", "refuse_foreign", "write_error", "MODES",
            "short_write", "check_resume", "row_digests", "combine", "EMPTY_ROW", "source_files", "check_content", "sample",
-           "check_path", "check_source", "check_verify", "check_mode"]
+           "check_path", "check_source", "check_verify", "check_mode", "remove", "partial_path", "move_into_place",
+           "raw_bytes"]
 
 #: ``mode`` values of the sinks: None resumes a run with the same fingerprint, "w" starts afresh.
 MODES = (None, "w")
@@ -158,7 +162,7 @@ def _patch_arrays(band: Any) -> list:
     return out
 
 
-def _raw(array: np.ndarray) -> np.ndarray:
+def raw_bytes(array: np.ndarray) -> np.ndarray:
     """The bytes of ``array`` in C order, as a uint8 array (any dtype: bfloat16 has no buffer format)."""
     return np.ascontiguousarray(array).reshape(-1).view(np.uint8)
 
@@ -177,10 +181,10 @@ def row_digests(band: Any, rows: slice) -> dict[int, str]:
             starts = np.searchsorted(places, list(hashes), side="left")
             stops = np.searchsorted(places, list(hashes), side="right")
             for (row, h), a, b in zip(hashes.items(), starts, stops):
-                h.update(_raw(data[a:b]))
+                h.update(raw_bytes(data[a:b]))
         else:
             for i, h in enumerate(hashes.values()):
-                h.update(_raw(data[i]))
+                h.update(raw_bytes(data[i]))
     return {row: h.hexdigest() for row, h in hashes.items()}
 
 
@@ -309,6 +313,32 @@ def refuse_foreign(what: str, where: Any, found: str | None) -> None:
     raise ForeignStoreError(
         f"{what} {str(where)!r} exists and {origin}; pass mode='w' to overwrite it, or choose another path"
     )
+
+
+def remove(path: Path, strict: bool = True) -> None:
+    """Delete a file or a folder tree; ``strict=False`` ignores what cannot be deleted, or is not there."""
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=not strict)
+    elif strict:
+        path.unlink()
+    else:
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
+def partial_path(path: Path, suffix: str = "") -> Path:
+    """A new hidden name beside ``path`` to write it under (``.{name}.{uuid}.partial{suffix}``), after deleting
+    those an earlier, killed run left there; :func:`move_into_place` puts it at ``path`` when whole."""
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.partial{suffix}"):
+        remove(stale, strict=False)
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial{suffix}")
+
+
+def move_into_place(written: Path, path: Path) -> None:
+    """Replace whatever is at ``path`` by ``written`` (a file or a folder written whole beside it)."""
+    if path.exists():
+        remove(path)
+    os.replace(written, path)
 
 
 def short_write(path: str | Path, nbytes: int, detail: str) -> OSError:

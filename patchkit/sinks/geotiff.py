@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import shutil
 import uuid
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,7 @@ from ..labelled import bands, patch_table, prepare
 from ..nodata import nodata_values
 from ..spec import PatchSpec
 from ._store import (RowLog, check_mode, check_path, check_resume, check_source, check_verify, combine, fingerprint,
-                     read_json, refuse_foreign, row_digests, short_write, source_files, write_error, write_json)
+                     raw_bytes, read_json, refuse_foreign, remove, row_digests, short_write, source_files, write_error, write_json)
 
 __all__ = ["to_geotiffs", "read_index", "MANIFEST", "INDEX"]
 
@@ -147,7 +146,7 @@ def _start(folder: Path, mark: str, mode, prepared, count: int, max_memory) -> d
                 "rows_done": [], "bands": [], "source_files": source_files(prepared.obj)}
     try:
         if occupied:
-            shutil.rmtree(folder) if folder.is_dir() else folder.unlink()
+            remove(folder)
         folder.mkdir(parents=True, exist_ok=True)
         write_json(folder / MANIFEST, manifest)
     except OSError as err:
@@ -158,7 +157,7 @@ def _start(folder: Path, mark: str, mode, prepared, count: int, max_memory) -> d
 def _drop_partials(folder: Path) -> None:
     """Delete the temporary chips and indexes a killed run left behind."""
     for path in folder.glob(".*.partial*"):
-        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+        remove(path, strict=False)
 
 
 def _resume_log(folder: Path, prepared, table, manifest: dict) -> tuple[RowLog, set]:
@@ -268,7 +267,7 @@ def _write_index(folder: Path, table) -> None:
             raise short_write(tmp, 1 << 16, f"the index reads back with {written} of {len(table)} chips")
         os.replace(tmp, folder / INDEX)
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        remove(scratch, strict=False)
 
 
 def read_index(folder: str | Path, *, verify: str | bool = "cheap"):
@@ -341,7 +340,7 @@ def _check_chip_pixels(folder: Path, index, logged: list) -> None:
             for name in index.loc[index["row"] == row].sort_values("col")["file"]:
                 try:
                     with rasterio.open(folder / name) as src:
-                        h.update(np.ascontiguousarray(src.read()).data)
+                        h.update(raw_bytes(src.read()))
                 except rasterio.errors.RasterioIOError as err:
                     raise _damaged(folder, f"chip {name!r} does not read ({err})") from err
             rows.append(h.hexdigest())

@@ -24,9 +24,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
-import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +35,7 @@ from ..labelled import bands, prepare, template
 from ..spec import PatchSpec
 from ..units import format_bytes, parse_bytes
 from ._store import (RowLog, check_mode, check_path, check_resume, check_source, check_verify, combine, fingerprint,
-                     refuse_foreign, row_digests, source_files, write_error)
+                     move_into_place, partial_path, refuse_foreign, remove, row_digests, source_files, write_error)
 
 __all__ = ["to_zarr", "open_patches", "COMPLETE", "ROWS_DONE", "FINGERPRINT"]
 
@@ -145,19 +142,19 @@ def to_zarr(obj: Any, store: str | Path, spec: PatchSpec, *, max_memory: int | s
                        channel_dims=channel_dims, max_memory=max_memory)
     mark = fingerprint(obj, spec, max_nodata_fraction=max_nodata_fraction, compression=repr(compression),
                        chunk_patches=chunk_patches, spatial_dims=spatial_dims, channel_dims=channel_dims)
-    budget = _band_budget(prepared, max_memory, compression, chunk_patches, backend)  # before the store is made
-    log = _start(path, prepared, mark, mode, compression, chunk_patches, max_memory)
+    ds = _as_dataset(template(prepared))  # the store's structure, with lazy data
+    encoding = _encoding(ds, prepared.grid, compression, chunk_patches)
+    budget = _band_budget(prepared, ds, encoding, max_memory, backend)  # before the store is made
+    log = _start(path, prepared, ds, encoding, mark, mode, max_memory)
     if log is None:
         return path  # already complete, from these pixels
-    _write_bands(path, prepared, log, budget, backend, progress)
+    _write_bands(path, prepared, [str(name) for name in ds.data_vars], log, budget, backend, progress)
     _finish(path)
     return path
 
 
-def _start(path: Path, prepared, mark: str, mode, compression, chunk_patches, max_memory=DEFAULT_MAX_MEMORY) -> RowLog | None:
-    """Open the store to resume, or create it; None when it is already complete."""
-    import zarr
-
+def _start(path: Path, prepared, ds, encoding: dict, mark: str, mode, max_memory) -> RowLog | None:
+    """Open the store to resume, or create it from ``ds`` and ``encoding``; None when it is already complete."""
     rows = prepared.grid_shape[0]
     group = _open_group(path) if path.exists() else None
     attrs = dict(group.attrs) if group is not None else {}
@@ -172,11 +169,11 @@ def _start(path: Path, prepared, mark: str, mode, compression, chunk_patches, ma
     occupied = path.exists() and (not path.is_dir() or any(path.iterdir()))
     if occupied and mode != "w":
         refuse_foreign("Zarr store", path, attrs.get(FINGERPRINT))
-    _create(path, prepared, mark, compression, chunk_patches)
+    _create(path, prepared, ds, encoding, mark)
     return RowLog(rows)
 
 
-def _create(path: Path, prepared, mark: str, compression, chunk_patches) -> None:
+def _create(path: Path, prepared, ds, encoding: dict, mark: str) -> None:
     """Write the structure and coordinates beside ``path``, set the fingerprint, then move it into place.
 
     So a store at ``path`` always has its fingerprint: a run killed while creating it leaves only a
@@ -184,23 +181,17 @@ def _create(path: Path, prepared, mark: str, compression, chunk_patches) -> None
     """
     import zarr
 
-    for stale in path.parent.glob(f".{path.name}.*.partial"):
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
+    tmp = partial_path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        ds = _as_dataset(template(prepared))
-        ds.to_zarr(str(tmp), mode="w", compute=False, consolidated=False, zarr_format=3,
-                   encoding=_encoding(ds, prepared.grid, compression, chunk_patches))
+        ds.to_zarr(str(tmp), mode="w", compute=False, consolidated=False, zarr_format=3, encoding=encoding)
         zarr.open_group(str(tmp), mode="r+").update_attributes(
             {FINGERPRINT: mark, ROWS_DONE: [], BANDS: [], SOURCE_FILES: source_files(prepared.obj)})
-        if path.exists():
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
-        os.replace(tmp, path)
+        move_into_place(tmp, path)
     except OSError as err:
         raise write_error("the Zarr store", path, err, "no bands") from err
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove(tmp, strict=False)
 
 
 def _region(prepared, rows: slice) -> tuple[str, slice]:
@@ -211,7 +202,7 @@ def _region(prepared, rows: slice) -> tuple[str, slice]:
     return "patch", slice(before, before + int(prepared.keep[rows].sum()))
 
 
-def _write_bands(path: Path, prepared, log: RowLog, budget: int, backend: str, progress: bool) -> None:
+def _write_bands(path: Path, prepared, names: list[str], log: RowLog, budget: int, backend: str, progress: bool) -> None:
     """Write every band not yet finished, recording each as it lands.
 
     The structure and every coordinate were written with the store, so a band writes only its
@@ -222,7 +213,7 @@ def _write_bands(path: Path, prepared, log: RowLog, budget: int, backend: str, p
 
     group = zarr.open_group(str(path), mode="r+")
     # every chunk is stored, fill values too, so that a missing chunk file means a lost chunk
-    arrays = {name: group[name].with_config({"write_empty_chunks": True}) for name in _variable_names(prepared)}
+    arrays = {name: group[name].with_config({"write_empty_chunks": True}) for name in names}
     stream = bands(prepared, max_memory=budget, backend=backend, done=log.done)
     total = prepared.grid_shape[0]
     with tqdm(total=total, initial=log.count, unit="row", desc=f"patches -> {path.name}", disable=not progress or None) as bar:
@@ -241,18 +232,12 @@ def _write_bands(path: Path, prepared, log: RowLog, budget: int, backend: str, p
         bar.update(total - bar.n)  # bands without a kept patch are never written
 
 
-def _variable_names(prepared) -> list[str]:
-    return [str(name) for name in _as_dataset(template(prepared)).data_vars]
-
-
-def _band_budget(prepared, max_memory, compression, chunk_patches, backend: str) -> int:
+def _band_budget(prepared, ds, encoding: dict, max_memory, backend: str) -> int:
     """``max_memory`` less what writing holds: one chunk in memory order and one encoded, per variable;
     checked against the band plan before anything is written.
 
     Chunks are written one at a time (:func:`_write_chunks`), so that is all the sink adds.
     """
-    ds = _as_dataset(template(prepared))
-    encoding = _encoding(ds, prepared.grid, compression, chunk_patches)
     budget = parse_bytes(max_memory)
     overhead = sum(2 * ds[name].dtype.itemsize * math.prod(encoding[name]["chunks"]) for name in ds.data_vars)
     if budget <= overhead:
