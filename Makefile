@@ -10,11 +10,11 @@ $(VENV)/bin/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 # Reinstall (and rebuild the C copy kernel) when the build files change.
-$(VENV)/.installed-dev: pyproject.toml setup.py patchkit/backends/_copy.c | $(VENV)/bin/python
+$(VENV)/.installed-dev: pyproject.toml setup.py patchkit/core/backends/_copy.c | $(VENV)/bin/python
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $@
 
-$(VENV)/.installed-demo: pyproject.toml setup.py patchkit/backends/_copy.c | $(VENV)/bin/python
+$(VENV)/.installed-demo: pyproject.toml setup.py patchkit/core/backends/_copy.c | $(VENV)/bin/python
 	$(BIN)/python -m pip install --quiet -e ".[geo,notebook]"
 	touch $@
 

@@ -8,6 +8,6 @@ from setuptools import Extension, setup
 
 setup(
     ext_modules=[
-        Extension("patchkit.backends._copy", sources=["patchkit/backends/_copy.c"], optional=True),
+        Extension("patchkit.core.backends._copy", sources=["patchkit/core/backends/_copy.c"], optional=True),
     ]
 )

@@ -93,7 +93,7 @@ class Workload:
     @property
     def budget(self) -> int:
         """``max_memory`` in bytes."""
-        from patchkit.units import parse_bytes
+        from patchkit.core.units import parse_bytes
 
         return parse_bytes(self.max_memory)
 

@@ -45,7 +45,7 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script from anywhere: find patchkit beside benchmarks/
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from patchkit.spec import PatchSpec  # noqa: E402
+from patchkit.core.spec import PatchSpec  # noqa: E402
 
 GB = 10**9
 MIB = 2**20
@@ -212,8 +212,8 @@ def bench_transfers(cp, cfg: Config, torch=None) -> list[Row]:
 
 def bench_extract(cp, cfg: Config, torch=None) -> list[Row]:
     """The CuPy backend against a device-to-device copy of the same output bytes."""
-    from patchkit.backends.cupy import CupyBackend
-    from patchkit.backends.numpy import NumpyBackend
+    from patchkit.core.backends.cupy import CupyBackend
+    from patchkit.core.backends.numpy import NumpyBackend
 
     backend = CupyBackend()
     shape = (1, cfg.size, cfg.size, cfg.channels)
@@ -244,7 +244,7 @@ def bench_extract(cp, cfg: Config, torch=None) -> list[Row]:
 
 def bench_stitch(cp, cfg: Config, torch=None) -> list[Row]:
     """Mean and cosine stitching on the device against a D2D copy of the patch bytes read."""
-    from patchkit.backends.cupy import CupyBackend, accumulate, accumulators, finish_mean
+    from patchkit.core.backends.cupy import CupyBackend, accumulate, accumulators, finish_mean
     from patchkit.stitch import blend_weights
 
     k, s, padding = cfg.patch
@@ -310,7 +310,7 @@ class Pipeline:
     """
 
     def __init__(self, cp, spec: PatchSpec, shape, out_channels: int, batch: int, predict, streams=None):
-        from patchkit.backends.cupy import CupyBackend, accumulators
+        from patchkit.core.backends.cupy import CupyBackend, accumulators
 
         self.cp, self.spec, self.shape, self.predict = cp, spec, tuple(shape), predict
         self.backend = CupyBackend(xp=cp)
@@ -336,7 +336,7 @@ class Pipeline:
         ``mode="device"``) in a pinned host array. ``mode``: ``"staged"`` (host rows copied into pinned
         buffers, then to the device), ``"registered"`` (``scene`` is page-locked: rows go straight to the
         device) or ``"device"`` (no copies). Without ``overlap`` copies go on the compute stream."""
-        from patchkit.backends.cupy import accumulate, finish_mean
+        from patchkit.core.backends.cupy import accumulate, finish_mean
 
         cp = self.cp
         copy_stream = self.copy if overlap else self.compute

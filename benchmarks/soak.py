@@ -615,7 +615,7 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm.auto import tqdm
 
     import patchkit  # noqa: F401
-    from patchkit.units import parse_bytes
+    from patchkit.core.units import parse_bytes
 
     max_memory = parse_bytes(args.max_memory)
     growth_limit, allowance = parse_bytes(args.growth_limit), parse_bytes(args.allowance)

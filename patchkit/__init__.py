@@ -6,13 +6,15 @@ memory budget. See ``DESIGN.md`` for the geometry and the public API.
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import accessor, errors  # accessor registers DataArray.patches and Dataset.patches
-from .chunking import iter_patches
-from .extract import extract_image_patches, extract_patches
-from .geo import patch_transform
+from . import errors
+from .core.budget import Plan
+from .core.chunking import iter_patches
+from .core.extract import extract_image_patches, extract_patches
+from .core.spec import PatchSpec, Window
+from .labelled import accessor  # noqa: F401  (registers DataArray.patches and Dataset.patches)
+from .labelled.geo import patch_transform
 from .sinks.tfrecord import read_tfrecord, to_tf_dataset, to_tfrecord
 from .sinks.zarr import open_patches
-from .spec import PatchSpec, Plan, Window
 from .stitch import stitch
 
 try:

@@ -1,7 +1,7 @@
-"""``python -m patchkit``: the ``patchkit`` command (:func:`patchkit.cli.main`)."""
+"""``python -m patchkit``: the ``patchkit`` command (:func:`patchkit.jobs.cli.main`)."""
 
 import sys
 
-from .cli import main
+from .jobs.cli import main
 
 sys.exit(main())

@@ -13,8 +13,8 @@ from typing import Any
 import keras
 
 from .errors import BackendUnavailableError
-from .extract import extract_patches
-from .spec import PatchSpec, tf_output_size
+from .core.extract import extract_patches
+from .core.spec import PatchSpec, tf_output_size
 
 __all__ = ["ExtractPatches"]
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from .dtypes import SUPPORTED_DTYPES, check_dtype
+from .core.dtypes import SUPPORTED_DTYPES, check_dtype
 from .errors import InvalidImageError, PatchkitValueError, UnsupportedDtypeError, shown
-from .spec import PatchSpec
+from .core.spec import PatchSpec
 
 __all__ = ["reference_patches", "assert_patches_equal", "assert_matches_tensorflow", "lazy_scene"]
 
@@ -55,7 +55,7 @@ def assert_patches_equal(actual: Any, expected: Any) -> None:
 
 def assert_matches_tensorflow(images: Any, sizes, strides, rates=1, padding: str = "VALID", backend: str = "auto") -> None:
     """Assert :func:`patchkit.extract_patches` equals ``tf.image.extract_patches`` bit for bit."""
-    from .extract import extract_patches
+    from .core.extract import extract_patches
 
     assert_patches_equal(
         extract_patches(images, sizes, strides, rates, padding, backend=backend),
@@ -72,7 +72,7 @@ def lazy_scene(shape: tuple[int, int, int, int], dtype="uint16", chunks: tuple[i
     """
     import dask.array as da
 
-    from .sources import _normalize_chunks
+    from .core.sources import _normalize_chunks
 
     shape = _positive(shape, 4, "shape", "(1, 4096, 4096, 3)")
     dtype = _scene_dtype(dtype)

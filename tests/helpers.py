@@ -9,7 +9,7 @@ import numpy as np
 from hypothesis import assume
 from hypothesis import strategies as st
 
-from patchkit.dtypes import SUPPORTED_DTYPES
+from patchkit.core.dtypes import SUPPORTED_DTYPES
 
 ALL_DTYPES = SUPPORTED_DTYPES
 

@@ -12,8 +12,8 @@ Every case is a hostile input or a fault a new user would plausibly try. Each mu
    refuses it with :class:`IncompleteStoreError` (or, for another program's folder or manifest that
    was there before, as foreign).
 
-Command cases run ``patchkit.cli.main(argv)`` in this process (timed and traced like the rest); those
-marked ``sub=True`` also run as a real ``python -m patchkit.cli`` process, which pays for its imports
+Command cases run ``patchkit.jobs.cli.main(argv)`` in this process (timed and traced like the rest); those
+marked ``sub=True`` also run as a real ``python -m patchkit.jobs.cli`` process, which pays for its imports
 (bounded by :data:`MAX_SUBPROCESS_SECONDS` instead).
 
 One table (:data:`CASES`), one parametrized test over it. A few command cases also run as a real
@@ -565,9 +565,9 @@ case("transform-numpy", "patch_transform", "a numpy array", PatchkitTypeError, r
 case("transform-no-coords", "patch_transform", "patches without coordinates", GeoreferenceError, r"patch_transform",
      r"dims", call=lambda c, o: patchkit.patch_transform(c.patches.drop_vars(["y", "x"]), 0, 0))
 case("calibrate-device", "backends.calibrate", "device='nonsense'", PatchkitValueError, r"device", r"'nonsense'",
-     needs=TF, call=lambda c, o: __import__("patchkit.backends").backends.calibrate("nonsense"))
+     needs=TF, call=lambda c, o: __import__("patchkit.core.backends").backends.calibrate("nonsense"))
 case("calibrate-repeats", "backends.calibrate", "repeats=0", PatchkitValueError, r"repeats", r"=0\b",
-     needs=TF, call=lambda c, o: __import__("patchkit.backends").backends.calibrate("/device:CPU:0", repeats=0))
+     needs=TF, call=lambda c, o: __import__("patchkit.core.backends").backends.calibrate("/device:CPU:0", repeats=0))
 case("keras-sizes-zero", "keras.ExtractPatches", "ExtractPatches(0, 1)", InvalidSpecError, r"sizes", r"=0\b",
      needs=TF, call=lambda c, o: __import__("patchkit.keras").keras.ExtractPatches(0, 1))
 case("keras-padding", "keras.ExtractPatches", "padding='full'", InvalidSpecError, r"padding", r"'full'",
@@ -592,7 +592,7 @@ case("testing-reference-padding", "testing.reference_patches", "padding='FULL'",
 
 
 def widgets():
-    import patchkit.widgets as w
+    import patchkit.explorer as w
 
     return w
 
@@ -663,11 +663,11 @@ for id, values, expect in [
     case(id, SET, ", ".join(f"{k}={v!r}" for k, v in values.items()), PatchkitValueError, key, expect,
          needs=("widgets",), call=lambda c, o, values=values: c.explorer.set(**values))
 
-# ---- templates (patchkit.jobs) -----------------------------------------------------------------------
+# ---- templates (patchkit.jobs.templates) -----------------------------------------------------------------------
 
 
 def jobs():
-    import patchkit.jobs as j
+    import patchkit.jobs.templates as j
 
     return j
 
@@ -931,7 +931,7 @@ def make_ctx(tmp: Path) -> Ctx:
     except ImportError:
         pass
     else:
-        from patchkit.widgets import PatchExplorer
+        from patchkit.explorer import PatchExplorer
 
         c.explorer = PatchExplorer(c.da, 4, 4, asynchronous=False)
         c.available.add("widgets")
@@ -940,9 +940,9 @@ def make_ctx(tmp: Path) -> Ctx:
     import papermill  # noqa: F401
     import scipy.signal  # noqa: F401  (stitch's window names; importing it takes seconds on a cold disk)
 
-    for module in ("patchkit.cli", "patchkit.testing", "patchkit.widgets"):
+    for module in ("patchkit.jobs.cli", "patchkit.testing", "patchkit.explorer"):
         importlib.import_module(module)
-    importlib.import_module("patchkit.jobs").parameters("extract_patches")  # papermill's first look loads its schemas
+    importlib.import_module("patchkit.jobs.templates").parameters("extract_patches")  # papermill's first look loads its schemas
     return c
 
 
@@ -951,17 +951,17 @@ def no_kernels():
     """Within the block a template's kernel never starts: starting one raises :class:`KernelStarted`."""
     import papermill
 
-    import patchkit.jobs
+    import patchkit.jobs.templates
 
     def refuse(*args, **kwargs):
         raise KernelStarted("a kernel would start here: the parameters were not refused before it")
 
-    saved = papermill.execute_notebook, patchkit.jobs.ensure_kernel
-    papermill.execute_notebook = patchkit.jobs.ensure_kernel = refuse
+    saved = papermill.execute_notebook, patchkit.jobs.templates.ensure_kernel
+    papermill.execute_notebook = patchkit.jobs.templates.ensure_kernel = refuse
     try:
         yield
     finally:
-        papermill.execute_notebook, patchkit.jobs.ensure_kernel = saved
+        papermill.execute_notebook, patchkit.jobs.templates.ensure_kernel = saved
 
 
 # --------------------------------------------------------------------------------------------------
@@ -991,8 +991,8 @@ def out_path(c: Ctx, k: Case, root: str) -> Path:
 
 
 def run_cli(argv: list[str]) -> tuple[int, str]:
-    """``patchkit.cli.main(argv)`` in this process: its exit status (argparse's too) and stderr."""
-    from patchkit.cli import main
+    """``patchkit.jobs.cli.main(argv)`` in this process: its exit status (argparse's too) and stderr."""
+    from patchkit.jobs.cli import main
 
     stderr, stdout = io.StringIO(), io.StringIO()
     with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(stdout):
@@ -1155,7 +1155,7 @@ def test_bad_input_in_a_subprocess(ctx, k, record_property):
     _skip_unavailable(ctx, k)
     out = out_path(ctx, k, "subprocess")
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "patchkit.cli", *k.argv(ctx, out)], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "patchkit.jobs.cli", *k.argv(ctx, out)], capture_output=True, text=True,
                           timeout=120, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     seconds = time.perf_counter() - start
     record_property("seconds", round(seconds, 3))

@@ -251,7 +251,7 @@ def test_source_read_error_is_an_os_error():
 )
 def test_cli_reports_hostile_options_in_one_line(geotiffs, tmp_path, capsys, options, status, match):
     """`patchkit extract` with budgets or sizes no machine can use exits non-zero with one line on stderr."""
-    from patchkit.cli import main
+    from patchkit.jobs.cli import main
 
     args = ["extract", str(geotiffs["projected"]), "--sizes", "16", "--strides", "16", "--output", str(tmp_path / "o.zarr")]
     if status == 2:
@@ -267,7 +267,7 @@ def test_cli_reports_hostile_options_in_one_line(geotiffs, tmp_path, capsys, opt
 
 def test_cli_names_a_truncated_raster(truncated, tmp_path, capsys):
     """`patchkit extract` on a truncated GeoTIFF exits 1 with one line naming the file."""
-    from patchkit.cli import main
+    from patchkit.jobs.cli import main
 
     assert main(["extract", str(truncated), "--sizes", "16", "--strides", "16", "--output", str(tmp_path / "o.zarr")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
@@ -304,7 +304,7 @@ def test_stitch_refuses_object_patches(patches):
 
 def test_cli_names_a_raster_it_cannot_open(tmp_path, capsys):
     """`patchkit inspect` on a missing file or a text file exits 1 with one line naming it and what to check."""
-    from patchkit.cli import main
+    from patchkit.jobs.cli import main
 
     (tmp_path / "notes.txt").write_text("not a raster")
     for name, what in [("missing.tif", "No such file"), ("notes.txt", "not recognized")]:
@@ -315,7 +315,7 @@ def test_cli_names_a_raster_it_cannot_open(tmp_path, capsys):
 
 def test_cli_inspect_checks_the_nodata_share(geotiffs, capsys):
     """inspect refuses a nodata share outside [0, 1] as extract does, instead of ignoring it."""
-    from patchkit.cli import main
+    from patchkit.jobs.cli import main
 
     assert main(["inspect", str(geotiffs["projected"]), "--sizes", "4", "--strides", "4", "--max-nodata-fraction", "nan"]) == 1
     assert "max_nodata_fraction=nan must be a share" in capsys.readouterr().err

@@ -4,7 +4,7 @@ Arguments are drawn from everything a caller might pass, not only valid specs: i
 (0, negative, beyond int32 and int64), floats (NaN, infinity, fractions, integral ones), strings,
 bytes, None, bools, containers of any length, paddings of any text. The reference is TensorFlow's
 ``tf.image.extract_patches`` where it is installed, else the brute-force numpy extraction below,
-whose geometry is TensorFlow's documented rule written out here (not :mod:`patchkit.spec`). Stitching
+whose geometry is TensorFlow's documented rule written out here (not :mod:`patchkit.core.spec`). Stitching
 is checked against a brute-force accumulation over the same geometry.
 
 The memory patchkit believes available is held at :data:`AVAILABLE` for the whole module, so that
@@ -44,7 +44,7 @@ SIZE_ERRORS = (OutputTooLargeError, BudgetTooSmallError)
 def _little_memory():
     """patchkit believes :data:`AVAILABLE` bytes are available (huge legal requests must be refused)."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(patchkit.extract, "available_memory", lambda: AVAILABLE)
+        patch.setattr(patchkit.core.budget, "available_memory", lambda: AVAILABLE)
         yield
 
 

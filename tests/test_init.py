@@ -20,8 +20,8 @@ def test_import_is_light():
 def test_accessor_registered():
     """DataArray.patches and Dataset.patches exist once patchkit is imported."""
     da = xr.DataArray([[1, 2], [3, 4]], dims=("y", "x"))
-    assert isinstance(da.patches, patchkit.accessor.PatchesAccessor)
-    assert isinstance(da.to_dataset(name="v").patches, patchkit.accessor.PatchesAccessor)
+    assert isinstance(da.patches, patchkit.labelled.accessor.PatchesAccessor)
+    assert isinstance(da.to_dataset(name="v").patches, patchkit.labelled.accessor.PatchesAccessor)
 
 
 def test_public_names():

@@ -18,7 +18,7 @@ SMALL = {"02_huge_scene_under_a_budget": {"size": 2048, "max_memory": "64MiB"}}
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs(notebook, tmp_path):
     """The notebook runs top to bottom (its outputs land in a temporary folder)."""
-    from patchkit.jobs import ensure_kernel
+    from patchkit.jobs.templates import ensure_kernel
 
     pytest.importorskip("tensorflow") if "getting_started" in notebook.stem else None
     papermill.execute_notebook(str(notebook), str(tmp_path / notebook.name), parameters=SMALL.get(notebook.stem, {}),

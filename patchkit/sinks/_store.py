@@ -35,7 +35,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from ..errors import ChangedSourceError, ForeignStoreError, PatchkitTypeError, PatchkitValueError, SinkWriteError, shown
-from ..spec import PatchSpec
+from ..core.spec import PatchSpec
 
 __all__ = ["digest", "describe", "fingerprint", "write_json", "read_json", "RowLog", "refuse_foreign", "write_error", "MODES",
            "short_write", "check_resume", "row_digests", "combine", "EMPTY_ROW", "source_files", "check_content", "sample",
@@ -221,7 +221,7 @@ def sample(entries: list) -> list:
 def check_content(entries: list, recompute: Callable[[np.ndarray], Iterator], rows: int, where: Any) -> None:
     """Extract the rows of ``entries`` again and compare their digests with the logged ones.
 
-    ``recompute(done)`` yields ``(rows, band)`` for the rows not ``done`` (as :func:`patchkit.labelled.bands`).
+    ``recompute(done)`` yields ``(rows, band)`` for the rows not ``done`` (as :func:`patchkit.labelled.layout.bands`).
 
     Raises
     ------
@@ -251,7 +251,7 @@ def check_resume(prepared: Any, logged: list, files: list | None, max_memory: An
     A sample of the bands (:func:`sample`), or all of them when the source's files (:func:`source_files`)
     differ from ``files``, those recorded when the output was started.
     """
-    from ..labelled import bands
+    from ..labelled.layout import bands
 
     changed = files != source_files(prepared.obj)
     check_content(logged if changed else sample(logged), lambda done: bands(prepared, max_memory=max_memory, done=done),

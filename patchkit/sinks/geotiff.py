@@ -27,12 +27,12 @@ from typing import Any
 
 import numpy as np
 
-from ..chunking import DEFAULT_MAX_MEMORY
+from ..core.budget import DEFAULT_MAX_MEMORY
 from ..errors import DamagedOutputError, DimensionError, IncompleteStoreError, PatchkitValueError, UnsupportedDtypeError, shown
-from ..geo import crs_of
-from ..labelled import bands, patch_table, prepare
-from ..nodata import nodata_values
-from ..spec import PatchSpec
+from ..labelled.geo import crs_of
+from ..labelled.layout import bands, patch_table, prepare
+from ..labelled.nodata import nodata_values
+from ..core.spec import PatchSpec
 from ._store import (RowLog, check_mode, check_path, check_resume, check_source, check_verify, combine, fingerprint,
                      raw_bytes, read_json, refuse_foreign, remove, row_digests, short_write, source_files, write_error, write_json)
 
@@ -250,7 +250,7 @@ def _write_index(folder: Path, table) -> None:
     """
     import geopandas as gpd
 
-    from ..geo import write_grid
+    from ..labelled.geo import write_grid
 
     scratch = folder / f".index.{uuid.uuid4().hex}.partial"  # a folder, so the layer is named "index" every time
     tmp = scratch / INDEX

@@ -64,15 +64,15 @@ from typing import Any, Hashable, Iterator, Sequence
 import numpy as np
 import xarray as xr
 
-from ..chunking import DEFAULT_MAX_MEMORY
-from ..dtypes import check_dtype
+from ..core.budget import DEFAULT_MAX_MEMORY, Budget
+from ..core.dtypes import check_dtype
 from ..errors import (BackendUnavailableError, DamagedOutputError, PatchkitError, DimensionError, ForeignStoreError, IncompleteStoreError,
                       PatchkitTypeError, PatchkitValueError)
-from ..geo import STEP_ATTR, crs_of
-from ..labelled import bands, find_layout, prepare
-from ..nodata import check_fraction
-from ..spec import PatchSpec
-from ..units import parse_bytes
+from ..labelled.geo import STEP_ATTR, crs_of
+from ..labelled.layout import bands, find_layout, prepare
+from ..labelled.nodata import check_fraction
+from ..core.spec import PatchSpec
+from ..core.units import parse_bytes
 from ._store import (EMPTY_ROW, check_path, check_resume, check_verify, combine, describe, digest, row_digests, short_write, source_files, write_error,
                      write_json)
 
@@ -660,14 +660,12 @@ def to_tfrecord(
     ForeignStoreError
         When ``prefix`` holds shards or a manifest from another source or other arguments.
     """
-    from tqdm.auto import tqdm
-
     tf = _tensorflow()
     spec = PatchSpec(sizes, strides, rates, padding)
     fraction = check_fraction(max_nodata_fraction)
     compression = _check_compression(compression)
     _check_mode(mode)
-    parse_bytes(max_memory)
+    max_memory = Budget.of(max_memory)
     features, image = _scene_features(obj, spec)
     prepared = prepare(obj, spec, max_nodata_fraction=fraction, max_memory=max_memory)
     bands(prepared, max_memory=max_memory, backend=backend)  # checks the budget and the backend; reads nothing
@@ -963,7 +961,7 @@ def to_tf_dataset(
     tf = _tensorflow()
     batch_size = _check_count(batch_size, "batch_size")
     shuffle_buffer = _check_count(shuffle_buffer, "shuffle_buffer")
-    budget = parse_bytes(max_memory)
+    budget = Budget.of(max_memory)
     if sizes is None and strides is None:
         if max_nodata_fraction is not None:
             raise PatchkitValueError(

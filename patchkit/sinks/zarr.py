@@ -29,11 +29,11 @@ from typing import Any
 
 import numpy as np
 
-from ..chunking import DEFAULT_MAX_MEMORY
+from ..core.budget import DEFAULT_MAX_MEMORY, Budget
 from ..errors import BudgetTooSmallError, DamagedOutputError, IncompleteStoreError, PatchkitValueError
-from ..labelled import bands, prepare, template
-from ..spec import PatchSpec
-from ..units import format_bytes, parse_bytes
+from ..labelled.layout import bands, prepare, template
+from ..core.spec import PatchSpec
+from ..core.units import format_bytes, parse_bytes
 from ._store import (RowLog, check_mode, check_path, check_resume, check_source, check_verify, combine, fingerprint,
                      move_into_place, partial_path, refuse_foreign, remove, row_digests, source_files, write_error)
 
@@ -238,7 +238,7 @@ def _band_budget(prepared, ds, encoding: dict, max_memory, backend: str) -> int:
 
     Chunks are written one at a time (:func:`_write_chunks`), so that is all the sink adds.
     """
-    budget = parse_bytes(max_memory)
+    budget = Budget.of(max_memory)
     overhead = sum(2 * ds[name].dtype.itemsize * math.prod(encoding[name]["chunks"]) for name in ds.data_vars)
     if budget <= overhead:
         raise BudgetTooSmallError(
@@ -246,13 +246,13 @@ def _band_budget(prepared, ds, encoding: dict, max_memory, backend: str) -> int:
             f"({format_bytes(overhead)}) are counted; raise max_memory or pass a smaller chunk_patches"
         )
     try:
-        bands(prepared, max_memory=budget - overhead, backend=backend)  # plans; reads nothing
+        bands(prepared, max_memory=budget.less(overhead), backend=backend)  # plans; reads nothing
     except BudgetTooSmallError as err:
         raise BudgetTooSmallError(
             f"max_memory={max_memory!r} less the store's chunk buffers leaves {format_bytes(budget - overhead)} for the "
             f"patches, too little: {err}; or pass a smaller chunk_patches"
         ) from err
-    return budget - overhead
+    return budget.less(overhead)
 
 
 def _pieces(offset: int, length: int, chunk: int) -> list[tuple[int, int]]:

@@ -1,0 +1,187 @@
+"""The ``patchkit`` command: it parses arguments and hands over; the work is done elsewhere.
+
+::
+
+    patchkit templates                                   # the templates and their parameters
+    patchkit run extract_patches -p sizes 256 -p strides 128 --output-dir out/
+    patchkit inspect scene.tif --sizes 256 --strides 128 # grid, count, bytes, row-band plan; reads no pixels
+    patchkit extract scene.tif --sizes 256 --strides 128 --to zarr --output out/patches.zarr
+    patchkit bench --quick                               # the benchmark (from a source checkout)
+
+Usage errors exit with status 2, failures (a bad argument, a failing notebook cell) with status 1,
+each with one line on stderr that says what to do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from ..errors import PatchkitError, SourceReadError
+from ..sinks import METHODS
+
+__all__ = ["main", "build_parser"]
+
+SINKS = tuple(METHODS)
+
+
+def _pair(text: str) -> int | list[int]:
+    """``256`` or ``256,128`` (rows, cols); anything else is a usage error (exit status 2)."""
+    try:
+        parts = [int(p) for p in text.replace("x", ",").split(",") if p.strip()]
+    except ValueError:
+        parts = []
+    if len(parts) not in (1, 2):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size in pixels: pass 256, or rows,cols such as 256,128")
+    return parts[0] if len(parts) == 1 else parts
+
+
+def _spec_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("patch grid (as tf.image.extract_patches)")
+    group.add_argument("--sizes", type=_pair, required=True, help="patch size in pixels: 256, or rows,cols such as 256,128")
+    group.add_argument("--strides", type=_pair, required=True, help="distance between patch starts: 128, or rows,cols")
+    group.add_argument("--rates", type=_pair, default=1, help="dilation: sample every rate-th pixel (default 1)")
+    group.add_argument("--padding", default="VALID", choices=("VALID", "SAME", "valid", "same"),
+                       help="VALID: whole windows only; SAME: ceil(n / stride) patches, zero-padded (default VALID)")
+    group.add_argument("--max-memory", default="512MiB", help="bound on all that the extraction holds at once (default 512MiB)")
+    group.add_argument("--max-nodata-fraction", type=float, default=None,
+                       help="keep patches with at most this share of nodata (0 to 1; default: keep all)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``patchkit`` command."""
+    parser = argparse.ArgumentParser(prog="patchkit", description="TensorFlow-exact patches of large georeferenced rasters.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    commands.add_parser("templates", help="list the notebook templates and their parameters")
+
+    run = commands.add_parser("run", help="run a notebook template headlessly with papermill")
+    run.add_argument("template", help="a template name (see `patchkit templates`) or a notebook path")
+    run.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                     help="set a parameter; VALUE is read as Python (128, [256, 128], None, 0.2) or else as text")
+    run.add_argument("-f", "--parameters-file", type=Path, help="a YAML file of parameters (-p values win)")
+    run.add_argument("--output-dir", type=Path, default=Path("outputs"), help="where the executed notebook goes (default outputs)")
+    run.add_argument("--kernel", help="kernel name (default: this environment's, installed as 'patchkit' on first use)")
+    run.add_argument("--log-output", action="store_true", help="echo the notebook's output while it runs")
+
+    inspect = commands.add_parser("inspect", help="grid, patch count, bytes and row-band plan of a raster, without extracting")
+    inspect.add_argument("path", help="a raster rioxarray opens (GeoTIFF...), or 'sample'")
+    _spec_options(inspect)
+
+    extract = commands.add_parser("extract", help="stream a raster's patches to a sink, with a progress bar")
+    extract.add_argument("path", help="a raster rioxarray opens (GeoTIFF...), or 'sample'")
+    _spec_options(extract)
+    extract.add_argument("--to", choices=SINKS, default="zarr", help="the sink (default zarr)")
+    extract.add_argument("--output", type=Path, required=True, help="the store, chip folder or TFRecord prefix")
+    extract.add_argument("--mode", choices=("w",), default=None, help="w: overwrite an output from another run")
+    extract.add_argument("--backend", default="auto", choices=("auto", "numpy", "tensorflow"), help="extraction backend (default auto)")
+
+    bench = commands.add_parser("bench", help="run the extraction benchmark (needs a source checkout)")
+    bench.add_argument("args", nargs="*", help="arguments for benchmarks/bench_extract.py, e.g. --quick --case dask")
+    return parser
+
+
+def _open(path: str, lazy: bool):
+    """The raster at ``path`` (or the sample scene): read lazily with dask, or just opened (no pixels read)."""
+    import rioxarray
+
+    from ..sample import sample_path
+
+    chunks = {"band": -1, "y": 1024, "x": 1024} if lazy else None
+    try:
+        return rioxarray.open_rasterio(sample_path() if path == "sample" else path, chunks=chunks)
+    except PatchkitError:
+        raise
+    except Exception as err:  # rasterio's errors: a missing file, or one GDAL does not read
+        if not (isinstance(err, OSError) or (type(err).__module__ or "").startswith("rasterio")):
+            raise
+        raise SourceReadError(f"cannot open {path!r} as a raster: {err}; check the path, and pass a raster GDAL "
+                              "opens (a GeoTIFF...), or 'sample'") from err
+
+
+def _templates() -> None:
+    from .templates import parameters, templates
+
+    for name in templates():
+        print(name)
+        for p in parameters(name).values():
+            print(f"    {p.name:<22} {p.type:<6} default {p.default:<24} {p.help}")
+
+
+def _run(args: argparse.Namespace) -> None:
+    from .templates import parse_value, read_parameters_file, run_template
+
+    given = {}
+    if args.parameters_file:
+        given.update(read_parameters_file(args.parameters_file))
+    given.update({name: parse_value(value) for name, value in args.parameter})
+    executed = run_template(args.template, given, args.output_dir, kernel=args.kernel, log_output=args.log_output)
+    print(f"executed notebook: {executed}")
+
+
+def _inspect(args: argparse.Namespace) -> None:
+    from ..labelled.nodata import check_fraction
+    from ..core.spec import PatchSpec
+    from ..core.units import format_bytes
+
+    spec = PatchSpec(args.sizes, args.strides, args.rates, args.padding)
+    check_fraction(args.max_nodata_fraction)  # checked as extract checks it, though inspect counts no nodata
+    scene = _open(args.path, lazy=False)
+    shape = (1, scene.sizes["y"], scene.sizes["x"], scene.sizes.get("band", 1))
+    rows, cols = spec.grid_shape(shape)
+    plan = spec.plan(shape, scene.dtype, args.max_memory, lazy=True)
+    (top, bottom), (left, right) = spec.padding_amounts(shape)
+    print(f"scene        {shape[3]} x {shape[1]} x {shape[2]} {scene.dtype}  {scene.rio.crs}")
+    print(f"grid         {rows} x {cols} = {rows * cols} patches of {spec.sizes[0]} x {spec.sizes[1]} x {shape[3]}")
+    print(f"padding      top {top}, bottom {bottom}, left {left}, right {right}")
+    print(f"output       {format_bytes(spec.nbytes(shape, scene.dtype))} ({spec.nbytes(shape, scene.dtype)} bytes)")
+    print(f"plan         {len(plan.bands)} row bands of {plan.band_rows} patch rows, peak {format_bytes(plan.peak)} "
+          f"under max_memory {args.max_memory}")
+
+
+def _extract(args: argparse.Namespace) -> None:
+    scene = _open(args.path, lazy=True)
+    kwargs = dict(max_memory=args.max_memory, max_nodata_fraction=args.max_nodata_fraction, mode=args.mode,
+                  backend=args.backend, progress=True)
+    spec = (args.sizes, args.strides, args.rates, args.padding)
+    write = {"zarr": scene.patches.to_zarr, "geotiff": scene.patches.to_geotiffs, "tfrecord": scene.patches.to_tfrecord}[args.to]
+    print(f"wrote {write(args.output, *spec, **kwargs)}")
+
+
+def _bench(arguments: Sequence[str]) -> int:
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_extract.py"
+    if not script.exists():
+        print(f"patchkit bench: the benchmark is not installed with the package ({script} is missing); "
+              "run it from a source checkout", file=sys.stderr)
+        return 1
+    return subprocess.call([sys.executable, str(script), *arguments])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``patchkit`` command; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"] and argv[1:2] not in (["-h"], ["--help"]):
+        return _bench(argv[1:])  # the benchmark parses its own options
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "templates":
+            _templates()
+        elif args.command == "run":
+            _run(args)
+        elif args.command == "inspect":
+            _inspect(args)
+        elif args.command == "extract":
+            _extract(args)
+        else:
+            return _bench(args.args)
+    except (PatchkitError, OSError) as err:
+        print(f"patchkit {args.command}: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

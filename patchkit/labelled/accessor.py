@@ -1,0 +1,225 @@
+"""The ``.patches`` accessor on xarray DataArrays and Datasets, registered on ``import patchkit``.
+
+Thin: every method builds a :class:`~patchkit.core.spec.PatchSpec` and hands over to
+:mod:`patchkit.labelled.layout` (dims, data layout, labels), which uses :mod:`patchkit.core.chunking`,
+:mod:`patchkit.labelled.geo` and :mod:`patchkit.labelled.nodata`. As xarray advises, ``__init__`` only stores the
+object; arguments are checked in the methods.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import xarray as xr
+
+from . import layout
+from ..core.budget import DEFAULT_MAX_MEMORY, LAZY_CHUNK_MEMORY
+from ..core.spec import PatchSpec
+
+__all__ = ["PatchesAccessor"]
+
+_PARAMETERS = """
+        sizes, strides, rates, padding
+            As ``tf.image.extract_patches``: ints, ``(rows, cols)`` or 4-vectors; ``"VALID"`` or ``"SAME"``
+            (zero padding, whose cells get extrapolated coordinates).
+        max_nodata_fraction : float in [0, 1], optional
+            Keep only patches whose share of nodata (the raster's nodata or ``_FillValue``, NaN,
+            padded cells; over every value of the patch, all leading dims and bands together) is at
+            most this. The patches then lie along one ``patch`` dim with ``patch_row`` and
+            ``patch_col`` coordinates. Counting reads the data once; no dropped patch is kept.
+        spatial_dims : (str, str), optional
+            The ``(y, x)`` dims; found as rioxarray finds them (``y``/``x``, ``lat``/``lon``...) if not given.
+        channel_dims : sequence of str, optional
+            Dims kept inside each patch; by default dims named like ``band`` and any after the
+            spatial dims. All other dims lead the result (such as ``time``).
+        backend : {"auto", "numpy", "tensorflow"}
+"""
+
+
+class PatchesAccessor:
+    """Patches of a georeferenced DataArray or Dataset: ``da.patches.extract(256, 128)``.
+
+    Every patch keeps its place on the map: 2-D coordinates ``y(patch_row, y)`` and ``x(patch_col, x)``
+    hold the real-world centre of every patch pixel, the CRS (``spatial_ref``), attrs, nodata and
+    ``_FillValue`` are kept, and :func:`patchkit.patch_transform` gives any patch's affine transform.
+    """
+
+    def __init__(self, obj: xr.DataArray | xr.Dataset) -> None:
+        self._obj = obj
+
+    def extract(self, sizes, strides, rates=1, padding: str = "VALID", *, backend: str = "auto",
+                max_nodata_fraction: float | None = None, spatial_dims: Sequence[str] | None = None,
+                channel_dims: Sequence[str] | None = None, chunk_memory: int | str = LAZY_CHUNK_MEMORY) -> Any:
+        """All patches, labelled: dims ``(*leading, "patch_row", "patch_col", *channels, y, x)``.
+
+        Parameters
+        ----------%s        chunk_memory : int or str, default "128MiB"
+            On dask-backed data: the memory that computing one chunk (one row band of patches) may
+            take, its input rows included; it sets the chunk size of the lazy result.
+
+        Returns
+        -------
+        DataArray or Dataset
+            Pixels bit-exact with :func:`patchkit.extract_patches`. On dask-backed data the result is
+            lazy: a dask array with one chunk per row band of patches, each reading only its rows.
+        """
+        spec = PatchSpec(sizes, strides, rates, padding)
+        return layout.extract(self._obj, spec, backend=backend, max_nodata_fraction=max_nodata_fraction,
+                                spatial_dims=spatial_dims, channel_dims=channel_dims, chunk_memory=chunk_memory)
+
+    def iter(self, sizes, strides, rates=1, padding: str = "VALID", *, max_memory: int | str = DEFAULT_MAX_MEMORY,
+             backend: str = "auto", max_nodata_fraction: float | None = None,
+             spatial_dims: Sequence[str] | None = None, channel_dims: Sequence[str] | None = None) -> Iterator:
+        """Yield the patches one row band at a time, each labelled as :meth:`extract` labels them.
+
+        Parameters
+        ----------%s        max_memory : int or str, default "512MiB"
+            Bound on all that the extraction holds at once, as :func:`patchkit.iter_patches`.
+
+        Yields
+        ------
+        DataArray or Dataset
+            One band of patch rows (``patch_row`` gives which). Its data may be a view of a buffer
+            that the next band reuses: ``.copy(deep=True)`` a band you keep.
+        """
+        spec = PatchSpec(sizes, strides, rates, padding)
+        return layout.iterate(self._obj, spec, max_memory=max_memory, backend=backend,
+                                max_nodata_fraction=max_nodata_fraction, spatial_dims=spatial_dims,
+                                channel_dims=channel_dims)
+
+    def grid(self, sizes, strides, rates=1, padding: str = "VALID", *, max_nodata_fraction: float | None = None,
+             path: str | Path | None = None, spatial_dims: Sequence[str] | None = None):
+        """Every patch's place, without extracting: a pandas table.
+
+        Columns ``row``, ``col``, ``left``, ``bottom``, ``right``, ``top`` (in the CRS, kept in
+        ``table.attrs["crs"]``) and ``transform`` (``affine.Affine``); with ``max_nodata_fraction``
+        also ``nodata_fraction``, and only the kept patches. ``path`` (``.geojson``, ``.gpkg``...)
+        also writes the patches as polygons through geopandas.
+        """
+        spec = PatchSpec(sizes, strides, rates, padding)
+        return layout.grid(self._obj, spec, max_nodata_fraction=max_nodata_fraction, path=path,
+                             spatial_dims=spatial_dims)
+
+    def to_zarr(self, store: str | Path, sizes, strides, rates=1, padding: str = "VALID", *,
+                max_memory: int | str = DEFAULT_MAX_MEMORY, mode: str | None = None,
+                max_nodata_fraction: float | None = None, compression: Any = "default", chunk_patches: int | None = None,
+                backend: str = "auto", progress: bool = True, spatial_dims: Sequence[str] | None = None,
+                channel_dims: Sequence[str] | None = None) -> Path:
+        """Write the patches to a Zarr (v3) store, one row band at a time, resumably.
+
+        The store holds what :meth:`extract` returns (coordinates, CRS, attrs, the spec); read it
+        with :func:`patchkit.open_patches`. A run killed at any point and run again with the same
+        arguments finishes the store, skipping the bands already written.
+
+        Parameters
+        ----------
+        store : path
+            A local directory.%s        max_memory : int or str, default "512MiB"
+            Bound on all that the extraction holds at once (as :meth:`iter`).
+        mode : {None, "w"}
+            None: create the store, resume it, or return at once when it is complete; a store
+            written from another source, spec or options is refused. "w": overwrite.
+        compression : "default", None or a zarr codec
+            "default" is zarr's (zstd); None stores raw bytes.
+        chunk_patches : int, optional
+            Patches per stored chunk along ``patch_col`` (or ``patch``); by default about 4 MiB.
+            Chunks are written one at a time: two chunks' bytes count against ``max_memory``.
+        progress : bool
+            Show a tqdm progress bar over patch rows.
+
+        Returns
+        -------
+        pathlib.Path
+            The store.
+
+        Raises
+        ------
+        ForeignStoreError
+            ``store`` holds something else and ``mode`` is not "w".
+        SinkWriteError
+            Writing failed (permissions, a full disk); the finished bands are kept for a rerun.
+        """
+        from ..sinks.zarr import to_zarr
+
+        spec = PatchSpec(sizes, strides, rates, padding)
+        return to_zarr(self._obj, store, spec, max_memory=max_memory, mode=mode, max_nodata_fraction=max_nodata_fraction,
+                       compression=compression, chunk_patches=chunk_patches, backend=backend, progress=progress,
+                       spatial_dims=spatial_dims, channel_dims=channel_dims)
+
+    def to_geotiffs(self, folder: str | Path, sizes, strides, rates=1, padding: str = "VALID", *,
+                    max_memory: int | str = DEFAULT_MAX_MEMORY, mode: str | None = None,
+                    max_nodata_fraction: float | None = None, compress: str | None = "deflate", backend: str = "auto",
+                    progress: bool = True, spatial_dims: Sequence[str] | None = None,
+                    channel_dims: Sequence[str] | None = None) -> Path:
+        """Write one GeoTIFF chip per (kept) patch, and a GeoJSON index of them, resumably.
+
+        Each chip ``r{row}_c{col}.tif`` has the patch's transform, the CRS and nodata; its bands are
+        the non-spatial dims flattened (band descriptions name them). ``index.geojson``, written
+        last, lists every chip with its bounds; :func:`patchkit.sinks.geotiff.read_index` reads it.
+
+        Parameters
+        ----------
+        folder : path
+            A directory (created).%s        max_memory : int or str, default "512MiB"
+            Bound on all that the extraction holds at once (as :meth:`iter`).
+        mode : {None, "w"}
+            None: create, resume (writing only missing chips) or return when complete; a folder
+            from another run is refused. "w": overwrite.
+        compress : str or None, default "deflate"
+            GDAL compression ("deflate", "lzw", "zstd", ...); None for none.
+        progress : bool
+            Show a tqdm progress bar over chips.
+
+        Returns
+        -------
+        pathlib.Path
+            The folder.
+        """
+        from ..sinks.geotiff import to_geotiffs
+
+        spec = PatchSpec(sizes, strides, rates, padding)
+        return to_geotiffs(self._obj, folder, spec, max_memory=max_memory, mode=mode, max_nodata_fraction=max_nodata_fraction,
+                           compress=compress, backend=backend, progress=progress, spatial_dims=spatial_dims,
+                           channel_dims=channel_dims)
+
+    def to_tfrecord(self, prefix: str | Path, sizes, strides, rates=1, padding: str = "VALID", **kwargs) -> Path:
+        """Sharded, resumable TFRecord files of ``tf.train.Example`` patches, and a manifest.
+
+        Keywords (``max_memory``, ``shard_size``, ``max_nodata_fraction``, ``compression``, ``mode``,
+        ``progress``, ``backend``) are those of :func:`patchkit.to_tfrecord`; read the set back with
+        :func:`patchkit.read_tfrecord`.
+        """
+        from ..sinks.tfrecord import to_tfrecord
+
+        return to_tfrecord(self._obj, prefix, sizes, strides, rates, padding, **kwargs)
+
+    def to_tf_dataset(self, sizes, strides, rates=1, padding: str = "VALID", **kwargs):
+        """A ``tf.data.Dataset`` of the patches, cut band by band as it is iterated.
+
+        Keywords (``batch_size``, ``prefetch``, ``max_memory``, ``max_nodata_fraction``,
+        ``shuffle_buffer``) are those of :func:`patchkit.to_tf_dataset`.
+        """
+        from ..sinks.tfrecord import to_tf_dataset
+
+        return to_tf_dataset(self._obj, sizes, strides, rates, padding, **kwargs)
+
+    def explore(self, sizes=None, strides=None, rates=1, padding: str = "VALID", **kwargs):
+        """An interactive :class:`patchkit.explorer.PatchExplorer` of this DataArray (ipywidgets).
+
+        The grid, patch count, memory plan and nodata share update as the controls move, without
+        extracting; a decimated preview shows the grid; a button runs a sink. Keywords are those of
+        ``PatchExplorer`` (``max_memory``, ``max_nodata_fraction``, ``sink``, ``path``...).
+        """
+        from ..explorer import PatchExplorer
+
+        return PatchExplorer(self._obj, sizes, strides, rates, padding, **kwargs)
+
+    extract.__doc__ = extract.__doc__ % _PARAMETERS
+    to_geotiffs.__doc__ = to_geotiffs.__doc__ % _PARAMETERS
+    to_zarr.__doc__ = to_zarr.__doc__ % _PARAMETERS
+    iter.__doc__ = iter.__doc__ % _PARAMETERS
+
+
+xr.register_dataarray_accessor("patches")(PatchesAccessor)
+xr.register_dataset_accessor("patches")(PatchesAccessor)

@@ -1,0 +1,102 @@
+"""The ``patchkit`` command, run as users run it: in a subprocess."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+import xarray as xr
+
+import patchkit
+
+pytest.importorskip("papermill")
+rioxarray = pytest.importorskip("rioxarray")
+
+
+def patchkit_command(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "patchkit.jobs.cli", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_help_for_every_command():
+    """Every command and option has help."""
+    for command in ("templates", "run", "inspect", "extract", "bench"):
+        done = patchkit_command(command, "--help")
+        assert done.returncode == 0 and "usage: patchkit" in done.stdout
+    assert "--max-nodata-fraction" in patchkit_command("extract", "--help").stdout
+
+
+def test_templates_lists_parameters():
+    """`patchkit templates` lists each template and its parameters with their defaults."""
+    done = patchkit_command("templates")
+    assert done.returncode == 0
+    assert "extract_patches" in done.stdout and "stitch_predictions" in done.stdout
+    assert "max_nodata_fraction" in done.stdout and "default 0.25" in done.stdout
+
+
+def test_unknown_parameter_refused_quickly(tmp_path):
+    """An unknown parameter exits 1 within seconds, lists the valid ones, and starts no kernel."""
+    start = time.perf_counter()
+    done = patchkit_command("run", "extract_patches", "-p", "sizez", "12", "--output-dir", str(tmp_path))
+    assert done.returncode == 1 and time.perf_counter() - start < 20
+    assert "no parameter 'sizez'" in done.stderr and "strides (int" in done.stderr
+    assert not list(tmp_path.iterdir())
+
+
+def test_usage_error_exits_2():
+    """A missing required option is a usage error (status 2)."""
+    assert patchkit_command("inspect", "sample").returncode == 2
+
+
+@pytest.mark.parametrize(
+    ("name", "sizes", "strides", "padding"),
+    [("nonsquare", (7, 7), (3, 3), "VALID"), ("projected", (10, 6), (7, 5), "SAME")],
+)
+def test_inspect_numbers_are_patchspecs(geotiffs, name, sizes, strides, padding):
+    """inspect prints PatchSpec's grid, count, bytes and plan for the raster, without extracting."""
+    as_text = lambda pair: ",".join(map(str, pair))  # noqa: E731
+    done = patchkit_command("inspect", str(geotiffs[name]), "--sizes", as_text(sizes), "--strides", as_text(strides),
+                            "--padding", padding, "--max-memory", "64KiB")
+    assert done.returncode == 0, done.stderr
+    da = rioxarray.open_rasterio(geotiffs[name])
+    spec = patchkit.PatchSpec(sizes, strides, padding=padding)
+    shape = (1, da.sizes["y"], da.sizes["x"], da.sizes["band"])
+    rows, cols = spec.grid_shape(shape)
+    plan = spec.plan(shape, da.dtype, "64KiB", lazy=True)
+    assert f"{rows} x {cols} = {rows * cols} patches" in done.stdout
+    assert f"({spec.nbytes(shape, da.dtype)} bytes)" in done.stdout
+    assert f"{len(plan.bands)} row bands of {plan.band_rows} patch rows" in done.stdout
+
+
+def test_extract_to_zarr(geotiffs, tmp_path):
+    """extract writes a complete store equal to the accessor's result: values, coordinates (pixel centres,
+    CRS) and attrs (the spec), under the name a nameless DataArray is stored as."""
+    done = patchkit_command("extract", str(geotiffs["projected"]), "--sizes", "8", "--strides", "6", "--padding", "SAME",
+                            "--to", "zarr", "--output", str(tmp_path / "p.zarr"))
+    assert done.returncode == 0, done.stderr
+    stored = patchkit.open_patches(tmp_path / "p.zarr")["pixels"].compute()
+    expected = rioxarray.open_rasterio(geotiffs["projected"]).patches.extract(8, 6, padding="SAME")
+    assert (expected != 0).any()  # the comparison below is not of zeros
+    xr.testing.assert_identical(stored, expected.rename("pixels"))
+
+
+def test_failing_notebook_exits_1(tmp_path):
+    """A template whose cell raises exits 1 with the cell's error on stderr."""
+    done = patchkit_command("run", "extract_patches", "-p", "input_path", str(tmp_path / "missing.tif"),
+                            "--output-dir", str(tmp_path))
+    assert done.returncode == 1 and "RasterioIOError" in done.stderr and "missing.tif" in done.stderr
+
+
+def test_parameters_file_is_checked(tmp_path):
+    """Parameters from a YAML file are checked like -p ones (and -p wins over the file)."""
+    params = tmp_path / "params.yaml"
+    params.write_text("sizes: 128\nstridez: 64\n")
+    done = patchkit_command("run", "extract_patches", "-f", str(params), "--output-dir", str(tmp_path / "out"))
+    assert done.returncode == 1 and "no parameter 'stridez'" in done.stderr
+
+
+def test_bench_runs_the_benchmark():
+    """`patchkit bench` runs the benchmark script of the source checkout with its arguments."""
+    done = patchkit_command("bench", "--quick", "--case", "dask")
+    assert done.returncode == 0 and "RSS growth" in done.stdout
