@@ -6,7 +6,7 @@ memory budget. See ``DESIGN.md`` for the geometry and the public API.
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import errors
+from . import backends, errors, sinks
 from .core.budget import Plan
 from .core.chunking import iter_patches
 from .core.extract import extract_image_patches, extract_patches

@@ -15,13 +15,17 @@ from typing import Any
 import numpy as np
 
 from ...errors import PatchkitValueError, UnknownBackendError, shown
+from ..plugins import Registry
 from ..sources import Source
 from ..spec import PatchSpec
-from .numpy import NumpyBackend
-from .tensorflow import TensorflowBackend, import_tensorflow
+from .base import Backend
+from .tensorflow import import_tensorflow
 
 __all__ = [
-    "BACKENDS",
+    "Backend",
+    "registry",
+    "available",
+    "register",
     "get_backend",
     "calibrate",
     "auto_choices",
@@ -31,29 +35,51 @@ __all__ = [
     "TENSOR_ALIGNMENT",
 ]
 
-BACKENDS = ("auto", "numpy", "tensorflow")
-_INSTANCES = {"numpy": NumpyBackend(), "tensorflow": TensorflowBackend()}
+def _instance(backend: Any) -> Backend:
+    """A registered backend: a class is instantiated once; an object must have the :class:`Backend` members."""
+    backend = backend() if isinstance(backend, type) else backend
+    if not isinstance(backend, Backend):
+        raise PatchkitValueError(
+            f"{shown(backend)} is not a patchkit backend: it needs name, pad_copy, extract and band "
+            "(see patchkit.backends.Backend)"
+        )
+    return backend
+
+
+#: The backends by name: numpy and tensorflow, and those packages add through the ``patchkit.backends`` entry points.
+registry = Registry("patchkit.backends", "backend", {"numpy": "patchkit.core.backends.numpy:NumpyBackend",
+                                                     "tensorflow": "patchkit.core.backends.tensorflow:TensorflowBackend"},
+                    make=_instance, error=UnknownBackendError)
 _CHOICES: dict[str, str] = {}
+
+
+def available() -> tuple[str, ...]:
+    """The names ``backend=`` takes: ``"auto"`` and every registered or installed backend."""
+    return ("auto", *registry.available())
+
+
+def register(name: str, backend: Any) -> None:
+    """Make ``backend`` (an object or class with the :class:`Backend` members) available as ``backend=name``."""
+    registry.register(name, backend)
 
 #: The probe :func:`calibrate` times: a small scene with overlapping, padded patches.
 PROBE_SHAPE = (1, 512, 512, 4)
 PROBE_SPEC = PatchSpec(64, 32, padding="SAME")
 
 
-def get_backend(name: str, source: Source):
-    """The backend called ``name`` (``"auto"``, ``"numpy"`` or ``"tensorflow"``) for ``source``.
+def get_backend(name: str, source: Source) -> Backend:
+    """The backend called ``name`` (``"auto"``, ``"numpy"``, ``"tensorflow"`` or a registered one) for ``source``.
 
     Raises
     ------
     UnknownBackendError
         For any other name.
     """
-    if not isinstance(name, str) or name.lower() not in BACKENDS:
-        raise UnknownBackendError(f"backend={name!r} is not a patchkit backend; use one of {', '.join(BACKENDS)}")
-    name = name.lower()
-    if name == "auto":
-        name = _auto(source)
-    return _INSTANCES[name]
+    names = available()
+    key = (name if name in names else name.lower()) if isinstance(name, str) else None  # "NumPy" is numpy
+    if key not in names:
+        raise UnknownBackendError(f"backend={name!r} is not a patchkit backend; use one of {', '.join(names)}")
+    return registry.get(_auto(source) if key == "auto" else key)
 
 
 def _auto(source: Source) -> str:
@@ -89,14 +115,14 @@ def calibrate(device: str, host_input: bool = False, repeats: int = 3) -> str:
 
     def run_numpy():
         if host_input:
-            return _INSTANCES["numpy"].extract(probe, PROBE_SPEC)
+            return registry.get("numpy").extract(probe, PROBE_SPEC)
         from ..tensors import numpy_patches_tensor  # the path eager tensors take (tensors imports this module)
 
-        return numpy_patches_tensor(tensor_to_numpy(tensor), PROBE_SPEC, _INSTANCES["numpy"])
+        return numpy_patches_tensor(tensor_to_numpy(tensor), PROBE_SPEC, registry.get("numpy"))
 
     def run_tensorflow():
         with tf.device(device):
-            out = _INSTANCES["tensorflow"].extract(probe if host_input else tensor, PROBE_SPEC)
+            out = registry.get("tensorflow").extract(probe if host_input else tensor, PROBE_SPEC)
             return out.numpy() if host_input else tf.reduce_sum(out[:1, :1, :1, :1]).numpy()
 
     timings = {}

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from patchkit.core import backends
+from patchkit.core.backends.tensorflow import TensorflowBackend
 from patchkit.errors import UnknownBackendError
 from patchkit.core.sources import as_source
 
@@ -34,8 +35,8 @@ def test_auto_measures_for_tensors(tf, image, monkeypatch):
     """For a tensor, auto times both backends on the device once and caches the faster."""
     monkeypatch.setattr(backends, "_CHOICES", {})
     calls = []
-    real = backends.TensorflowBackend.extract
-    monkeypatch.setattr(backends.TensorflowBackend, "extract", lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
+    real = TensorflowBackend.extract
+    monkeypatch.setattr(TensorflowBackend, "extract", lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
     chosen = backends.get_backend("auto", as_source(tf.constant(image)))
     assert chosen.name in ("numpy", "tensorflow") and calls  # TensorFlow really ran
     assert list(backends.auto_choices().values()) == [chosen.name]

@@ -16,15 +16,16 @@ and nowhere else; :mod:`patchkit.core.budget` plans row bands under a memory bud
 from __future__ import annotations
 
 import math
-import operator
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import numpy as np
 
-from .dtypes import check_dtype
-from ..errors import (InvalidImageError, InvalidSpecError, KernelTooLargeError, OutputTooLargeError,
-                     PatchIndexError, PatchkitValueError, shown)
+from ..dtypes import check_dtype
+from ...errors import InvalidSpecError, KernelTooLargeError, OutputTooLargeError, shown
+from .axis import Axis as _Axis
+from .axis import effective_size, output_size, padding_amounts, tf_output_size
+from .normalize import MAX_DEPTH, _bounds, _four_d, _normalize_pair, _patch_index, _spatial, normalize_padding
 
 __all__ = [
     "PatchSpec",
@@ -36,93 +37,6 @@ __all__ = [
     "padding_amounts",
     "normalize_padding",
 ]
-
-PADDINGS = ("VALID", "SAME")
-#: The largest size, stride or rate: ``tf.image.extract_patches`` holds them in int32 and refuses more.
-MAX_VALUE = 2**31 - 1
-#: The most values a patch may hold (``kh * kw * channels``): numpy refuses axes whose bytes pass 2**63 - 1.
-MAX_DEPTH = 2**59
-
-
-# --------------------------------------------------------------------------------------------------
-# One axis
-# --------------------------------------------------------------------------------------------------
-
-
-def effective_size(k: int, r: int) -> int:
-    """Extent of a kernel of ``k`` taps spaced ``r`` apart: ``k + (k - 1)(r - 1)``."""
-    return k + (k - 1) * (r - 1)
-
-
-def output_size(n: int, k: int, s: int, r: int, padding: str) -> int:
-    """Number of patches along an axis of length ``n`` (TensorFlow's rule; see the module docstring).
-
-    Under ``VALID`` the result is 0 when the effective kernel is larger than ``n``; callers that need a
-    non-empty grid check :meth:`PatchSpec.check` first.
-    """
-    if padding == "SAME":
-        return -(-n // s)
-    return max(-(-(n - effective_size(k, r) + 1) // s), 0)
-
-
-def padding_amounts(n: int, k: int, s: int, r: int, padding: str) -> tuple[int, int]:
-    """Zeros added ``(before, after)`` along an axis: ``total // 2`` before, the remainder after."""
-    if padding == "VALID":
-        return (0, 0)
-    total = max((output_size(n, k, s, r, padding) - 1) * s + effective_size(k, r) - n, 0)
-    return (total // 2, total - total // 2)
-
-
-def tf_output_size(n: int, k: int, s: int, r: int, padding: str, axis: str = "height") -> int:
-    """TensorFlow's own count of patches along an axis, empty axes and images included.
-
-    Equal to :func:`output_size` wherever the grid is not empty. TensorFlow computes a ``VALID`` count
-    as ``(n - ke + s) / s`` in C++ (truncated towards zero): a kernel larger than the axis by less than
-    two strides gives 0 patches, and TensorFlow refuses anything larger ("Computed output size would be
-    negative"), as this does with :class:`KernelTooLargeError`.
-    """
-    if padding == "SAME":
-        return -(-n // s)
-    ke = effective_size(k, r)
-    if n - ke + s <= -s:
-        extent = f"{k}" if r == 1 else f"{k} at rate {r}"
-        raise KernelTooLargeError(
-            f"kernel {extent} (effective {ke}) is larger than the image {axis} {n} by two strides ({s}) or more "
-            "with padding='VALID' (tf.image.extract_patches refuses it too); use padding='SAME' or a smaller "
-            "kernel or rate"
-        )
-    return max(n - ke + s, 0) // s
-
-
-@dataclass(frozen=True, slots=True)
-class _Axis:
-    """The geometry of one spatial axis, derived once from the spec and the axis length."""
-
-    n: int
-    k: int
-    s: int
-    r: int
-    out: int
-    before: int
-
-    @property
-    def ke(self) -> int:
-        return effective_size(self.k, self.r)
-
-    def span(self, i0: int, i1: int) -> tuple[int, int]:
-        """Input positions ``[start, stop)`` that output positions ``[i0, i1)`` read (unclipped)."""
-        return (i0 * self.s - self.before, (i1 - 1) * self.s - self.before + self.ke)
-
-    def interior(self) -> tuple[int, int]:
-        """Output positions ``[lo, hi)`` whose windows lie wholly inside the input (no padding)."""
-        lo = min(-(-self.before // self.s), self.out)
-        hi = (self.n + self.before - self.ke) // self.s + 1 if self.n + self.before >= self.ke else 0
-        return lo, min(max(hi, lo), self.out)
-
-
-# --------------------------------------------------------------------------------------------------
-# Value classes
-# --------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,119 +76,6 @@ class Region:
     in_rows: tuple[int, int]
     in_cols: tuple[int, int]
     inside: bool
-
-
-# --------------------------------------------------------------------------------------------------
-# Normalisation
-# --------------------------------------------------------------------------------------------------
-
-
-def _as_int(name: str, value, item) -> int:
-    """``item`` as an int: integers, and integral floats (TensorFlow takes ``[1, 2.0, 2.0, 1]``).
-
-    NaN, infinity, fractions and bools are refused, naming ``name`` and the whole ``value``.
-    """
-    if isinstance(item, (float, np.floating)) and not isinstance(item, bool):
-        if math.isfinite(item) and float(item).is_integer():
-            return int(item)
-        raise InvalidSpecError(
-            f"{name}={shown(value)} must hold integers, got {shown(item)} (a fraction, NaN or infinity counts no "
-            f"pixels); e.g. {name}=(16, 16)"
-        )
-    if isinstance(item, (bool, np.bool_)):
-        raise InvalidSpecError(f"{name}={shown(value)} must hold integers, got {item!r}; e.g. {name}=(16, 16)")
-    try:
-        return operator.index(item)
-    except TypeError:
-        raise InvalidSpecError(
-            f"{name}={shown(value)} must hold integers, got {shown(item)} ({type(item).__name__}); e.g. {name}=(16, 16)"
-        ) from None
-
-
-def _normalize_pair(name: str, value) -> tuple[int, int]:
-    """Accept ``k``, ``(kh, kw)`` or TensorFlow's ``[1, kh, kw, 1]``; return ``(kh, kw)``."""
-    if value is None:
-        raise InvalidSpecError(f"{name} is required, got None; pass an integer, (rows, cols) or [1, rows, cols, 1]")
-    if hasattr(value, "numpy") and not isinstance(value, np.ndarray):  # a tf.Tensor or Variable
-        value = value.numpy()
-    if isinstance(value, np.ndarray):
-        value = value.tolist()
-    if isinstance(value, (set, frozenset, dict)) or hasattr(value, "__iter__") and not isinstance(value, (Sequence, str, bytes)):
-        raise InvalidSpecError(
-            f"{name}={shown(value)} is a {type(value).__name__}, which has no order; pass an integer, (rows, cols) "
-            "or [1, rows, cols, 1]"
-        )
-    if not isinstance(value, Sequence) or isinstance(value, (str, bytes)):
-        items = (_as_int(name, value, value),) * 2
-    elif len(value) == 2:
-        items = (_as_int(name, value, value[0]), _as_int(name, value, value[1]))
-    elif len(value) == 4:
-        ints = [_as_int(name, value, v) for v in value]
-        if ints[0] != 1 or ints[3] != 1:
-            raise InvalidSpecError(
-                f"{name}={shown(list(value))}: in the 4-vector form the batch and depth entries must be 1 "
-                f"(patches never span images or channels); use [1, {ints[1]}, {ints[2]}, 1]"
-            )
-        items = (ints[1], ints[2])
-    else:
-        raise InvalidSpecError(
-            f"{name}={shown(value)} has length {len(value)}; pass an integer, (rows, cols) or [1, rows, cols, 1]"
-        )
-    for item in items:
-        if item < 1:
-            raise InvalidSpecError(f"{name}={shown(value)} must be positive, got {shown(item)}; use integers >= 1")
-        if item > MAX_VALUE:
-            raise InvalidSpecError(
-                f"{name}={shown(value)} holds {shown(item)}, more than 2**31 - 1, the largest that "
-                f"tf.image.extract_patches takes (its attrs are int32); use a value of at most {MAX_VALUE}"
-            )
-    return items
-
-
-def normalize_padding(padding) -> str:
-    """Return ``"VALID"`` or ``"SAME"`` for any capitalisation; raise for anything else."""
-    if isinstance(padding, bytes):
-        padding = padding.decode("utf-8", "replace")
-    if not isinstance(padding, str) or padding.upper() not in PADDINGS:
-        raise InvalidSpecError(f"padding={shown(padding)} is not supported; use 'VALID' or 'SAME' (any case)")
-    return padding.upper()
-
-
-def _rank_error(shape: tuple[int, ...]) -> InvalidImageError:
-    return InvalidImageError(
-        f"images has shape {shape} (rank {len(shape)}), but a 4-D [batch, height, width, channels] array "
-        "is required; add a batch axis with images[np.newaxis] or a channel axis with images[..., np.newaxis]"
-    )
-
-
-def _spatial(shape: Sequence[int], allow_empty: bool = False) -> tuple[int, int]:
-    """``(height, width)`` of a ``(height, width)`` or ``(batch, height, width, channels)`` shape.
-
-    An axis of length 0 is refused unless ``allow_empty`` (TensorFlow's op takes empty images).
-    """
-    shape = tuple(int(d) for d in shape)
-    if len(shape) not in (2, 4):
-        raise _rank_error(shape)
-    if 0 in shape and not allow_empty:
-        raise InvalidImageError(
-            f"images has shape {shape}, which is empty; every axis "
-            f"({'batch, height, width, channels' if len(shape) == 4 else 'height, width'}) needs at least one element"
-        )
-    return shape[-3:-1] if len(shape) == 4 else shape
-
-
-def _four_d(shape: Sequence[int], allow_empty: bool = False) -> tuple[int, int, int, int]:
-    """``shape`` as a validated 4-D ``(batch, height, width, channels)`` tuple (see :func:`_spatial`)."""
-    shape = tuple(int(d) for d in shape)
-    if len(shape) != 4:
-        raise _rank_error(shape)
-    _spatial(shape, allow_empty)
-    return shape  # type: ignore[return-value]
-
-
-# --------------------------------------------------------------------------------------------------
-# PatchSpec
-# --------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True, init=False)
@@ -498,20 +299,20 @@ class PatchSpec:
 
     def band_memory(self, rows: slice | tuple[int, int], shape: Sequence[int], dtype, **kwargs) -> int:
         """Bytes held at once while one band of output rows is made: :func:`patchkit.core.budget.band_memory`."""
-        from .budget import band_memory
+        from ..budget import band_memory
 
         return band_memory(self, rows, shape, dtype, **kwargs)
 
     def min_memory(self, shape: Sequence[int], dtype, lazy: bool = False, **kwargs) -> int:
         """The smallest ``max_memory`` that works: :func:`patchkit.core.budget.min_memory`."""
-        from .budget import min_memory
+        from ..budget import min_memory
 
         return min_memory(self, shape, dtype, lazy=lazy, **kwargs)
 
     def plan(self, shape: Sequence[int], dtype, max_memory: int | str, lazy: bool = False, **kwargs):
         """The row bands that each fit in ``max_memory``: a :class:`~patchkit.core.budget.Plan` made by
         :func:`patchkit.core.budget.plan`, the one planner."""
-        from .budget import plan
+        from ..budget import plan
 
         return plan(self, shape, dtype, max_memory, lazy=lazy, **kwargs)
 
@@ -523,27 +324,3 @@ class PatchSpec:
     def row_bounds(rows: slice | tuple[int, int]) -> tuple[int, int]:
         """``(i0, i1)`` of a contiguous band of output rows given as a slice or a pair."""
         return _bounds(rows)
-
-
-def _patch_index(name: str, index, count: int) -> tuple[int, int]:
-    """``(k, k + 1)`` for patch index ``index`` (negative counts from the end) along an axis of ``count`` patches."""
-    what = "row" if name == "i" else "column"
-    try:
-        k = None if isinstance(index, (bool, np.bool_)) else operator.index(index)
-    except TypeError:
-        k = None
-    if k is None or not -count <= k < count:
-        raise PatchIndexError(
-            f"{name}={shown(index)} is out of range or not an integer: the grid has {count} patch {what}s; pass an "
-            f"integer with {-count} <= {name} < {count}"
-        )
-    return k % count, k % count + 1
-
-
-def _bounds(rows: slice | tuple[int, int]) -> tuple[int, int]:
-    if isinstance(rows, slice):
-        if rows.step not in (None, 1):
-            raise PatchkitValueError(f"rows={rows!r} must be a contiguous slice (step 1); pass e.g. rows=slice(0, 8)")
-        return int(rows.start or 0), int(rows.stop)
-    i0, i1 = rows
-    return int(i0), int(i1)
