@@ -18,6 +18,7 @@ __all__ = [
     "InvalidImageError",
     "UnsupportedDtypeError",
     "UnknownBackendError",
+    "UnknownSinkError",
     "BackendUnavailableError",
     "MissingDependencyError",
     "NotebookError",
@@ -75,6 +76,10 @@ class UnsupportedDtypeError(PatchkitTypeError):
 
 class UnknownBackendError(PatchkitValueError):
     """``backend`` names no backend patchkit has."""
+
+
+class UnknownSinkError(PatchkitValueError):
+    """``sink`` names no sink patchkit has (built in or installed through the ``patchkit.sinks`` entry points)."""
 
 
 class BackendUnavailableError(PatchkitError, ImportError):

@@ -20,12 +20,11 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from ..core import backends
 from ..errors import PatchkitError, SourceReadError
-from ..sinks import METHODS
+from .. import sinks
 
 __all__ = ["main", "build_parser"]
-
-SINKS = tuple(METHODS)
 
 
 def _pair(text: str) -> int | list[int]:
@@ -74,10 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
     extract = commands.add_parser("extract", help="stream a raster's patches to a sink, with a progress bar")
     extract.add_argument("path", help="a raster rioxarray opens (GeoTIFF...), or 'sample'")
     _spec_options(extract)
-    extract.add_argument("--to", choices=SINKS, default="zarr", help="the sink (default zarr)")
+    extract.add_argument("--to", choices=sinks.available(), default="zarr",
+                         help="the sink: built in or installed (patchkit.sinks entry points); default zarr")
     extract.add_argument("--output", type=Path, required=True, help="the store, chip folder or TFRecord prefix")
     extract.add_argument("--mode", choices=("w",), default=None, help="w: overwrite an output from another run")
-    extract.add_argument("--backend", default="auto", choices=("auto", "numpy", "tensorflow"), help="extraction backend (default auto)")
+    extract.add_argument("--backend", default="auto", choices=backends.available(),
+                         help="extraction backend: auto, or a built-in or installed one (default auto)")
 
     bench = commands.add_parser("bench", help="run the extraction benchmark (needs a source checkout)")
     bench.add_argument("args", nargs="*", help="arguments for benchmarks/bench_extract.py, e.g. --quick --case dask")
@@ -147,8 +148,7 @@ def _extract(args: argparse.Namespace) -> None:
     kwargs = dict(max_memory=args.max_memory, max_nodata_fraction=args.max_nodata_fraction, mode=args.mode,
                   backend=args.backend, progress=True)
     spec = (args.sizes, args.strides, args.rates, args.padding)
-    write = {"zarr": scene.patches.to_zarr, "geotiff": scene.patches.to_geotiffs, "tfrecord": scene.patches.to_tfrecord}[args.to]
-    print(f"wrote {write(args.output, *spec, **kwargs)}")
+    print(f"wrote {scene.patches.to(args.to, args.output, *spec, **kwargs)}")
 
 
 def _bench(arguments: Sequence[str]) -> int:

@@ -101,6 +101,35 @@ class PatchesAccessor:
         return layout.grid(self._obj, spec, max_nodata_fraction=max_nodata_fraction, path=path,
                              spatial_dims=spatial_dims)
 
+    def to(self, sink: str, path: str | Path, sizes, strides, rates=1, padding: str = "VALID", **options: Any) -> Path:
+        """Write the patches to ``sink`` at ``path``, band by band under ``max_memory``, resumably.
+
+        The one entry to every sink: ``"zarr"``, ``"geotiff"``, ``"tfrecord"`` (the same as
+        :meth:`to_zarr`, :meth:`to_geotiffs`, :meth:`to_tfrecord`) and any sink a package installs
+        (``patchkit.sinks.available()`` lists them). A run killed at any point and run again with the
+        same arguments finishes the output; it reads as complete only once it is.
+
+        Parameters
+        ----------
+        sink : str
+            A name from ``patchkit.sinks.available()``.
+        path : path
+            The sink's output (a store, a folder, a prefix).
+        sizes, strides, rates, padding
+            As ``tf.image.extract_patches``.
+        **options
+            ``max_memory``, ``mode``, ``max_nodata_fraction``, ``backend``, ``progress``, ``spatial_dims``,
+            ``channel_dims`` and the sink's own (``compression``, ``compress``, ``shard_size``...).
+
+        Returns
+        -------
+        pathlib.Path
+            Where the output is; ``patchkit.sinks.get(sink).open(path)`` reads it.
+        """
+        from ..sinks import get
+
+        return get(sink).write(self._obj, path, PatchSpec(sizes, strides, rates, padding), **options)
+
     def to_zarr(self, store: str | Path, sizes, strides, rates=1, padding: str = "VALID", *,
                 max_memory: int | str = DEFAULT_MAX_MEMORY, mode: str | None = None,
                 max_nodata_fraction: float | None = None, compression: Any = "default", chunk_patches: int | None = None,
@@ -140,12 +169,9 @@ class PatchesAccessor:
         SinkWriteError
             Writing failed (permissions, a full disk); the finished bands are kept for a rerun.
         """
-        from ..sinks.zarr import to_zarr
-
-        spec = PatchSpec(sizes, strides, rates, padding)
-        return to_zarr(self._obj, store, spec, max_memory=max_memory, mode=mode, max_nodata_fraction=max_nodata_fraction,
-                       compression=compression, chunk_patches=chunk_patches, backend=backend, progress=progress,
-                       spatial_dims=spatial_dims, channel_dims=channel_dims)
+        return self.to("zarr", store, sizes, strides, rates, padding, max_memory=max_memory, mode=mode,
+                       max_nodata_fraction=max_nodata_fraction, compression=compression, chunk_patches=chunk_patches,
+                       backend=backend, progress=progress, spatial_dims=spatial_dims, channel_dims=channel_dims)
 
     def to_geotiffs(self, folder: str | Path, sizes, strides, rates=1, padding: str = "VALID", *,
                     max_memory: int | str = DEFAULT_MAX_MEMORY, mode: str | None = None,
@@ -176,12 +202,9 @@ class PatchesAccessor:
         pathlib.Path
             The folder.
         """
-        from ..sinks.geotiff import to_geotiffs
-
-        spec = PatchSpec(sizes, strides, rates, padding)
-        return to_geotiffs(self._obj, folder, spec, max_memory=max_memory, mode=mode, max_nodata_fraction=max_nodata_fraction,
-                           compress=compress, backend=backend, progress=progress, spatial_dims=spatial_dims,
-                           channel_dims=channel_dims)
+        return self.to("geotiff", folder, sizes, strides, rates, padding, max_memory=max_memory, mode=mode,
+                       max_nodata_fraction=max_nodata_fraction, compress=compress, backend=backend, progress=progress,
+                       spatial_dims=spatial_dims, channel_dims=channel_dims)
 
     def to_tfrecord(self, prefix: str | Path, sizes, strides, rates=1, padding: str = "VALID", **kwargs) -> Path:
         """Sharded, resumable TFRecord files of ``tf.train.Example`` patches, and a manifest.
@@ -190,9 +213,7 @@ class PatchesAccessor:
         ``progress``, ``backend``) are those of :func:`patchkit.to_tfrecord`; read the set back with
         :func:`patchkit.read_tfrecord`.
         """
-        from ..sinks.tfrecord import to_tfrecord
-
-        return to_tfrecord(self._obj, prefix, sizes, strides, rates, padding, **kwargs)
+        return self.to("tfrecord", prefix, sizes, strides, rates, padding, **kwargs)
 
     def to_tf_dataset(self, sizes, strides, rates=1, padding: str = "VALID", **kwargs):
         """A ``tf.data.Dataset`` of the patches, cut band by band as it is iterated.

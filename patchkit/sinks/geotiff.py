@@ -35,8 +35,9 @@ from ..labelled.nodata import nodata_values
 from ..core.spec import PatchSpec
 from ._store import (RowLog, check_mode, check_path, check_resume, check_source, check_verify, combine, fingerprint,
                      raw_bytes, read_json, refuse_foreign, remove, row_digests, short_write, source_files, write_error, write_json)
+from .base import Progress, Sink
 
-__all__ = ["to_geotiffs", "read_index", "MANIFEST", "INDEX"]
+__all__ = ["GeoTiffSink", "to_geotiffs", "read_index", "MANIFEST", "INDEX"]
 
 MANIFEST = "patchkit.json"
 INDEX = "index.geojson"
@@ -346,3 +347,25 @@ def _check_chip_pixels(folder: Path, index, logged: list) -> None:
             rows.append(h.hexdigest())
         if combine(rows) != digest:
             raise _damaged(folder, f"the chips of patch rows {a}-{b - 1} differ from what was written")
+
+
+class GeoTiffSink(Sink):
+    """One GeoTIFF chip per kept patch and a GeoJSON index: :func:`to_geotiffs`, :func:`read_index`."""
+
+    name = "geotiff"
+    output = ("chips",)
+    description = "a folder of GeoTIFF chips, one per patch, and index.geojson (read_index reads it)"
+
+    def write(self, obj: Any, path: str | Path, spec: PatchSpec, **options: Any) -> Path:
+        return to_geotiffs(obj, path, spec, **options)
+
+    def progress(self, path: str | Path, rows: int) -> Progress:
+        """Chips written of the manifest's count (all of them once the folder is complete)."""
+        path = Path(path)
+        manifest = read_json(path / MANIFEST) or {}
+        total = int(manifest.get("chips", 0))
+        done = total if manifest.get("complete") else sum(1 for _ in path.glob("r*_c*.tif")) if path.is_dir() else 0
+        return Progress(min(done, total), total, "chips")
+
+    def open(self, path: str | Path, **kwargs: Any):
+        return read_index(path, **kwargs)

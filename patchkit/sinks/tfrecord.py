@@ -74,7 +74,8 @@ from ..labelled.nodata import check_fraction
 from ..core.spec import PatchSpec
 from ..core.units import parse_bytes
 from ._store import (EMPTY_ROW, check_path, check_resume, check_verify, combine, describe, digest, row_digests, short_write, source_files, write_error,
-                     write_json)
+                     read_json, write_json)
+from .base import Progress, Sink
 
 __all__ = [
     "to_tfrecord",
@@ -1007,3 +1008,25 @@ def to_tf_dataset(
     if prefetch:
         dataset = dataset.prefetch(tf.data.AUTOTUNE)
     return dataset
+
+
+class TFRecordSink(Sink):
+    """Sharded ``tf.train.Example`` records and a manifest: :func:`to_tfrecord`, :func:`read_tfrecord`."""
+
+    name = "tfrecord"
+    output = ("tfrecord", "patches")
+    description = "sharded TFRecord files of tf.train.Example patches and a manifest (read_tfrecord reads them)"
+
+    def write(self, obj: Any, path: str | os.PathLike, spec: PatchSpec, **options: Any) -> Path:
+        return to_tfrecord(obj, path, spec.sizes, spec.strides, spec.rates, spec.padding, **options)
+
+    def progress(self, path: str | os.PathLike, rows: int) -> Progress:
+        """Patch rows of the shards the manifest marks done (all of them once the set is complete)."""
+        path = Path(path)
+        manifest = read_json(path.with_name(path.name + ".json")) or {}
+        done = rows if manifest.get("complete") else sum(b - a for s in manifest.get("shards", []) if s.get("done")
+                                                         for a, b in [s["rows"]])
+        return Progress(min(done, rows), rows, "rows")
+
+    def open(self, path: str | os.PathLike, **kwargs: Any):
+        return read_tfrecord(path, **kwargs)

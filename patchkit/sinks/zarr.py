@@ -35,9 +35,10 @@ from ..labelled.layout import bands, prepare, template
 from ..core.spec import PatchSpec
 from ..core.units import format_bytes, parse_bytes
 from ._store import (RowLog, check_mode, check_path, check_resume, check_source, check_verify, combine, fingerprint,
-                     move_into_place, partial_path, refuse_foreign, remove, row_digests, source_files, write_error)
+                     move_into_place, partial_path, read_json, refuse_foreign, remove, row_digests, source_files, write_error)
+from .base import Progress, Sink
 
-__all__ = ["to_zarr", "open_patches", "COMPLETE", "ROWS_DONE", "FINGERPRINT"]
+__all__ = ["ZarrSink", "to_zarr", "open_patches", "COMPLETE", "ROWS_DONE", "FINGERPRINT"]
 
 FINGERPRINT = "patchkit_fingerprint"
 ROWS_DONE = "patchkit_rows_done"
@@ -384,3 +385,22 @@ def _check_pixels(path: Path, ds, group) -> None:
                 "write it again with .patches.to_zarr(..., mode='w')"
             )
 
+
+class ZarrSink(Sink):
+    """Patches in one Zarr (v3) store with their coordinates, CRS and spec: :func:`to_zarr`, :func:`open_patches`."""
+
+    name = "zarr"
+    output = ("patches.zarr",)
+    description = "one Zarr v3 store of labelled patches (open_patches reads it)"
+
+    def write(self, obj: Any, path: str | Path, spec: PatchSpec, **options: Any) -> Path:
+        return to_zarr(obj, path, spec, **options)
+
+    def progress(self, path: str | Path, rows: int) -> Progress:
+        """Finished patch rows, from the store's ``patchkit_rows_done`` (all of them once it is complete)."""
+        attrs = (read_json(Path(path) / "zarr.json") or {}).get("attributes", {})
+        done = rows if attrs.get(COMPLETE) else sum(b - a for a, b in attrs.get(ROWS_DONE, []))
+        return Progress(min(rows, done), rows, "rows")
+
+    def open(self, path: str | Path, **kwargs: Any):
+        return open_patches(path, **kwargs)
