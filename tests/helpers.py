@@ -249,3 +249,12 @@ def spec_cases(draw, height: int = 14, width: int | None = None, kernel: int = 5
     if fits and padding == "VALID":
         assume(all(k + (k - 1) * (r - 1) <= n for k, r, n in zip(sizes, rates, shape[1:3])))
     return SpecCase(shape, sizes, strides, rates, padding)
+
+
+def dims_array(dims, sizes=None):
+    """A float32 DataArray of ``dims`` (sizes from a table of usual dims unless given) holding 0, 1, 2, ..."""
+    import xarray as xr
+
+    sizes = sizes or {"time": 2, "band": 3, "y": 9, "x": 8, "lat": 9, "lon": 8, "channel": 2, "level": 4}
+    shape = tuple(sizes[d] for d in dims)
+    return xr.DataArray(np.arange(np.prod(shape), dtype=np.float32).reshape(shape), dims=dims)

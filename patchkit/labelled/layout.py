@@ -1,4 +1,4 @@
-"""Patches of xarray objects: find the dims, arrange the data for the backends, label the result.
+"""Patches of xarray objects: the operations behind the accessor and the sinks' shared band machinery.
 
 A DataArray's dims fall in three groups (:class:`Layout`):
 
@@ -19,248 +19,25 @@ the backend's output, so its pixels are bit-exact with :func:`patchkit.extract_p
 from __future__ import annotations
 
 import functools
-import json
-import math
-import sys
 from dataclasses import dataclass, replace
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator
 
 import numpy as np
 
 from ..core.backends import get_backend
-from ..core.chunking import _bands, compact, kept_patches, lazy_patches
 from ..core.budget import DEFAULT_MAX_MEMORY, LAZY_CHUNK_MEMORY, Budget, check_row_fits, plan_for, require_memory
-from ..errors import DimensionError, PatchkitValueError
+from ..core.chunking import _bands, compact, kept_patches, lazy_patches
 from ..core.extract import extract_patches
-from .geo import STEP_ATTR, check_north_up, crs_of, geotransform_of, grid_table, pixel_coords, regular_step, source_transform, write_grid
-from .nodata import check_fraction, nodata_counts, nodata_values
 from ..core.sources import Source, as_source, origin_of, reading
 from ..core.spec import PatchSpec
+from ..errors import DimensionError
+from .dims import Layout, _spatial_dims, arrange, find_layout, unarrange
+from .geo import crs_of, geotransform_of, grid_table, source_transform, write_grid
+from .labels import SPEC_ATTR, _check_labels, _Labels, _labels, _wrap, recorded_spec
+from .nodata import check_fraction, nodata_counts, nodata_values
 
-__all__ = ["Layout", "find_layout", "Prepared", "prepare", "template", "bands", "patch_table", "extract", "iterate", "grid", "recorded_spec", "SPEC_ATTR"]
-
-SPATIAL_NAMES = (("y", "x"), ("lat", "lon"), ("latitude", "longitude"))
-CHANNEL_NAMES = ("band", "bands", "channel", "channels", "variable", "wavelength")
-#: Attribute of a patch array recording its spec and source shape (JSON), read by :func:`recorded_spec`.
-SPEC_ATTR = "patchkit_spec"
-#: Encoding entries a patch array keeps (the rest describe the source file).
-KEPT_ENCODING = ("grid_mapping", "_FillValue", "missing_value", "scale_factor", "add_offset", "dtype")
-
-
-@dataclass(frozen=True)
-class Layout:
-    """How the dims of a DataArray map onto ``[batch, height, width, channels]`` and back."""
-
-    y: str
-    x: str
-    leading: tuple[str, ...]
-    channels: tuple[str, ...]
-    channels_last: bool
-
-    @property
-    def order(self) -> tuple[str, ...]:
-        """The dims in the order the backends read them."""
-        spatial = (self.y, self.x)
-        return self.leading + (spatial + self.channels if self.channels_last else self.channels + spatial)
-
-    def dims(self, grid: tuple[str, ...]) -> tuple[str, ...]:
-        """The dims of the patch array for ``grid`` (``("patch_row", "patch_col")`` or ``("patch",)``)."""
-        return self.leading + grid + self.channels + (self.y, self.x)
-
-
-def _spatial_dims(obj: Any) -> tuple[str, str]:
-    dims = tuple(obj.dims)
-    if "rioxarray" in sys.modules:  # spatial dims set with rio.set_spatial_dims
-        try:
-            if obj.rio.y_dim in dims and obj.rio.x_dim in dims:
-                return obj.rio.y_dim, obj.rio.x_dim
-        except Exception:  # rioxarray raises its own error when it finds none
-            pass
-    for y, x in SPATIAL_NAMES:
-        if y in dims and x in dims:
-            return y, x
-    raise DimensionError(
-        f"found no spatial dims among {dims}: patchkit looks for {SPATIAL_NAMES}; rename them, "
-        "e.g. da.rename({'row': 'y', 'col': 'x'}), or pass spatial_dims=('row', 'col')"
-    )
-
-
-def find_layout(obj: Any, spatial_dims: Sequence[str] | None = None, channel_dims: Sequence[str] | None = None) -> Layout:
-    """The :class:`Layout` of a DataArray (see the module docstring for the rules).
-
-    Raises
-    ------
-    DimensionError
-        No recognisable spatial dims, a spatial dim of length 0, or a named dim that is not there.
-    """
-    dims = tuple(obj.dims)
-    if spatial_dims is None:
-        y, x = _spatial_dims(obj)
-    else:
-        y, x = _named(dims, spatial_dims, "spatial_dims", 2)
-    for dim in (y, x):
-        if obj.sizes[dim] == 0:
-            raise DimensionError(f"spatial dim {dim!r} has length 0: there is nothing to cut into patches; select a non-empty region")
-    last = max(dims.index(y), dims.index(x))
-    others = [d for d in dims if d not in (y, x)]
-    if channel_dims is None:
-        channels = tuple(d for d in others if d in CHANNEL_NAMES or dims.index(d) > last)
-    else:
-        channels = _named(tuple(others), channel_dims, "channel_dims")
-    leading = tuple(d for d in others if d not in channels)
-    return Layout(y, x, leading, channels, all(dims.index(d) > last for d in channels))
-
-
-def _named(dims: tuple[str, ...], names, argument: str, count: int | None = None) -> tuple[str, ...]:
-    names = (names,) if isinstance(names, str) else tuple(names)
-    if (count is not None and len(names) != count) or any(n not in dims for n in names):
-        raise DimensionError(f"{argument}={names!r} must name {count or 'some'} of the dims {dims}; pass names from that list")
-    return names
-
-
-# --------------------------------------------------------------------------------------------------
-# Arranging data for the backends and back
-# --------------------------------------------------------------------------------------------------
-
-
-def _sizes(obj, names) -> tuple[int, ...]:
-    return tuple(obj.sizes[d] for d in names)
-
-
-def arrange(obj: Any, layout: Layout):
-    """The data of ``obj`` as ``[batch, height, width, channels]`` (numpy or dask; a view when it can be)."""
-    data = obj.transpose(*layout.order).data
-    lead, chan = math.prod(_sizes(obj, layout.leading)), math.prod(_sizes(obj, layout.channels))
-    h, w = obj.sizes[layout.y], obj.sizes[layout.x]
-    return data.reshape((lead, h, w, chan) if layout.channels_last else (lead * chan, h, w, 1))
-
-
-def unarrange(out, obj: Any, layout: Layout, grid: tuple[int, ...], sizes: tuple[int, int]):
-    """Backend output ``[batch, *grid, kh * kw * channels]`` as dims ``layout.dims(grid)`` (a view)."""
-    lead, chan = _sizes(obj, layout.leading), _sizes(obj, layout.channels)
-    nl, ng, nc = len(lead), len(grid), len(chan)
-    if layout.channels_last:  # [*lead, *grid, kh, kw, *chan]
-        shaped = out.reshape(lead + grid + sizes + chan)
-        spatial = (nl + ng, nl + ng + 1)
-        chan_axes = tuple(range(nl + ng + 2, nl + ng + 2 + nc))
-        grid_axes = tuple(range(nl, nl + ng))
-    else:  # [*lead, *chan, *grid, kh, kw]
-        shaped = out.reshape(lead + chan + grid + sizes)
-        chan_axes = tuple(range(nl, nl + nc))
-        grid_axes = tuple(range(nl + nc, nl + nc + ng))
-        spatial = (nl + nc + ng, nl + nc + ng + 1)
-    return shaped.transpose(tuple(range(nl)) + grid_axes + chan_axes + spatial)
-
-
-# --------------------------------------------------------------------------------------------------
-# Coordinates
-# --------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Labels:
-    """Coordinates of every patch of one object, cut to a band or a selection by :meth:`coords`."""
-
-    obj: Any
-    layout: Layout
-    centres: tuple[np.ndarray, np.ndarray]  # y [out_rows, kh], x [out_cols, kw]
-    attrs: tuple[dict, dict]
-
-    def coords(self, rows: np.ndarray, cols: np.ndarray, grid: tuple[str, ...]) -> dict:
-        """Coordinates for patch rows/cols ``rows``, ``cols`` (the grid's, or one pair per kept patch)."""
-        y, x = self.layout.y, self.layout.x
-        first, second = (grid[0], grid[-1])
-        coords = {
-            y: ((first, y), self.centres[0][rows], self.attrs[0]),
-            x: ((second, x), self.centres[1][cols], self.attrs[1]),
-        }
-        if grid == ("patch",):
-            coords.update(patch_row=(grid, rows), patch_col=(grid, cols))
-        else:
-            coords.update(patch_row=rows, patch_col=cols)
-        kept = set(self.layout.leading + self.layout.channels)
-        for name, coord in self.obj.coords.items():
-            if name not in (y, x) and set(coord.dims) <= kept:
-                coords[name] = _without_transform(coord)
-        return coords
-
-
-def _without_transform(coord):
-    """A grid-mapping coordinate minus its ``GeoTransform``, which describes the source, not a patch.
-
-    Without it, rioxarray derives a selected patch's transform from its coordinates.
-    """
-    if "GeoTransform" not in coord.attrs:
-        return coord
-    coord = coord.copy()
-    del coord.attrs["GeoTransform"]
-    return coord
-
-
-def _check_labels(spec: PatchSpec, shape: tuple[int, int]) -> None:
-    """Refuse (:class:`OutputTooLargeError`) coordinates that memory cannot hold, before building them.
-
-    A patch array's ``y(patch_row, y)`` and ``x(patch_col, x)`` hold ``out_rows x kh + out_cols x kw``
-    values; making them takes about three times :meth:`PatchSpec.positions_nbytes`.
-    """
-    require_memory(
-        3 * spec.positions_nbytes(shape), f"the patch coordinates of a {spec.sizes[0]}x{spec.sizes[1]} kernel",
-        "use smaller sizes (a SAME kernel may be far larger than the image, but its patches must fit in memory)"
-    )
-
-
-def _labels(obj: Any, layout: Layout, spec: PatchSpec) -> _Labels:
-    transform = geotransform_of(obj)
-    check_north_up(transform)
-    shape = (obj.sizes[layout.y], obj.sizes[layout.x])
-    _check_labels(spec, shape)
-    positions = spec.positions(shape)
-    fallback = (None, None) if transform is None else (transform.e, transform.a)
-    centres, attrs = [], []
-    for dim, pos, step, rate in zip((layout.y, layout.x), positions, fallback, spec.rates):
-        values = obj[dim].values if dim in obj.coords else np.arange(obj.sizes[dim])
-        own = regular_step(values) if values.size > 1 else step
-        centres.append(pixel_coords(values, pos, step))
-        attr = dict(obj[dim].attrs) if dim in obj.coords else {}
-        if own is not None:
-            attr[STEP_ATTR] = own * rate
-        attrs.append(attr)
-    return _Labels(obj, layout, tuple(centres), tuple(attrs))
-
-
-def recorded_spec(patches: Any) -> tuple[PatchSpec, tuple[int, int]]:
-    """The spec and the source's ``(height, width)`` that a patch array records in ``attrs["patchkit_spec"]``.
-
-    Raises
-    ------
-    PatchkitValueError
-        When the array carries no such record (it was not made by ``.patches``).
-    """
-    text = patches.attrs.get(SPEC_ATTR)
-    try:
-        fields = json.loads(text)
-        return PatchSpec.from_dict(fields), tuple(int(n) for n in fields["image_shape"])
-    except (TypeError, ValueError, KeyError) as err:
-        raise PatchkitValueError(
-            f"patches has no valid attrs[{SPEC_ATTR!r}] (got {text!r}): it was not made by .patches.extract "
-            "or .patches.iter, or lost its attrs on the way (keep_attrs=True keeps them); pass the spec "
-            "and the image shape explicitly"
-        ) from err
-
-
-def _user_name(obj: Any):
-    """``obj.name``, unless it is the name xarray took from a dask array (``"transpose-8f3a..."``)."""
-    return None if obj.name is not None and obj.name == getattr(obj.data, "name", None) else obj.name
-
-
-def _wrap(data, obj: Any, layout: Layout, spec: PatchSpec, grid: tuple[str, ...], coords: dict):
-    import xarray as xr
-
-    record = {**spec.to_dict(), "image_shape": [obj.sizes[layout.y], obj.sizes[layout.x]]}
-    out = xr.DataArray(data, dims=layout.dims(grid), coords=coords, attrs={**obj.attrs, SPEC_ATTR: json.dumps(record)})
-    out.name = _user_name(obj)  # set after: xarray would take a dask array's name for a missing one
-    out.encoding = {k: v for k, v in obj.encoding.items() if k in KEPT_ENCODING}
-    return out
+__all__ = ["Layout", "find_layout", "Prepared", "prepare", "template", "bands", "patch_table", "extract", "iterate",
+           "grid", "recorded_spec", "SPEC_ATTR"]
 
 
 # --------------------------------------------------------------------------------------------------
