@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench docs clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -12,6 +12,10 @@ $(VENV)/bin/python:
 # Reinstall (and rebuild the C copy kernel) when the build files change.
 $(VENV)/.installed-dev: pyproject.toml setup.py patchkit/core/backends/_copy.c | $(VENV)/bin/python
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+$(VENV)/.installed-docs: pyproject.toml setup.py patchkit/core/backends/_copy.c | $(VENV)/bin/python
+	$(BIN)/python -m pip install --quiet -e ".[docs,tensorflow,geo,notebook]"
 	touch $@
 
 $(VENV)/.installed-demo: pyproject.toml setup.py patchkit/core/backends/_copy.c | $(VENV)/bin/python
@@ -29,8 +33,14 @@ demo: $(VENV)/.installed-demo
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest
 
+# This site, into docs/_build/html, warnings as errors. A notebook of notebooks/ whose cells changed since its
+# executed copy in docs/user_guide/ was made is executed again (papermill) and the copy replaced: commit it.
+docs: $(VENV)/.installed-docs
+	$(BIN)/python -m sphinx -b html -W --keep-going -D patchkit_execute_notebooks=1 docs docs/_build/html
+	@echo "docs/_build/html/index.html"
+
 bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/bench_extract.py
 
 clean:
-	rm -rf $(VENV) outputs .pytest_cache .hypothesis
+	rm -rf $(VENV) outputs .pytest_cache .hypothesis docs/_build docs/api/generated
