@@ -1,6 +1,8 @@
 """Parameterized notebook templates run with papermill: list them, check parameters, run them.
 
-The templates live in ``patchkit/templates`` (shipped in the wheel, found with ``importlib.resources``).
+The templates live in the top-level ``templates/`` folder of a checkout (found there when patchkit runs
+from the checkout or an editable install); the wheel carries them as ``patchkit/templates/*.ipynb``
+(:func:`template_folder`).
 Each has one cell tagged ``parameters``; papermill reads its names, defaults and comments. Parameters are
 checked against that cell *before* a kernel starts, and templates run on a kernel of this very Python
 environment (:data:`KERNEL_NAME`, installed into ``sys.prefix`` on first use), never on whatever kernel
@@ -16,9 +18,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..errors import NotebookError, ParameterFileError, PatchkitValueError, SinkWriteError, shown
+from ..errors import NotebookError, ParameterFileError, PatchkitError, PatchkitValueError, SinkWriteError, shown
 
-__all__ = ["KERNEL_NAME", "Parameter", "templates", "template_path", "parameters", "check_parameters",
+__all__ = ["KERNEL_NAME", "Parameter", "templates", "template_folder", "template_path", "parameters", "check_parameters",
            "read_parameters_file", "check_values", "ensure_kernel", "run_template", "NotebookError"]
 
 #: The kernel templates run on: this environment's Python, installed as a kernelspec on first use.
@@ -39,10 +41,26 @@ class Parameter:
         return ast.literal_eval(self.default)
 
 
+def template_folder() -> Path:
+    """The folder of the template notebooks: the package's own (an installed wheel), else a checkout's ``templates/``.
+
+    A wheel carries them as package data in ``patchkit/templates``; in a source checkout (run from it, or
+    installed editable) they stay in ``templates/`` beside ``patchkit/``, their source of truth. Found by
+    path, not by importing ``patchkit.templates``: setuptools' editable finder does not resolve a folder
+    without ``__init__.py`` mapped under a regular package.
+    """
+    candidates = (resources.files("patchkit") / "templates", Path(__file__).resolve().parents[2] / "templates")
+    for folder in candidates:
+        if folder.is_dir() and any(p.name.endswith(".ipynb") for p in folder.iterdir()):
+            return Path(str(folder))
+    raise PatchkitError(f"no notebook templates found (looked in {', '.join(str(f) for f in candidates)}); "
+                        "reinstall patchkit, whose wheel carries them in patchkit/templates")
+
+
 def templates() -> dict[str, Path]:
     """``{name: path}`` of every template shipped with patchkit."""
-    folder = resources.files("patchkit") / "templates"
-    return {Path(str(p)).stem: Path(str(p)) for p in sorted(folder.iterdir(), key=str) if str(p).endswith(".ipynb")}
+    folder = template_folder()
+    return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix == ".ipynb"}
 
 
 def template_path(name: str | Path) -> Path:
