@@ -13,7 +13,8 @@ from .core.extract import extract_image_patches, extract_patches
 from .core.spec import PatchSpec, Window
 from .labelled import accessor  # noqa: F401  (registers DataArray.patches and Dataset.patches)
 from .labelled.geo import patch_transform
-from .sinks.tfrecord import read_tfrecord, to_tf_dataset, to_tfrecord
+from .labelled.tfdata import to_tf_dataset
+from .sinks.tfrecord import read_tfrecord, to_tfrecord
 from .sinks.zarr import open_patches
 from .stitch import stitch
 

@@ -221,7 +221,7 @@ class PatchesAccessor:
         Keywords (``batch_size``, ``prefetch``, ``max_memory``, ``max_nodata_fraction``,
         ``shuffle_buffer``) are those of :func:`patchkit.to_tf_dataset`.
         """
-        from ..sinks.tfrecord import to_tf_dataset
+        from .tfdata import to_tf_dataset
 
         return to_tf_dataset(self._obj, sizes, strides, rates, padding, **kwargs)
 

@@ -1,4 +1,4 @@
-"""TFRecord shards and tf.data pipelines of patches, checked against tf.image.extract_patches and .patches.extract."""
+"""TFRecord shards of patches, checked against tf.image.extract_patches and .patches.extract."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import xarray as xr
 import patchkit
 from patchkit.errors import (ChangedSourceError, DamagedOutputError, ForeignStoreError, IncompleteStoreError, PatchkitError,
                              PatchkitTypeError, PatchkitValueError)
-from patchkit.sinks.tfrecord import read_tfrecord, to_tf_dataset, to_tfrecord
+from patchkit.sinks.tfrecord import read_tfrecord, to_tfrecord
 
 from ..helpers import RecordingArray, random_image
 
@@ -348,74 +348,6 @@ def test_a_prefix_naming_a_folder_writes_into_it(tf, geotiffs, open_raster, tmp_
     assert len(read_all(read_tfrecord(prefix))["row"]) == json.loads(manifest.read_text())["count"]
 
 
-def test_to_tf_dataset_refuses_a_damaged_store(tf, geotiffs, open_raster, tmp_path):
-    """A patchkit store missing a chunk is refused by to_tf_dataset as by open_patches."""
-    path = open_raster(geotiffs["projected"]).patches.to_zarr(tmp_path / "s.zarr", 6, 6, chunk_patches=3, progress=False)
-    next(p for p in sorted((path / "pixels" / "c").rglob("*")) if p.is_file()).unlink()
-    with pytest.raises(DamagedOutputError, match="missing"):
-        to_tf_dataset(path)
-
-
-# ---- tf.data ---------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("kwargs", SPECS)
-@pytest.mark.parametrize("batch_size", [None, 7])
-def test_tf_dataset_of_a_scene_equals_extract(tf, geotiffs, open_raster, kwargs, batch_size):
-    """to_tf_dataset on a DataArray streams extract's patches in HWC order, batched or not, with static shapes."""
-    da = open_raster(geotiffs["projected"])
-    dataset = to_tf_dataset(da, **kwargs, batch_size=batch_size, max_memory="64KiB")
-    spec = patchkit.PatchSpec(**kwargs)
-    assert dataset.element_spec["patch"].shape == ((None,) if batch_size else ()) + (*spec.sizes, 3)
-    back = read_all(dataset)
-    patches = da.patches.extract(**kwargs)
-    assert back["patch"].tobytes() == hwc(patches).tobytes()
-    np.testing.assert_array_equal(np.stack([back["row"], back["col"]]), np.stack(places(patches)))
-    assert read_all(dataset)["patch"].tobytes() == back["patch"].tobytes()  # a second pass reads again
-
-
-@pytest.mark.parametrize("fraction", [None, 0.3])
-@pytest.mark.parametrize("batch_size", [None, 5])
-@pytest.mark.parametrize("form", ["path", "dataset", "dataarray"])
-def test_tf_dataset_of_stored_patches_equals_extract(tf, geotiffs, open_raster, tmp_path, fraction, batch_size, form):
-    """Patches already cut (a grid or the kept list): a Zarr store by path or opened, or in memory, stream alike."""
-    pytest.importorskip("zarr")
-    da = open_raster(geotiffs["nodata"])
-    patches = da.patches.extract(7, 5, padding="SAME", max_nodata_fraction=fraction)
-    grid = patches.dims[0]
-    patches.chunk({grid: 3}).to_dataset(name="patches").to_zarr(tmp_path / "p.zarr", zarr_format=2)
-    source = {"path": tmp_path / "p.zarr", "dataset": xr.open_zarr(tmp_path / "p.zarr", mask_and_scale=False),
-              "dataarray": patches}[form]
-    back = read_all(to_tf_dataset(source, batch_size=batch_size, max_memory="4KiB"))
-    assert back["patch"].dtype == np.float32 and back["patch"].tobytes() == hwc(patches).tobytes()
-    np.testing.assert_array_equal(np.stack([back["row"], back["col"]]), np.stack(places(patches)))
-
-
-def test_tf_dataset_reads_a_lazy_scene_band_by_band(tf):
-    """A dask-backed scene is read only as the dataset is iterated, a few chunks at a time, never whole."""
-    da, reader, data = lazy_scene()
-    dataset = to_tf_dataset(da, 8, 8, max_memory="32KiB", prefetch=False)
-    assert not [r for r in reader.reads if r[1] > r[0]]
-    elements = iter(dataset)
-    first = next(elements)
-    read = [r for r in reader.reads if r[1] > r[0]]
-    assert read and max(stop for _, stop in read) < data.shape[1] // 2
-    rest = [e["patch"].numpy() for e in elements]
-    assert max(stop - start for start, stop in reader.reads) <= 4  # one chunk of rows per read
-    assert max(stop for _, stop in reader.reads) == 56  # VALID 8 x 8 uses rows 0..55
-    got = np.stack([first["patch"].numpy(), *rest])
-    assert got.tobytes() == hwc(xr.DataArray(data, dims=("band", "y", "x")).patches.extract(8, 8)).tobytes()
-
-
-def test_tf_dataset_shuffles_every_patch_once(tf, geotiffs, open_raster):
-    """shuffle_buffer reorders the patches but keeps each exactly once."""
-    da = open_raster(geotiffs["projected"])
-    back = read_all(to_tf_dataset(da, 8, 4, shuffle_buffer=50, batch_size=16))
-    order = np.lexsort((back["col"], back["row"]))
-    assert not np.array_equal(order, np.arange(order.size))
-    assert back["patch"][order].tobytes() == hwc(da.patches.extract(8, 4)).tobytes()
-
-
 # ---- errors and imports ----------------------------------------------------------------------------
 
 
@@ -429,13 +361,6 @@ def test_tf_dataset_shuffles_every_patch_once(tf, geotiffs, open_raster):
         (lambda da, p: to_tfrecord(da, p / "out", 4, 4, max_nodata_fraction=2), PatchkitValueError,
          "max_nodata_fraction=2"),
         (lambda da, p: to_tfrecord(da.values, p / "out", 4, 4), PatchkitTypeError, "xr.DataArray"),
-        (lambda da, p: to_tf_dataset(da, 4), PatchkitValueError, "strides=None.*pass both"),
-        (lambda da, p: to_tf_dataset(da), PatchkitValueError, "no variable of patches.*pass sizes and strides"),
-        (lambda da, p: to_tf_dataset(str(p), 4, 4), PatchkitTypeError, "open the raster first"),
-        (lambda da, p: to_tf_dataset(p / "missing.zarr"), PatchkitValueError, "does not open as a Zarr store"),
-        (lambda da, p: to_tf_dataset(da, 4, 4, batch_size=0), PatchkitValueError, "batch_size=0"),
-        (lambda da, p: to_tf_dataset(da.patches.extract(4, 4), max_nodata_fraction=0.5), PatchkitValueError,
-         "already cut"),
     ],
 )
 def test_bad_arguments(tf, geotiffs, open_raster, tmp_path, call, error, match):
@@ -451,19 +376,6 @@ def test_errors_belong_to_the_patchkit_tree():
 
 
 def test_import_does_not_load_tensorflow():
-    """Importing the sink (and patchkit) leaves TensorFlow unimported."""
-    code = "import sys, patchkit.sinks.tfrecord; sys.exit('tensorflow' in sys.modules)"
+    """Importing the sink, its codec (and patchkit) leaves TensorFlow unimported."""
+    code = "import sys, patchkit.sinks.tfrecord, patchkit.sinks.tfcodec; sys.exit('tensorflow' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
-
-
-def test_to_tf_dataset_of_a_patchkit_store(tf, geotiffs, open_raster, tmp_path):
-    """A store written by .patches.to_zarr streams its patches, and is refused while incomplete."""
-    zarr = pytest.importorskip("zarr")
-    da = open_raster(geotiffs["projected"])
-    store = da.patches.to_zarr(tmp_path / "p.zarr", 8, 8, progress=False)
-    expected = da.patches.extract(8, 8).transpose("patch_row", "patch_col", "y", "x", "band").values.reshape(-1, 8, 8, 3)
-    got = np.stack([element["patch"].numpy() for element in to_tf_dataset(str(store))])
-    np.testing.assert_array_equal(got, expected)
-    del zarr.open_group(str(store), mode="r+").attrs["patchkit_complete"]
-    with pytest.raises(IncompleteStoreError, match="to_zarr"):
-        to_tf_dataset(str(store))
