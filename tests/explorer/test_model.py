@@ -103,3 +103,15 @@ def test_summary_is_fast_on_a_20000_pixel_dask_scene(record_property):
         assert summary.ok and 0.15 < summary.dropped < 0.25
     record_property("summary_ms_median", round(1e3 * float(np.median(times)), 2))
     assert max(times) < 1.0
+
+
+@pytest.mark.parametrize("spec", [PatchSpec(16, 8), PatchSpec(7, 11, 2, "SAME")], ids=str)
+@pytest.mark.parametrize("chunks", [None, 16], ids=["numpy", "dask"])
+@pytest.mark.parametrize("max_memory", ["64KiB", "512MiB"])
+def test_plan_is_the_plan_the_sinks_stream(spec, chunks, max_memory):
+    """The model's plan is the one the sinks write by (patchkit.labelled.layout.band_plan), without reading the scene."""
+    from patchkit.labelled.layout import band_plan
+
+    da = small_scene(chunks=chunks)
+    mine, theirs = ExplorerModel.of_dataarray(da, spec=spec, max_memory=max_memory).plan(), band_plan(da, spec, max_memory=max_memory)
+    assert (mine.bands, mine.band_rows, mine.peak) == (theirs.bands, theirs.band_rows, theirs.peak)

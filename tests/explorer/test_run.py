@@ -78,3 +78,9 @@ def test_sink_run_reports_failures(tmp_path):
     run = SinkRun(small_scene(), "zarr", tmp_path / "taken.zarr", PatchSpec(8, 8)).start()
     assert run.join(60) and run.state == "failed"
     assert isinstance(run.error, patchkit.errors.ForeignStoreError)
+
+
+def test_sink_progress_is_the_sinks_own(tmp_path):
+    """sink_progress asks the registered sink: nothing written yet is 0 of the total, in the sink's unit."""
+    assert sink_progress("zarr", tmp_path / "none.zarr", 5) == patchkit.sinks.get("zarr").progress(tmp_path / "none.zarr", 5) == (0, 5, "rows")
+    assert sink_progress("geotiff", tmp_path / "chips", 5) == (0, 0, "chips")

@@ -109,3 +109,17 @@ def test_explorer_run_and_cancel(widgets, tmp_path):
     explorer.run(wait=True)
     assert explorer.run_state.state == "done" and explorer.progress.value == 8
     np.testing.assert_array_equal(patchkit.open_patches(tmp_path / "b.zarr")["pixels"].values, da.patches.extract(8, 8).values)
+
+
+def test_explorer_sinks_come_from_the_registry(widgets, tmp_path):
+    """The sink menu lists patchkit.sinks.available(); a default path follows the sink (Sink.output), a typed one stays."""
+    from patchkit.explorer import PatchExplorer
+
+    explorer = PatchExplorer(small_scene(), 16, 8, asynchronous=False)
+    assert tuple(explorer.controls["sink"].options) == patchkit.sinks.available()
+    assert explorer.path == str(patchkit.sinks.get("zarr").default_path("outputs"))
+    explorer.set(sink="tfrecord")
+    assert explorer.path == str(patchkit.sinks.get("tfrecord").default_path("outputs"))
+    assert "da.patches.to('tfrecord', " in explorer.to_code() and "-p sink tfrecord" in explorer.to_code()
+    explorer.set(path=str(tmp_path / "mine"), sink="geotiff")
+    assert explorer.path == str(tmp_path / "mine")
