@@ -46,49 +46,50 @@ class Registry:
     def __init__(self, group: str, kind: str, builtins: dict[str, str], make: Callable[[Any], Any] | None = None,
                  error: type[Exception] = PatchkitValueError) -> None:
         self.group, self.kind, self.error = group, kind, error
-        self._targets: dict[str, Any] = dict(builtins)
+        self._builtins: dict[str, Any] = dict(builtins)
+        self._registered: dict[str, Any] = {}
+        self._installed: dict[str, str] | None = None  # from the entry points, read on first lookup
         self._loaded: dict[str, Any] = {}
         self._make = make or (lambda obj: obj)
-        self._entry_points_read = False
 
     def register(self, name: str, member: Any) -> None:
         """Add (or replace) ``member`` under ``name``; ``member`` may also be a ``"module:attribute"`` string."""
         if not isinstance(name, str) or not name.isidentifier():
             raise PatchkitValueError(f"name={shown(name)} must be an identifier such as 'my_{self.kind}'; pass one")
-        self._targets[name] = member
+        self._registered[name] = member
         self._loaded.pop(name, None)
 
     def available(self) -> tuple[str, ...]:
         """The names of every member: built-in, registered and installed through entry points (none imported)."""
-        self._read_entry_points()
-        return tuple(sorted(self._targets))
+        return tuple(sorted(self._targets()))
 
     def get(self, name: Any) -> Any:
         """The member called ``name``, imported on first use; ``error`` listing the names when there is none."""
-        if not isinstance(name, str) or name not in self._targets:
-            self._read_entry_points()
-        if not isinstance(name, str) or name not in self._targets:
+        targets = self._targets(read=not (isinstance(name, str) and (name in self._builtins or name in self._registered)))
+        if not isinstance(name, str) or name not in targets:
             raise self.error(
                 f"{self.kind}={shown(name)} is not a patchkit {self.kind}; use one of {', '.join(self.available())} "
                 f"(packages add more through the {self.group!r} entry-point group)"
             )
         if name not in self._loaded:
-            target = self._targets[name]
+            target = targets[name]
             self._loaded[name] = self._make(_load(target) if isinstance(target, str) else target)
         return self._loaded[name]
 
     def refresh(self) -> None:
-        """Read the entry points again on the next lookup (after a package was installed into a running kernel)."""
-        self._entry_points_read = False
+        """Read the entry points again on the next lookup (after a package was installed or removed in a running
+        kernel); members loaded from them are loaded again."""
+        for name in self._installed or ():
+            self._loaded.pop(name, None)
+        self._installed = None
 
     def __contains__(self, name: Any) -> bool:
         return isinstance(name, str) and name in self.available()
 
-    def _read_entry_points(self) -> None:
-        if self._entry_points_read:
-            return
-        self._entry_points_read = True
-        from importlib.metadata import entry_points
+    def _targets(self, read: bool = True) -> dict[str, Any]:
+        """Every member's target: installed ones (entry points, read once), then built-ins, then registered ones."""
+        if read and self._installed is None:
+            from importlib.metadata import entry_points
 
-        for point in entry_points(group=self.group):
-            self._targets.setdefault(point.name, point.value)
+            self._installed = {point.name: point.value for point in entry_points(group=self.group)}
+        return {**(self._installed or {}), **self._builtins, **self._registered}

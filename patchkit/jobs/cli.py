@@ -69,12 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     inspect = commands.add_parser("inspect", help="grid, patch count, bytes and row-band plan of a raster, without extracting")
     inspect.add_argument("path", help="a raster rioxarray opens (GeoTIFF...), or 'sample'")
     _spec_options(inspect)
+    _sink_option(inspect, "the sink whose plan to show (default zarr)")
 
     extract = commands.add_parser("extract", help="stream a raster's patches to a sink, with a progress bar")
     extract.add_argument("path", help="a raster rioxarray opens (GeoTIFF...), or 'sample'")
     _spec_options(extract)
-    extract.add_argument("--to", choices=sinks.available(), default="zarr",
-                         help="the sink: built in or installed (patchkit.sinks entry points); default zarr")
+    _sink_option(extract, "the sink: built in or installed (patchkit.sinks entry points); default zarr")
     extract.add_argument("--output", type=Path, required=True, help="the store, chip folder or TFRecord prefix")
     extract.add_argument("--mode", choices=("w",), default=None, help="w: overwrite an output from another run")
     extract.add_argument("--backend", default="auto", choices=backends.available(),
@@ -83,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="run the extraction benchmark (needs a source checkout)")
     bench.add_argument("args", nargs="*", help="arguments for benchmarks/bench_extract.py, e.g. --quick --case dask")
     return parser
+
+
+def _sink_option(parser: argparse.ArgumentParser, help: str) -> None:
+    parser.add_argument("--to", choices=sinks.available(), default="zarr", help=help)
 
 
 def _open(path: str, lazy: bool):
@@ -130,10 +134,10 @@ def _inspect(args: argparse.Namespace) -> None:
 
     spec = PatchSpec(args.sizes, args.strides, args.rates, args.padding)
     check_fraction(args.max_nodata_fraction)  # checked as extract checks it, though inspect counts no nodata
-    scene = _open(args.path, lazy=False)
+    scene = _open(args.path, lazy=True)  # as extract opens it: the plan is the one extract streams
     shape = (1, scene.sizes["y"], scene.sizes["x"], scene.sizes.get("band", 1))
     rows, cols = spec.grid_shape(shape)
-    plan = spec.plan(shape, scene.dtype, args.max_memory, lazy=True)
+    plan = scene.patches.plan(*_spec_args(args), sink=args.to, max_memory=args.max_memory)
     (top, bottom), (left, right) = spec.padding_amounts(shape)
     print(f"scene        {shape[3]} x {shape[1]} x {shape[2]} {scene.dtype}  {scene.rio.crs}")
     print(f"grid         {rows} x {cols} = {rows * cols} patches of {spec.sizes[0]} x {spec.sizes[1]} x {shape[3]}")
@@ -147,8 +151,12 @@ def _extract(args: argparse.Namespace) -> None:
     scene = _open(args.path, lazy=True)
     kwargs = dict(max_memory=args.max_memory, max_nodata_fraction=args.max_nodata_fraction, mode=args.mode,
                   backend=args.backend, progress=True)
-    spec = (args.sizes, args.strides, args.rates, args.padding)
-    print(f"wrote {scene.patches.to(args.to, args.output, *spec, **kwargs)}")
+    print(f"wrote {scene.patches.to(args.to, args.output, *_spec_args(args), **kwargs)}")
+
+
+def _spec_args(args: argparse.Namespace) -> tuple:
+    """``(sizes, strides, rates, padding)`` as the command line gave them."""
+    return args.sizes, args.strides, args.rates, args.padding
 
 
 def _bench(arguments: Sequence[str]) -> int:

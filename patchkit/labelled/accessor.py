@@ -14,7 +14,7 @@ from typing import Any, Iterator, Sequence
 import xarray as xr
 
 from . import layout
-from ..core.budget import DEFAULT_MAX_MEMORY, LAZY_CHUNK_MEMORY
+from ..core.budget import DEFAULT_MAX_MEMORY, LAZY_CHUNK_MEMORY, Plan
 from ..core.spec import PatchSpec
 
 __all__ = ["PatchesAccessor"]
@@ -100,6 +100,43 @@ class PatchesAccessor:
         spec = PatchSpec(sizes, strides, rates, padding)
         return layout.grid(self._obj, spec, max_nodata_fraction=max_nodata_fraction, path=path,
                              spatial_dims=spatial_dims)
+
+    def plan(self, sizes, strides, rates=1, padding: str = "VALID", *, sink: str | None = None,
+             max_memory: int | str = DEFAULT_MAX_MEMORY, backend: str = "auto", spatial_dims: Sequence[str] | None = None,
+             channel_dims: Sequence[str] | None = None, **options: Any) -> Plan:
+        """The row bands that :meth:`iter` (or, given ``sink``, that sink) streams under ``max_memory``, reading no pixel.
+
+        ``patchkit inspect``, the ``extract_patches`` template and the explorer report this plan, and
+        it is the plan the sink then follows (a sink holding buffers of its own, such as Zarr's chunk
+        buffers, leaves the bands less of ``max_memory``).
+
+        Parameters
+        ----------
+        sizes, strides, rates, padding
+            As ``tf.image.extract_patches``.
+        max_memory : int or str, default "512MiB"
+            The budget, as :meth:`iter` and the sinks take it.
+        sink : str, optional
+            A name from ``patchkit.sinks.available()``; None plans :meth:`iter`'s bands.
+        backend, spatial_dims, channel_dims
+            As :meth:`iter`.
+        **options
+            The sink's own options that change its buffers (Zarr's ``compression``, ``chunk_patches``);
+            others are ignored, so the keywords of :meth:`to` can be passed as they are.
+
+        Returns
+        -------
+        patchkit.Plan
+            ``bands`` (slices of patch rows), ``band_rows``, ``peak`` (bytes held at once), ``max_memory``.
+        """
+        spec = PatchSpec(sizes, strides, rates, padding)
+        if sink is None:
+            return layout.band_plan(self._obj, spec, max_memory=max_memory, backend=backend, spatial_dims=spatial_dims,
+                                    channel_dims=channel_dims)
+        from ..sinks import get
+
+        return get(sink).plan(self._obj, spec, max_memory=max_memory, backend=backend, spatial_dims=spatial_dims,
+                              channel_dims=channel_dims, **options)
 
     def to(self, sink: str, path: str | Path, sizes, strides, rates=1, padding: str = "VALID", **options: Any) -> Path:
         """Write the patches to ``sink`` at ``path``, band by band under ``max_memory``, resumably.

@@ -25,7 +25,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from ..core.backends import get_backend
-from ..core.budget import DEFAULT_MAX_MEMORY, LAZY_CHUNK_MEMORY, Budget, check_row_fits, plan_for, require_memory
+from ..core.budget import DEFAULT_MAX_MEMORY, LAZY_CHUNK_MEMORY, Budget, Plan, check_row_fits, plan_for, require_memory
 from ..core.chunking import _bands, compact, kept_patches, lazy_patches
 from ..core.extract import extract_patches
 from ..core.sources import Source, as_source, origin_of, reading
@@ -36,7 +36,7 @@ from .geo import crs_of, geotransform_of, grid_table, source_transform, write_gr
 from .labels import SPEC_ATTR, _check_labels, _Labels, _labels, _wrap, recorded_spec
 from .nodata import check_fraction, nodata_counts, nodata_values
 
-__all__ = ["Layout", "find_layout", "Prepared", "prepare", "template", "bands", "patch_table", "extract", "iterate",
+__all__ = ["Layout", "find_layout", "Prepared", "prepare", "template", "stream_plan", "band_plan", "bands", "patch_table", "extract", "iterate",
            "grid", "recorded_spec", "SPEC_ATTR"]
 
 
@@ -251,26 +251,44 @@ def iterate(obj: Any, spec: PatchSpec, *, max_memory: int | str = DEFAULT_MAX_ME
     return (band for _, band in bands(prepared, max_memory=max_memory, backend=backend))
 
 
+def stream_plan(prepared: Prepared, *, max_memory: int | str = DEFAULT_MAX_MEMORY, backend: str = "auto") -> Plan:
+    """The row bands :func:`bands` streams (and so every sink writes): one :class:`Plan` for all arrays.
+
+    Each array of ``prepared`` is planned by :func:`patchkit.core.budget.plan_for` under its equal
+    share of ``max_memory``; bands then hold the fewest rows any array allows, so one band of every
+    array is made at a time. ``peak`` adds the arrays' peaks (an upper bound when they differ).
+    Reads no pixels.
+    """
+    budget = Budget.of(max_memory)
+    share = budget.share(len(prepared.jobs))
+    plans = [plan_for(prepared.spec, job.source, get_backend(backend, job.source), share) for job in prepared.jobs.values()]
+    oh, n = prepared.grid_shape[0], min(plan.band_rows for plan in plans)
+    return Plan(tuple(slice(i, min(i + n, oh)) for i in range(0, oh, n)), n, sum(plan.peak for plan in plans), int(budget))
+
+
+def band_plan(obj: Any, spec: PatchSpec, *, max_memory: int | str = DEFAULT_MAX_MEMORY, backend: str = "auto",
+              spatial_dims=None, channel_dims=None) -> Plan:
+    """The :func:`stream_plan` of ``obj``; see ``DataArray.patches.plan``."""
+    prepared = prepare(obj, spec, spatial_dims=spatial_dims, channel_dims=channel_dims, max_memory=max_memory)
+    return stream_plan(prepared, max_memory=max_memory, backend=backend)
+
+
 def bands(prepared: Prepared, *, max_memory: int | str = DEFAULT_MAX_MEMORY, backend: str = "auto",
           done: np.ndarray | None = None) -> Iterator:
-    """``(rows, band)`` pairs: labelled row bands of ``prepared`` under ``max_memory``.
+    """``(rows, band)`` pairs: labelled row bands of ``prepared`` under ``max_memory`` (:func:`stream_plan`'s bands).
 
     Bands whose rows are all ``done`` are left out, as are bands without a kept patch. Arguments are
     checked here, before the first band is made.
     """
     jobs, spec, keep = prepared.jobs, prepared.spec, prepared.keep
-    budget = Budget.of(max_memory)
-    sources = {name: job.source for name, job in jobs.items()}
-    chosen = {name: get_backend(backend, source) for name, source in sources.items()}
-    plans = {name: plan_for(spec, sources[name], chosen[name], budget.share(len(jobs))) for name in jobs}
-    oh = prepared.grid_shape[0]
-    n = min(plan.band_rows for plan in plans.values())
-    todo = tuple(slice(i, min(i + n, oh)) for i in range(0, oh, n))
+    plan = stream_plan(prepared, max_memory=max_memory, backend=backend)
+    todo = plan.bands
     if keep is not None:
         todo = tuple(rows for rows in todo if keep[rows].any())
     if done is not None:
         todo = tuple(rows for rows in todo if not done[rows].all())
-    streams = {name: _bands(sources[name], spec, replace(plans[name], bands=todo, band_rows=n), chosen[name]) for name in jobs}
+    todo_plan = replace(plan, bands=todo)
+    streams = {name: _bands(job.source, spec, todo_plan, get_backend(backend, job.source)) for name, job in jobs.items()}
     return _labelled_bands(prepared, streams)
 
 

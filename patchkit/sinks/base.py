@@ -15,6 +15,10 @@ import abc
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 
+from ..core.budget import DEFAULT_MAX_MEMORY, Budget, Plan
+from ..core.units import format_bytes
+from ..errors import BudgetTooSmallError
+
 __all__ = ["Sink", "Progress"]
 
 
@@ -43,6 +47,9 @@ class Sink(abc.ABC):
     name: ClassVar[str]
     output: ClassVar[tuple[str, ...]]
     description: ClassVar[str] = ""
+    #: What the sink holds beside the bands while it writes, and how to make it smaller (for messages).
+    buffers: ClassVar[str] = "the sink's buffers"
+    buffers_fix: ClassVar[str] = ""
 
     @abc.abstractmethod
     def write(self, obj: Any, path: str | Path, spec: Any, *, max_memory: int | str, mode: str | None = None,
@@ -64,6 +71,60 @@ class Sink(abc.ABC):
     @abc.abstractmethod
     def open(self, path: str | Path, **kwargs: Any) -> Any:
         """What was written at ``path``, verified as the sink verifies it (refused when incomplete)."""
+
+    def reserve(self, spec: Any, shape: tuple[int, int, int, int], dtype: Any, *, filtered: bool = False,
+                **options: Any) -> int:
+        """Bytes the sink holds while it writes, beside the row bands of patches, for one array cut by ``spec``.
+
+        ``shape`` is the array as the backends read it (``[batch, height, width, channels]``);
+        ``filtered`` says whether patches are kept by their nodata share; ``options`` are :meth:`write`'s.
+        Pure geometry: the explorer asks it without the data. 0 unless a sink says otherwise.
+        """
+        return 0
+
+    def band_budget(self, spec: Any, arrays: Any, max_memory: int | str, *, filtered: bool = False,
+                    **options: Any) -> Budget:
+        """What of ``max_memory`` the row bands may hold once :meth:`reserve` of every ``(shape, dtype)`` in
+        ``arrays`` is taken off; :class:`~patchkit.errors.BudgetTooSmallError` when nothing is left."""
+        budget = Budget.of(max_memory)
+        held = sum(self.reserve(spec, shape, dtype, filtered=filtered, **options) for shape, dtype in arrays)
+        if held and budget <= held:
+            raise BudgetTooSmallError(
+                f"max_memory={budget!r} does not leave room for the patches once {self.buffers} ({format_bytes(held)}) "
+                f"are counted; raise max_memory{' or ' + self.buffers_fix if self.buffers_fix else ''}"
+            )
+        return budget.less(held)
+
+    def write_budget(self, prepared: Any, max_memory: int | str, backend: str = "auto", **options: Any) -> Budget:
+        """The budget :meth:`write` streams row bands under, checked now (before anything is written) against
+        one row band of every array; the plan it makes is :meth:`plan`'s."""
+        from ..labelled.layout import stream_plan
+
+        arrays = [(job.images.shape, job.images.dtype) for job in prepared.jobs.values()]
+        budget = self.band_budget(prepared.spec, arrays, max_memory, filtered=prepared.keep is not None, **options)
+        try:
+            stream_plan(prepared, max_memory=budget, backend=backend)
+        except BudgetTooSmallError as err:
+            if int(budget) == int(Budget.of(max_memory)):
+                raise
+            raise BudgetTooSmallError(
+                f"max_memory={budget!r} less {self.buffers} leaves {format_bytes(budget)} for the patches, too little: "
+                f"{err}{'; or ' + self.buffers_fix if self.buffers_fix else ''}"
+            ) from err
+        return budget
+
+    def plan(self, obj: Any, spec: Any, *, max_memory: int | str = DEFAULT_MAX_MEMORY, backend: str = "auto",
+             spatial_dims=None, channel_dims=None, **options: Any) -> Plan:
+        """The row bands :meth:`write` streams for these arguments, without reading a pixel or touching ``path``.
+
+        ``patchkit inspect``, the ``extract_patches`` template and the explorer report this plan.
+        ``options`` are :meth:`write`'s; those that do not change the plan are ignored.
+        """
+        from ..labelled.layout import prepare, stream_plan
+
+        prepared = prepare(obj, spec, spatial_dims=spatial_dims, channel_dims=channel_dims, max_memory=max_memory)
+        budget = self.write_budget(prepared, max_memory, backend, **options)
+        return stream_plan(prepared, max_memory=budget, backend=backend)
 
     def default_path(self, output_dir: str | Path = "outputs") -> Path:
         """The output's path under ``output_dir``: ``output_dir / *output``."""

@@ -29,11 +29,11 @@ from typing import Any
 
 import numpy as np
 
-from ..core.budget import DEFAULT_MAX_MEMORY, Budget
-from ..errors import BudgetTooSmallError, DamagedOutputError, IncompleteStoreError, PatchkitValueError
+from ..core.budget import DEFAULT_MAX_MEMORY
+from ..errors import DamagedOutputError, IncompleteStoreError, PatchkitValueError
 from ..labelled.layout import bands, prepare, template
 from ..core.spec import PatchSpec
-from ..core.units import format_bytes, parse_bytes
+from ..core.units import parse_bytes
 from ._store import (RowLog, check_mode, check_path, check_resume, check_source, check_verify, combine, fingerprint,
                      move_into_place, partial_path, read_json, refuse_foreign, remove, row_digests, source_files, write_error)
 from .base import Progress, Sink
@@ -123,6 +123,12 @@ def _as_dataset(obj):
     return ds
 
 
+def _structure(prepared, compression, chunk_patches: int | None) -> tuple[Any, dict]:
+    """The store's structure (a Dataset with lazy, never-computed data) and its encoding."""
+    ds = _as_dataset(template(prepared))
+    return ds, _encoding(ds, prepared.grid, compression, chunk_patches)
+
+
 def _open_group(path: Path):
     import zarr
 
@@ -143,9 +149,8 @@ def to_zarr(obj: Any, store: str | Path, spec: PatchSpec, *, max_memory: int | s
                        channel_dims=channel_dims, max_memory=max_memory)
     mark = fingerprint(obj, spec, max_nodata_fraction=max_nodata_fraction, compression=repr(compression),
                        chunk_patches=chunk_patches, spatial_dims=spatial_dims, channel_dims=channel_dims)
-    ds = _as_dataset(template(prepared))  # the store's structure, with lazy data
-    encoding = _encoding(ds, prepared.grid, compression, chunk_patches)
-    budget = _band_budget(prepared, ds, encoding, max_memory, backend)  # before the store is made
+    budget = _SINK.write_budget(prepared, max_memory, backend, compression=compression, chunk_patches=chunk_patches)
+    ds, encoding = _structure(prepared, compression, chunk_patches)  # before the store is made
     log = _start(path, prepared, ds, encoding, mark, mode, max_memory)
     if log is None:
         return path  # already complete, from these pixels
@@ -231,29 +236,6 @@ def _write_bands(path: Path, prepared, names: list[str], log: RowLog, budget: in
                 raise write_error("the Zarr store", path, err, f"the {log.count} finished patch rows") from err
             bar.update(fresh)
         bar.update(total - bar.n)  # bands without a kept patch are never written
-
-
-def _band_budget(prepared, ds, encoding: dict, max_memory, backend: str) -> int:
-    """``max_memory`` less what writing holds: one chunk in memory order and one encoded, per variable;
-    checked against the band plan before anything is written.
-
-    Chunks are written one at a time (:func:`_write_chunks`), so that is all the sink adds.
-    """
-    budget = Budget.of(max_memory)
-    overhead = sum(2 * ds[name].dtype.itemsize * math.prod(encoding[name]["chunks"]) for name in ds.data_vars)
-    if budget <= overhead:
-        raise BudgetTooSmallError(
-            f"max_memory={max_memory!r} does not leave room for the patches once the store's chunk buffers "
-            f"({format_bytes(overhead)}) are counted; raise max_memory or pass a smaller chunk_patches"
-        )
-    try:
-        bands(prepared, max_memory=budget.less(overhead), backend=backend)  # plans; reads nothing
-    except BudgetTooSmallError as err:
-        raise BudgetTooSmallError(
-            f"max_memory={max_memory!r} less the store's chunk buffers leaves {format_bytes(budget - overhead)} for the "
-            f"patches, too little: {err}; or pass a smaller chunk_patches"
-        ) from err
-    return budget.less(overhead)
 
 
 def _pieces(offset: int, length: int, chunk: int) -> list[tuple[int, int]]:
@@ -392,9 +374,23 @@ class ZarrSink(Sink):
     name = "zarr"
     output = ("patches.zarr",)
     description = "one Zarr v3 store of labelled patches (open_patches reads it)"
+    buffers = "the store's chunk buffers"
+    buffers_fix = "pass a smaller chunk_patches"
 
     def write(self, obj: Any, path: str | Path, spec: PatchSpec, **options: Any) -> Path:
         return to_zarr(obj, path, spec, **options)
+
+    def reserve(self, spec: PatchSpec, shape: tuple[int, int, int, int], dtype: Any, *, filtered: bool = False,
+                chunk_patches: int | None = None, **options: Any) -> int:
+        """Two stored chunks (one in memory order, one encoded): chunks are written one at a time.
+
+        A chunk holds up to ``chunk_patches`` patches of one patch row (by default about
+        :data:`CHUNK_BYTES`); kept patches lie along one ``patch`` dim, so up to the whole grid.
+        """
+        rows, cols = spec.grid_shape(shape)
+        patch = shape[0] * shape[3] * spec.sizes[0] * spec.sizes[1] * np.dtype(dtype).itemsize
+        per_chunk = chunk_patches or max(1, parse_bytes(CHUNK_BYTES) // max(patch, 1))
+        return 2 * patch * max(1, min(per_chunk, rows * cols if filtered else cols))
 
     def progress(self, path: str | Path, rows: int) -> Progress:
         """Finished patch rows, from the store's ``patchkit_rows_done`` (all of them once it is complete)."""
@@ -404,3 +400,6 @@ class ZarrSink(Sink):
 
     def open(self, path: str | Path, **kwargs: Any):
         return open_patches(path, **kwargs)
+
+
+_SINK = ZarrSink()

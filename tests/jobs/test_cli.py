@@ -13,6 +13,7 @@ import patchkit
 
 pytest.importorskip("papermill")
 rioxarray = pytest.importorskip("rioxarray")
+zarr = pytest.importorskip("zarr")
 
 
 def patchkit_command(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -53,20 +54,24 @@ def test_usage_error_exits_2():
     ("name", "sizes", "strides", "padding"),
     [("nonsquare", (7, 7), (3, 3), "VALID"), ("projected", (10, 6), (7, 5), "SAME")],
 )
-def test_inspect_numbers_are_patchspecs(geotiffs, name, sizes, strides, padding):
-    """inspect prints PatchSpec's grid, count, bytes and plan for the raster, without extracting."""
+def test_inspect_numbers_are_patchspecs(geotiffs, tmp_path, name, sizes, strides, padding):
+    """inspect prints PatchSpec's grid, count and bytes for the raster without extracting, and the row-band
+    plan that extract then streams: the bands the store logs as written, band for band."""
     as_text = lambda pair: ",".join(map(str, pair))  # noqa: E731
-    done = patchkit_command("inspect", str(geotiffs[name]), "--sizes", as_text(sizes), "--strides", as_text(strides),
-                            "--padding", padding, "--max-memory", "64KiB")
+    args = ["--sizes", as_text(sizes), "--strides", as_text(strides), "--padding", padding, "--max-memory", "64KiB"]
+    done = patchkit_command("inspect", str(geotiffs[name]), *args)
     assert done.returncode == 0, done.stderr
     da = rioxarray.open_rasterio(geotiffs[name])
     spec = patchkit.PatchSpec(sizes, strides, padding=padding)
     shape = (1, da.sizes["y"], da.sizes["x"], da.sizes["band"])
     rows, cols = spec.grid_shape(shape)
-    plan = spec.plan(shape, da.dtype, "64KiB", lazy=True)
     assert f"{rows} x {cols} = {rows * cols} patches" in done.stdout
     assert f"({spec.nbytes(shape, da.dtype)} bytes)" in done.stdout
-    assert f"{len(plan.bands)} row bands of {plan.band_rows} patch rows" in done.stdout
+    written = patchkit_command("extract", str(geotiffs[name]), *args, "--to", "zarr", "--output", str(tmp_path / "p.zarr"))
+    assert written.returncode == 0, written.stderr
+    logged = sorted(tuple(band[:2]) for band in zarr.open_group(tmp_path / "p.zarr").attrs["patchkit_bands"])
+    assert len(logged) > 1  # the budget makes several bands
+    assert f"{len(logged)} row bands of {logged[0][1] - logged[0][0]} patch rows" in done.stdout
 
 
 def test_extract_to_zarr(geotiffs, tmp_path):
