@@ -17,7 +17,9 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("setuptools")
+setuptools = pytest.importorskip("setuptools", reason="building the wheel without isolation needs setuptools")
+if tuple(int(p) for p in setuptools.__version__.split(".")[:2]) < (70, 1):  # bdist_wheel joined setuptools in 70.1
+    pytest.importorskip("wheel", reason="building the wheel with setuptools < 70.1 needs the wheel package")
 
 ROOT = Path(__file__).resolve().parents[2]
 NAMES = ("extract_patches", "stitch_predictions")
