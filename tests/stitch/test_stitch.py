@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 
 from patchkit import PatchSpec, extract_patches
 from patchkit.errors import BudgetTooSmallError, DimensionError, KernelTooLargeError, PatchkitTypeError, PatchkitValueError
-from patchkit.stitch import axis_coordinate, axis_ops, blend_weights, normalize_crop, stitch
+from patchkit.stitch import blend_weights, normalize_crop, stitch
 from patchkit.testing import lazy_scene
 
-from ..helpers import ALL_DTYPES, dtype_of, random_image, spec_cases, tf_axis, tf_grid, tf_grid_shape, tf_taps
+from ..helpers import ALL_DTYPES, dtype_of, random_image, spec_cases, tf_axis, tf_grid, tf_grid_shape
 
 
 needs_scipy = pytest.mark.skipif(importlib.util.find_spec("scipy") is None, reason="scipy.signal.windows needs scipy")
@@ -213,33 +213,12 @@ def test_none_keeps_the_last_patch_in_row_major_order(kwargs):
     np.testing.assert_array_equal(result, expected)
 
 
-@pytest.mark.parametrize("k", [1, 2, 3, 8, 9, 64, 255])
-def test_cosine_weights_are_smooth_symmetric_and_never_zero(k):
-    """The cosine window is positive everywhere, symmetric, at most 1, largest in the middle."""
-    weights = blend_weights("cosine", (k, k + 1))
-    assert weights.shape == (k, k + 1)
-    assert np.all(weights > 0) and np.all(weights <= 1)
-    np.testing.assert_allclose(weights, weights[::-1, ::-1])
-    row = weights[:, (k + 1) // 2]
-    assert np.all(np.diff(row[: (k + 1) // 2]) >= 0)
-
-
 def test_cosine_hides_the_seam_that_mean_leaves():
     """Two constant patches 0 and 1 meet in a ramp under cosine, in jumps of 1/2 under mean."""
     spec = PatchSpec((1, 8), (1, 4))
     patches = np.stack([np.zeros(8), np.ones(8)]).reshape(1, 1, 2, 8)
     jump = {b: np.abs(np.diff(stitch(patches, b, spec=spec, image_shape=(1, 12))[0, 0, :, 0])).max() for b in ("mean", "cosine")}
     assert jump["mean"] == 0.5 and jump["cosine"] < 0.4
-
-
-@needs_scipy
-def test_scipy_windows_are_separable_outer_products():
-    """A scipy.signal.windows name or (name, parameter) gives the outer product of get_window(..., fftbins=False)."""
-    from scipy.signal.windows import get_window
-
-    for blend in ("hamming", ("kaiser", 4.0)):
-        expected = np.outer(get_window(blend, 6, fftbins=False), get_window(blend, 4, fftbins=False))
-        np.testing.assert_allclose(blend_weights(blend, (6, 4)), expected)
 
 
 # ---- a reference from first principles -------------------------------------------------------------
@@ -772,49 +751,6 @@ def test_tiler_windows_on_overlapping_tiles(window):
     np.testing.assert_allclose(blended, expected, rtol=1e-12, atol=1e-15)
 
 
-# ---- geometry helpers ------------------------------------------------------------------------------
-
-
-@given(n=st.integers(1, 40), k=st.integers(1, 9), s=st.integers(1, 9), r=st.integers(1, 4), crop=st.integers(0, 4),
-       padding=st.sampled_from(["VALID", "SAME"]), lo=st.integers(0, 39), span=st.integers(1, 40))
-def test_axis_ops_put_every_tap_on_its_pixel_once(n, k, s, r, crop, padding, lo, span):
-    """The steps of an axis cover exactly the (patch, tap) pairs landing in the band, each once, in writing order."""
-    from patchkit.stitch import _lines
-
-    positions = tf_taps(n, k, s, r, padding)  # TensorFlow's rule, not the spec's
-    assume(positions.shape[0] > 0)
-    crop, lo = min(crop, (k - 1) // 2), lo % n
-    hi = min(n, lo + span)
-    spec = PatchSpec((k, 1), (s, 1), (r, 1), padding)
-    line = _lines(spec, (n, 1), (crop, 0))[0]
-    p0, p1 = (int(v) for v in line.needed(lo, hi))
-    seen = {}
-    last = {}
-    for op in axis_ops(line, range(p0, p1), lo, hi):
-        for p, i in enumerate(range(op.patches.start, op.patches.stop)):
-            pixels = {op.start + p * s + t * r for t in range(op.taps.stop - op.taps.start)}
-            assert len(pixels) == op.taps.stop - op.taps.start
-            for t, a in enumerate(range(op.taps.start, op.taps.stop)):
-                pixel = op.start + p * s + t * r
-                assert pixel + lo == positions[i, a] and (i, a) not in seen
-                seen[(i, a)] = pixel
-                assert last.get(pixel, -1) < i
-                last[pixel] = i
-    expected = {(i, a) for i in range(positions.shape[0]) for a in range(crop, k - crop) if lo <= positions[i, a] < hi}
-    assert set(seen) == expected
-
-
-def test_axis_coordinate_fills_rows_no_patch_samples():
-    """Sampled rows keep their values; gaps take the pixel step; without a step or samples they are NaN."""
-    values = np.array([[10.0, 20.0], [50.0, 60.0]])
-    positions = np.array([[0, 1], [4, 5]])
-    np.testing.assert_array_equal(axis_coordinate(values, positions, 7, step=10.0), [10, 20, 30, 40, 50, 60, 70])
-    np.testing.assert_array_equal(axis_coordinate(values, positions, 7), [10, 20, 30, 40, 50, 60, 70])
-    irregular = axis_coordinate(np.array([[1.0], [5.0], [6.0]]), np.array([[0], [2], [3]]), 5)
-    assert irregular[:4].tolist()[::2] == [1.0, 5.0] and np.isnan(irregular[[1, 4]]).all()
-    assert axis_coordinate(np.array([[3]]), np.array([[0]]), 1).dtype == np.array([3]).dtype
-
-
 # ---- labelled variants -----------------------------------------------------------------------------
 
 
@@ -1065,12 +1001,6 @@ def test_datasets_are_stitched_variable_by_variable(small):
         stitch(patches.to_dataset(name="v"))
 
 
-def test_geotiff_needs_one_image(stacked, tmp_path):
-    """A GeoTIFF holds one image of bands: a time stack must go to Zarr."""
-    with pytest.raises(PatchkitValueError, match=r"a GeoTIFF holds one image of bands, but the result has 3 images .*\.zarr"):
-        stitch(stacked.patches.extract(6, 3, padding="SAME"), out=tmp_path / "stack.tif")
-
-
 def test_partial_grid_stitches_its_rows(small):
     """A contiguous block of patch rows (one .patches.iter band) stitches where it reaches, fill elsewhere."""
     source, patches = small
@@ -1078,31 +1008,3 @@ def test_partial_grid_stitches_its_rows(small):
     rows = np.zeros(10, bool)
     rows[2:8] = True
     np.testing.assert_array_equal(result.values, np.where(rows[None, :, None], source.values, -1))
-
-
-@pytest.mark.parametrize("suffix", [".tif", ".zarr"])
-def test_stream_creates_missing_folders(geotiffs, open_raster, tmp_path, suffix):
-    """Streaming into a path whose folders do not exist yet creates them."""
-    patches = open_raster(geotiffs["projected"]).patches.extract(8, 8, padding="SAME")
-    out = stitch(patches, out=tmp_path / "a" / "b" / f"mosaic{suffix}", max_memory="1MiB")
-    assert out.exists()
-
-
-def test_a_registered_window_is_a_blend_by_name():
-    """register_window adds a named blend: the same result as the equivalent callable; patchkit's own names stay theirs."""
-    from patchkit.stitch import WINDOWS, register_window
-
-    def triangle(k):
-        return 1.0 + np.minimum(np.arange(k), np.arange(k)[::-1])
-
-    patches = extract_patches(np.random.default_rng(2).random((1, 23, 19, 2)), 6, 4, padding="SAME")
-    register_window("triangle", triangle)
-    try:
-        named = stitch(patches, "triangle", spec=dict(sizes=6, strides=4, padding="SAME"), image_shape=(23, 19))
-        called = stitch(patches, lambda kh, kw: np.outer(triangle(kh), triangle(kw)),
-                                 spec=dict(sizes=6, strides=4, padding="SAME"), image_shape=(23, 19))
-        np.testing.assert_array_equal(named, called)
-        with pytest.raises(PatchkitValueError, match="needs a new name"):
-            register_window("mean", triangle)
-    finally:
-        WINDOWS.pop("triangle", None)

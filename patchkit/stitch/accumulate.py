@@ -1,0 +1,221 @@
+"""Adding patches into a band: strided views of the band's pixels, last writes, weighted sums, and finishing
+a band as a weighted mean, a sum or a mean deviation from the last write.
+
+Every step of the inverse map (:func:`patchkit.core.spec.inverse.axis_ops`, one row step by one column
+step) is one vectorised operation on a strided view of the band (:func:`_pixels`); weighted steps go
+through a scratch buffer in pieces of about :data:`STEP_ELEMENTS`, which stays in cache.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..core.spec.inverse import Line, Op
+from .readers import Band
+
+if TYPE_CHECKING:
+    from .plan import Job
+
+__all__ = ["Sums", "add", "last_write", "finish_mean", "finish_sum", "finish_deviation", "STEP_ELEMENTS",
+           "FINISH_ELEMENTS"]
+
+#: Elements of one piece of a weighted step: its float64 scratch (1 MiB) stays in cache.
+STEP_ELEMENTS = 2**17
+#: Elements of scale repeated along a channels-last axis at a time when a band is finished.
+FINISH_ELEMENTS = 2**13
+
+
+def _piece(band: Band, rop: Op, cop: Op) -> np.ndarray:
+    """The patch pixels of a row step and a column step: ``[N, row patches, row taps, col patches, col taps, M]``."""
+    r0, c0 = band.rows.start, band.cols.start
+    sub = band.data[:, rop.patches.start - r0: rop.patches.stop - r0, cop.patches.start - c0: cop.patches.stop - c0,
+                    rop.taps, cop.taps]
+    return sub.transpose(0, 1, 3, 2, 4, 5)
+
+
+def _mask(band: Band, rop: Op, cop: Op) -> np.ndarray | None:
+    """Which patches of the step are there, shaped to broadcast against :func:`_piece` (None: all)."""
+    if band.present is None:
+        return None
+    r0, c0 = band.rows.start, band.cols.start
+    mask = band.present[rop.patches.start - r0: rop.patches.stop - r0, cop.patches.start - c0: cop.patches.stop - c0]
+    return mask[None, :, None, :, None, None]
+
+
+def _pixels(array: np.ndarray, rop: Op, cop: Op, lines: tuple[Line, Line]) -> np.ndarray:
+    """The pixels of ``array[N, h, W, M]`` (or ``[h, W]``) a step writes, as a view shaped like :func:`_piece`."""
+    from numpy.lib.stride_tricks import as_strided
+
+    lead = array.ndim == 4
+    base = array[:, rop.start:, cop.start:] if lead else array[rop.start:, cop.start:]
+    sh, sw = base.strides[1:3] if lead else base.strides
+    shape = (rop.patches.stop - rop.patches.start, rop.taps.stop - rop.taps.start,
+             cop.patches.stop - cop.patches.start, cop.taps.stop - cop.taps.start)
+    strides = (lines[0].s * sh, lines[0].r * sh, lines[1].s * sw, lines[1].r * sw)
+    if lead:
+        shape, strides = (base.shape[0],) + shape + (base.shape[3],), (base.strides[0],) + strides + (base.strides[3],)
+    return as_strided(base, shape, strides, writeable=True)
+
+
+def _where(band: Band, rop: Op, cop: Op, lines: tuple[Line, Line], keep: np.ndarray | None) -> np.ndarray | None:
+    """Which (patch, tap) pairs of a step add anything, shaped to broadcast against :func:`_piece` (None: all).
+
+    The patches that are there (:func:`_mask`) and, with ``keep[kh', kw']`` (the taps of positive
+    weight, indexed after crop), only those taps.
+    """
+    mask = _mask(band, rop, cop)
+    if keep is None:
+        return mask
+    rows = slice(rop.taps.start - lines[0].t0, rop.taps.stop - lines[0].t0)
+    cols = slice(cop.taps.start - lines[1].t0, cop.taps.stop - lines[1].t0)
+    taps = keep[None, None, rows, None, cols, None]
+    return taps if mask is None else mask & taps
+
+
+def last_write(out: np.ndarray, covered: np.ndarray, band: Band, row_ops, col_ops, lines,
+                keep: np.ndarray | None = None) -> None:
+    """Copy each patch pixel to ``out[N, h, W, M]`` in writing order, so the last patch wins; mark ``covered``.
+
+    With ``keep`` (taps of positive weight) only those taps are written: the deviation path measures
+    from a value that takes part in the mean.
+    """
+    for rop in row_ops:
+        for cop in col_ops:
+            sub, where = _piece(band, rop, cop), _where(band, rop, cop, lines, keep)
+            target, seen = _pixels(out, rop, cop, lines), _pixels(covered, rop, cop, lines)
+            if where is None:
+                target[...] = sub
+                seen[...] = True
+            elif where.any():
+                np.copyto(target, sub, where=where)
+                seen |= where[0, ..., 0]
+
+
+@dataclass
+class Sums:
+    """A band's accumulators: ``acc[N, h, W, M]`` of weighted values (or deviations, or sums), ``weight[h, W]``."""
+
+    acc: np.ndarray
+    weight: np.ndarray | None  # None for "sum", which divides by nothing
+    tmp: np.ndarray  # flat scratch for one step's weighted values
+
+
+def add(sums: Sums, band: Band, row_ops, col_ops, job: Job, ref: np.ndarray | None = None) -> None:
+    """Add ``weight * value`` (or ``weight * (value - ref)``, or the value for ``"sum"``) of every patch
+    pixel into ``sums``; zero-weight taps add nothing (not even ``0 * inf``)."""
+    lines, weights, acc = job.lines, job.weights, sums.acc
+    first, plain = _channels_first(acc), ref is None and (job.ones or job.mode == "sum")
+    fix = ref is not None and ref.dtype.kind in "fc" and not np.isfinite(ref).all()
+    # Weights repeated along a channels-last M: a stride-0 innermost axis would make numpy crawl.
+    wide = weights[:, :, None] if first else np.repeat(weights[:, :, None], acc.shape[3], axis=2)
+    t0 = (lines[0].t0, lines[1].t0)
+    for rop in row_ops:
+        rows = slice(rop.taps.start - t0[0], rop.taps.stop - t0[0])
+        for cop in col_ops:
+            cols = slice(cop.taps.start - t0[1], cop.taps.stop - t0[1])
+            where = _where(band, rop, cop, lines, job.keep)
+            if where is not None and not where.any():
+                continue
+            sub, target = _piece(band, rop, cop), _pixels(acc, rop, cop, lines)
+            if sums.weight is not None:
+                w, mask = weights[None, rows, None, cols], _mask(band, rop, cop)
+                _pixels(sums.weight, rop, cop, lines)[...] += w if mask is None else w * mask[0, ..., 0]
+            if plain:  # integers into int64 for "sum": uint64 wraps into it, exact modulo 2**64
+                where = True if where is None else where
+                np.add(target, sub, out=target, where=where, dtype=acc.dtype, casting="unsafe")
+                continue
+            r = None if ref is None else _pixels(ref, rop, cop, lines)
+            parts = (sub, target, wide[None, None, rows, None, cols], where, r)
+            for piece in _pieces(parts, STEP_ELEMENTS):  # scratch that stays in cache
+                _add_weighted(*piece, _scratch(sums.tmp, piece[0].shape, first), job.ones, fix)
+
+
+def _add_weighted(sub, target, w, mask, ref, t, ones: bool, fix: bool) -> None:
+    """``target += w * sub`` (or ``w * (sub - ref)``) where ``mask`` (patches there, taps of positive
+    weight), through the scratch ``t``."""
+    if ref is None:
+        np.multiply(sub, w, out=t)
+    else:
+        np.subtract(sub, ref, out=t, dtype=t.dtype)
+        if fix:  # inf - inf: equal values deviate by nothing
+            np.copyto(t, 0, where=sub == ref)
+        if not ones:
+            t *= w
+    np.add(target, t, out=target, where=True if mask is None else mask)
+
+
+def _pieces(arrays: tuple, limit: int):
+    """Cut 6-D step arrays ``[N, row patches, row taps, ...]`` (or None, or broadcasting) into pieces of
+    about ``limit`` elements along the longer of their row axes."""
+    shape = arrays[0].shape
+    axis = 1 if shape[1] >= shape[2] else 2
+    unit = max(1, math.prod(shape) // shape[axis])
+    step = max(1, limit // unit)
+    for start in range(0, shape[axis], step):
+        key = (slice(None),) * axis + (slice(start, start + step),)
+        yield tuple(a if a is None or a.shape[axis] == 1 else a[key] for a in arrays)
+
+
+def _channels_first(acc: np.ndarray) -> bool:
+    """Whether ``acc[N, h, W, M]`` keeps each channel's plane together in memory (channels first)."""
+    return acc.shape[3] > 1 and acc.strides[3] > acc.strides[2]
+
+
+def _scratch(flat: np.ndarray, shape: tuple[int, ...], channels_first: bool) -> np.ndarray:
+    """A ``shape`` view (``[N, ..., M]``) of the scratch buffer, in the accumulator's memory order."""
+    size = math.prod(shape)
+    if channels_first:
+        return np.moveaxis(flat[:size].reshape((shape[0], shape[-1]) + shape[1:-1]), 1, -1)
+    return flat[:size].reshape(shape)
+
+
+def finish_mean(sums: Sums, out: np.ndarray) -> np.ndarray:
+    """``acc / weight`` into ``out`` (integers rounded); returns where some patch wrote.
+
+    Multiplies by the reciprocal weight: off by an ulp of float64 at most, which rounding to the
+    narrower dtypes of this path (integers to the nearest) takes back out.
+    """
+    covered = sums.weight > 0
+    scale = np.divide(1.0, sums.weight, out=sums.weight, where=covered)  # uncovered weights stay 0
+    acc, m = sums.acc, sums.acc.shape[3]
+    step = max(1, FINISH_ELEMENTS // (acc.shape[2] * m))  # rows at a time: scale repeated along M stays small
+    for r0 in range(0, acc.shape[1], step):
+        rows = slice(r0, r0 + step)
+        part = scale[None, rows, :, None]
+        if m > 1 and not _channels_first(acc):  # no stride-0 innermost axis
+            part = np.repeat(part, m, axis=3)
+        if out.dtype.kind in "iub":
+            np.multiply(acc[:, rows], part, out=acc[:, rows])
+            np.rint(acc[:, rows], out=out[:, rows], casting="unsafe")
+        else:
+            np.multiply(acc[:, rows], part, out=out[:, rows], casting="unsafe")
+    return covered
+
+
+def finish_sum(sums: Sums, out: np.ndarray) -> np.ndarray:
+    """The sums cast into ``out`` (integers wrap, as numpy's addition does; bool: any); all pixels count as
+    written, since those nothing reached hold the 0 a gradient has there."""
+    np.copyto(out, sums.acc, casting="unsafe")
+    return np.ones(out.shape[1:3], bool)
+
+
+def finish_deviation(sums: Sums, out: np.ndarray) -> np.ndarray:
+    """``out`` (the last-written values) plus the weighted mean deviation; returns where some patch wrote."""
+    covered = sums.weight > 0
+    acc = sums.acc
+    if out.dtype.kind in "iu":
+        np.divide(acc, sums.weight[None, :, :, None], out=acc, where=covered[None, :, :, None])
+        np.rint(acc, out=acc)
+        np.add(out, acc.astype(np.int64).view(out.dtype), out=out, casting="unsafe")
+        return covered
+    update = acc != 0
+    update &= out == out  # a NaN among the values makes the mean NaN: keep that NaN as written
+    np.divide(acc, sums.weight[None, :, :, None], out=acc, where=update)
+    np.add(acc, out, out=acc, where=update)
+    np.copyto(out, acc, casting="unsafe", where=update)
+    return covered
+

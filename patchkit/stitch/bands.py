@@ -1,0 +1,77 @@
+"""Band after band: read the patch rows a band of output rows needs, add them in (:mod:`.accumulate`), finish
+the band, fill what no patch reached, and hand the band to its sink."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..core.spec.inverse import Op, axis_ops
+from .accumulate import Sums, add, finish_deviation, finish_mean, finish_sum, last_write
+from .plan import Job
+from .readers import Band
+
+__all__ = ["run"]
+
+
+def run(job: Job, sink, rows: int) -> None:
+    """Stitch band after band of ``rows`` output rows into ``sink``."""
+    from tqdm.auto import tqdm
+
+    height, width = job.lines[0].n, job.lines[1].n
+    n, m = job.reader.n, job.reader.m
+    sums = None
+    if job.mode != "none":
+        weight = None if job.mode == "sum" else np.empty(rows * width)
+        sums = Sums(np.empty(n * rows * width * m, job.acc_dtype), weight, np.empty(job.step_size(rows), job.acc_dtype))
+    col_cache: dict[range, list[Op]] = {}
+    with tqdm(total=height, unit="row", desc="stitch", disable=None, leave=False) as bar:
+        for y0 in range(0, height, rows):
+            y1 = min(y0 + rows, height)
+            out = sink.band(y0, y1)
+            with np.errstate(invalid="ignore", over="ignore"):  # NaN and inf in the data give NaN and inf
+                covered = _stitch_band(job, sums, out, y0, y1, col_cache)
+            if not covered.all():
+                np.copyto(out, job.fill, where=~covered[None, :, :, None])
+            sink.commit(y0, y1, out)
+            bar.update(y1 - y0)
+
+
+def _stitch_band(job: Job, sums: Sums | None, out: np.ndarray, y0: int, y1: int, col_cache: dict) -> np.ndarray:
+    """Stitch output rows ``[y0, y1)`` into ``out[N, h, W, M]``; returns which pixels got a value (some
+    tap of positive weight sampled them; all of them for ``"sum"``, where the others are 0)."""
+    lines = job.lines
+    h, w = y1 - y0, lines[1].n
+    p0, p1 = (int(v) for v in lines[0].needed(y0, y1))
+    band = job.reader.read(p0, p1) if p0 < p1 else None
+    if band is None:
+        return np.zeros((h, w), bool)
+    row_ops = axis_ops(lines[0], band.rows, y0, y1)
+    if band.cols not in col_cache:
+        col_cache[band.cols] = axis_ops(lines[1], band.cols, 0, w)
+    col_ops = col_cache[band.cols]
+    if job.mode in ("none", "deviation"):
+        covered = np.zeros((h, w), bool)
+        last_write(out, covered, band, row_ops, col_ops, lines, job.keep)
+        if job.mode == "none":
+            return covered
+    band_sums = _band_sums(job, sums, band, h, w)
+    if job.mode == "deviation":
+        add(band_sums, band, row_ops, col_ops, job, ref=out)
+        return finish_deviation(band_sums, out)
+    add(band_sums, band, row_ops, col_ops, job)
+    return finish_sum(band_sums, out) if job.mode == "sum" else finish_mean(band_sums, out)
+
+
+def _band_sums(job: Job, sums: Sums, band: Band, h: int, w: int) -> Sums:
+    """The accumulators of a band of ``h`` rows, cleared, in the patches' memory order."""
+    n, m = job.reader.n, job.reader.m
+    first = m > 1 and band.data.strides[5] > band.data.strides[4]  # follow the patches' memory order
+    acc = sums.acc[: n * h * w * m]
+    acc = acc.reshape(n, m, h, w).transpose(0, 2, 3, 1) if first else acc.reshape(n, h, w, m)
+    # -0.0 + x is x for every x, signed zeros included; a sum starts from +0.0, as TensorFlow's gradient does
+    acc.fill(0 if job.mode == "sum" else -0.0)
+    weight = None
+    if sums.weight is not None:
+        weight = sums.weight[: h * w].reshape(h, w)
+        weight.fill(0.0)
+    return Sums(acc, weight, sums.tmp)
