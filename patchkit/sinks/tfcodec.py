@@ -272,7 +272,7 @@ def file_sha256(path: Path) -> str:
 
 class RecordFile:
     """One TFRecord file, written beside ``path`` (:func:`~patchkit.sinks._store.partial_path`) and moved
-    into place by :meth:`finish` once it reads back whole: a file at ``path`` holds every record written."""
+    into place (:meth:`place`) once it reads back whole (:meth:`close`): a file at ``path`` holds every record written."""
 
     def __init__(self, tf, path: Path, compression: str | None) -> None:
         self._tf, self.path, self.compression = tf, path, compression or ""
@@ -288,27 +288,26 @@ class RecordFile:
             self.records += 1
             self.nbytes += len(record)
 
-    def finish(self) -> str:
-        """Close, sync and read the file back (every record counted, its CRCs checked), then move it into place.
+    def close(self) -> OSError | None:
+        """Close, sync and read the file back (every record counted, its CRCs checked).
 
         Returns
         -------
-        str
-            The file's SHA-256.
-
-        Raises
-        ------
-        OSError
-            When it does not read back as every record written (:func:`~patchkit.sinks._store.short_write`
-            names the cause: TensorFlow may write a short file without an error).
+        OSError or None
+            None when it holds every record written, whole; else the cause
+            (:func:`~patchkit.sinks._store.short_write`: TensorFlow may write a short file without an error).
         """
         self._writer.close()
         with open(self.partial, "rb") as f:
             os.fsync(f.fileno())
         found = count_records(self._tf, self.partial, self.compression)
-        if found != self.records:
-            expected = self.nbytes + 16 * self.records  # each record: its bytes, a length and two CRCs
-            raise short_write(self.partial, expected, f"the shard reads back with {max(found, 0)} of its {self.records} records")
+        if found == self.records:
+            return None
+        expected = self.nbytes + 16 * self.records  # each record: its bytes, a length and two CRCs
+        return short_write(self.partial, expected, f"the shard reads back with {max(found, 0)} of its {self.records} records")
+
+    def place(self) -> str:
+        """Move the file, closed and read back whole, into place; its SHA-256."""
         sha = file_sha256(self.partial)
         move_into_place(self.partial, self.path)
         return sha

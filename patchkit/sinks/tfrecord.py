@@ -17,14 +17,13 @@ The manifest ``{prefix}.json``
     replaced atomically after every shard; ``complete`` becomes true last.
 
 Resuming
-    A shard is written beside its file (``.{file}.{uuid}.partial``: :func:`~patchkit.sinks._store.partial_path`),
-    read back (every record counted, its CRCs checked, its SHA-256 taken) and moved into place when
-    whole; the manifest records its count, size, SHA-256 and the content digest of its patch rows. A
-    rerun with the same source and arguments compares a sample of the finished shards with the
-    source's pixels (all of them when a source file changed: see
-    :func:`patchkit.sinks._store.check_content`), keeps every shard that the manifest records as done
-    and whose file has the recorded size, and writes the others. Output from another source or other
-    arguments is refused (:class:`ForeignStoreError`) unless ``mode="w"``.
+    A shard is written beside its file (:class:`~patchkit.sinks.tfcodec.RecordFile`), read back (every
+    record counted, its CRCs checked, its SHA-256 taken) and moved into place when whole; the manifest
+    records its count, size, SHA-256 and the content digest of its patch rows. A rerun with the same
+    source and arguments compares a sample of the finished shards with the source's pixels (all of
+    them when a source file changed: :func:`patchkit.sinks._store.check_content`), keeps every shard
+    the manifest records as done whose file has the recorded size, and writes the others. Output from
+    another source or other arguments is refused (:class:`ForeignStoreError`) unless ``mode="w"``.
 
 Reading
     :func:`read_tfrecord` checks every shard's size against the manifest (``verify="cheap"``) or
@@ -50,7 +49,7 @@ import xarray as xr
 from ..core.budget import DEFAULT_MAX_MEMORY, Budget
 from ..core.spec import PatchSpec
 from ..core.units import parse_bytes
-from ..errors import DamagedOutputError, ForeignStoreError, IncompleteStoreError, PatchkitError, PatchkitValueError
+from ..errors import DamagedOutputError, ForeignStoreError, IncompleteStoreError, PatchkitError, PatchkitValueError, SinkWriteError
 from ..labelled.layout import bands, prepare
 from ..labelled.nodata import check_fraction
 from ..labelled.tfdata import band_arrays, scene_features, tensorflow
@@ -196,7 +195,7 @@ def _resume(target: _Target, fresh: dict, mode: str | None) -> tuple[dict, list 
     return fresh, old.get("source_files")
 
 
-def _tf_write_error(what: str, where: Path, err: Exception) -> Exception:
+def _tf_write_error(what: str, where: Path, err: Exception) -> SinkWriteError:
     """A :class:`SinkWriteError` for a TensorFlow error while writing (TensorFlow raises no OSError)."""
     text = str(err)
     code = errno.ENOSPC if "No space left" in text else errno.EFBIG if "too large" in text else errno.EIO
@@ -266,7 +265,10 @@ class _ShardWriter:
         if shard["done"]:
             return
         file = self._opened(k)
-        sha = file.finish()
+        short = file.close()
+        if short is not None:
+            raise write_error("the TFRecord set", self._target.manifest, short, "the finished shards") from short
+        sha = file.place()
         self._file = None
         content = combine(self._digests.get(r, EMPTY_ROW) for r in range(*shard["rows"]))
         shard.update(count=file.records, bytes=file.path.stat().st_size, sha256=sha, content=content, done=True)
@@ -399,13 +401,9 @@ def _write_shards(tf, target: _Target, manifest: dict, prepared, features, compr
 # --------------------------------------------------------------------------------------------------
 
 
-
 def _manifest_path(prefix_or_manifest: str | os.PathLike) -> Path:
     path = Path(prefix_or_manifest)
-    if path.suffix == ".json":
-        return path
-    target = _Target.of(prefix_or_manifest)
-    return target.manifest
+    return path if path.suffix == ".json" else _Target.of(prefix_or_manifest).manifest
 
 
 def _check_files(tf, path: Path, manifest: dict, files: list[Path], full: bool) -> None:
