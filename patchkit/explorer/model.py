@@ -112,6 +112,9 @@ class ExplorerModel:
     backend : {"auto", "numpy", "tensorflow"}
     nodata : NodataMap, optional
         Needed for ``kept``/``dropped`` when ``max_nodata_fraction`` is set.
+    sink : str, optional
+        The sink a run writes to: its buffers come off ``max_memory`` (:meth:`patchkit.sinks.Sink.band_budget`),
+        so the plan is the one that sink streams. None plans ``.patches.iter``.
 
     Examples
     --------
@@ -129,6 +132,7 @@ class ExplorerModel:
     max_nodata_fraction: float | None = None
     backend: str = "auto"
     nodata: NodataMap | None = field(default=None, compare=False, repr=False)
+    sink: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "shape", _model_shape(self.shape))
@@ -196,9 +200,14 @@ class ExplorerModel:
         return Source(None, self.kind, self.shape, self.dtype, self.chunks)
 
     def plan(self) -> Plan:
-        """The row-band plan of a streamed run (``.patches.iter``, the sinks) under ``max_memory``."""
-        source = self.source()
-        return plan_for(self.spec, source, get_backend(self.backend, source), self.max_memory)
+        """The row-band plan of a streamed run (``.patches.iter``, or the run to :attr:`sink`) under ``max_memory``."""
+        source, budget = self.source(), self.max_memory
+        if self.sink is not None:
+            from ..sinks import get
+
+            filtered = self.max_nodata_fraction is not None
+            budget = get(self.sink).band_budget(self.spec, [(self.shape, self.dtype)], budget, filtered=filtered)
+        return plan_for(self.spec, source, get_backend(self.backend, source), budget)
 
     def summary(self) -> Summary:
         """Grid, counts, bytes, the streamed run's plan, coverage and nodata share; no pixel is read.

@@ -182,7 +182,7 @@ class PatchExplorer:
         sinks.check_sink(sink)
         self.name = name
         self.model = self.scene.model(spec, max_memory=max_memory, max_nodata_fraction=check_fraction(max_nodata_fraction),
-                                      backend=backend)
+                                      backend=backend, sink=sink)
         self.run_state: SinkRun | None = None
         self.timings: dict[str, float] = {}
         self._updating = False
@@ -394,7 +394,8 @@ class PatchExplorer:
     def _on_sink(self, change: Any) -> None:
         if self.controls["path"].value in {default_path(name) for name in sinks.available()}:
             self.controls["path"].value = default_path(change.new)
-        self._show_code()
+        self.model = self.model.update(sink=change.new)  # the plan shown is the one this sink streams
+        self._refresh(preview=False)
 
     def _on_progress(self, done: int, total: int, unit: str) -> None:
         self.progress.max = max(1, total)
