@@ -1,10 +1,8 @@
 """patchkit: TensorFlow-exact patch extraction for large, georeferenced rasters.
 
 The same numbers as ``tf.image.extract_patches``, faster on CPU, streamed in row bands under a
-memory budget. See ``DESIGN.md`` for the geometry and the public API.
+memory budget. ``docs/architecture.md`` maps the rooms; the documentation site (``make docs``) the API.
 """
-
-from importlib.metadata import PackageNotFoundError, version
 
 from . import backends, errors, sinks
 from .core.budget import Plan
@@ -18,14 +16,29 @@ from .sinks.tfrecord import read_tfrecord, to_tfrecord
 from .sinks.zarr import open_patches
 from .stitch import stitch
 
-try:
-    __version__ = version("patchkit")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0+unknown"
+
+def __getattr__(name: str):
+    """``__version__`` from the installed metadata, read on first use (importlib.metadata costs ~0.1 s to import)."""
+    if name == "__version__":
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version("patchkit")
+        except PackageNotFoundError:  # running from a source tree that is not installed
+            return "0+unknown"
+    if name == "PatchExplorer":  # the explorer imports nothing heavy until it is shown, but is not needed to import patchkit
+        from .explorer import PatchExplorer
+
+        return PatchExplorer
+    raise AttributeError(f"module 'patchkit' has no attribute {name!r}")
+
 
 __all__ = [
+    "PatchExplorer",
     "PatchSpec",
     "Plan",
+    "backends",
+    "sinks",
     "Window",
     "errors",
     "extract_image_patches",

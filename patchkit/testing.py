@@ -41,8 +41,10 @@ def assert_patches_equal(actual: Any, expected: Any) -> None:
     """Assert same shape, same dtype and the same bytes (NaN payloads and signed zeros included)."""
     actual = np.ascontiguousarray(np.asarray(actual))
     expected = np.ascontiguousarray(np.asarray(expected))
-    assert actual.shape == expected.shape, f"shape {actual.shape} != {expected.shape}"
-    assert actual.dtype == expected.dtype, f"dtype {actual.dtype} != {expected.dtype}"
+    if actual.shape != expected.shape:
+        raise AssertionError(f"shape {actual.shape} != {expected.shape}")
+    if actual.dtype != expected.dtype:
+        raise AssertionError(f"dtype {actual.dtype} != {expected.dtype}")
     per_element = actual.dtype.itemsize
     differs = (actual.view(np.uint8) != expected.view(np.uint8)).reshape(-1, per_element).any(axis=1)
     if differs.any():

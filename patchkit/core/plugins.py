@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 from typing import Any, Callable
 
-from ..errors import PatchkitValueError, shown
+from ..errors import PatchkitError, PatchkitValueError, shown
 
 __all__ = ["Registry"]
 
@@ -44,7 +44,7 @@ class Registry:
     """
 
     def __init__(self, group: str, kind: str, builtins: dict[str, str], make: Callable[[Any], Any] | None = None,
-                 error: type[Exception] = PatchkitValueError) -> None:
+                 error: type[PatchkitError] = PatchkitValueError) -> None:
         self.group, self.kind, self.error = group, kind, error
         self._builtins: dict[str, Any] = dict(builtins)
         self._registered: dict[str, Any] = {}

@@ -19,10 +19,6 @@ from .base import Progress, Sink
 __all__ = ["Sink", "Progress", "registry", "available", "register", "get", "check_sink"]
 
 
-#: The built-in sinks with their ``.patches`` wrappers (the explorer's code generation still reads it).
-METHODS = {"zarr": "to_zarr", "geotiff": "to_geotiffs", "tfrecord": "to_tfrecord"}
-
-
 def _instance(sink: Any) -> Sink:
     """A registered sink: a class is instantiated once; anything else must be a :class:`Sink`."""
     sink = sink() if isinstance(sink, type) else sink

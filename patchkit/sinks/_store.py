@@ -341,8 +341,9 @@ def move_into_place(written: Path, path: Path) -> None:
     os.replace(written, path)
 
 
-def short_write(path: str | Path, nbytes: int, detail: str) -> OSError:
-    """The OSError behind a file that reads back short or damaged (GDAL and TensorFlow may not raise one).
+def short_write(path: str | Path, nbytes: int, detail: str) -> SinkWriteError:
+    """The error (an OSError with its errno) behind a file that reads back short or damaged (GDAL and TensorFlow
+    may not raise one); callers turn it into :func:`write_error`'s message, which says how to finish.
 
     ENOSPC when the file system has less than ``nbytes`` free, EFBIG when the process may not write
     files of ``nbytes`` (RLIMIT_FSIZE), EIO otherwise.
@@ -359,7 +360,9 @@ def short_write(path: str | Path, nbytes: int, detail: str) -> OSError:
     limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
     if code == errno.EIO and limit != resource.RLIM_INFINITY and limit < nbytes:
         code = errno.EFBIG
-    return OSError(code, f"{os.strerror(code)} ({detail})")
+    error = SinkWriteError(f"{os.strerror(code)} ({detail})")
+    error.errno, error.strerror = code, f"{os.strerror(code)} ({detail})"
+    return error
 
 
 def write_error(what: str, where: Any, err: OSError, finished: str) -> SinkWriteError:
