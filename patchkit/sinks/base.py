@@ -33,8 +33,8 @@ class Progress(NamedTuple):
 class Sink(abc.ABC):
     """Where patches go. Subclass it, fill in the class attributes and the three methods, and register it.
 
-    Class attributes
-    ----------------
+    Attributes
+    ----------
     name : str
         What users pass (``da.patches.to("zarr", ...)``, ``patchkit extract --to zarr``).
     output : tuple of str
