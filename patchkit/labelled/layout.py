@@ -1,19 +1,12 @@
 """Patches of xarray objects: the operations behind the accessor and the sinks' shared band machinery.
 
-A DataArray's dims fall in three groups (:class:`Layout`):
-
-* the spatial dims ``y``, ``x`` (found as rioxarray finds them, or named);
-* *channel* dims, kept inside each patch: those named like ``band`` and any that come after the
-  spatial dims (channels-last data);
-* *leading* dims (such as ``time``): every other dim, kept in front of the patch grid.
-
-The result has dims ``(*leading, "patch_row", "patch_col", *channels, y, x)``, or
-``(*leading, "patch", *channels, y, x)`` when patches are filtered by their nodata share.
-
-The data goes to the backends as one ``[batch, height, width, channels]`` array without a transpose
-of the pixels: channels-first data (rioxarray's ``band, y, x``) as ``[leading x channels, h, w, 1]``,
-channels-last data as ``[leading, h, w, channels]``. The result is a reshaped, transposed *view* of
-the backend's output, so its pixels are bit-exact with :func:`patchkit.extract_patches`.
+:func:`prepare` checks the arguments, finds each array's dims (:mod:`patchkit.labelled.dims`) and,
+when patches are filtered by their nodata share, counts it: everything but the extraction, refused
+before a sink touches its output. :func:`stream_plan` is the one row-band plan every streamed run
+follows (``.patches.iter``, every sink, ``.patches.plan``); :func:`bands` yields its labelled bands
+(:mod:`patchkit.labelled.labels`), leaving out bands already done or without a kept patch.
+:func:`extract`, :func:`iterate` and :func:`grid` are the accessor's ``extract``, ``iter`` and ``grid``;
+:func:`template` the whole result's structure with lazy data, for sinks that create a store first.
 """
 
 from __future__ import annotations
