@@ -11,6 +11,8 @@ from patchkit import PatchSpec, Window
 from patchkit.errors import BudgetTooSmallError, InvalidImageError, InvalidSpecError, KernelTooLargeError, OutputTooLargeError
 from patchkit.core.spec import effective_size, output_size, padding_amounts
 
+from ..helpers import tf_taps
+
 
 @pytest.mark.parametrize(
     "value, expected",
@@ -281,3 +283,18 @@ def test_patches_deeper_than_an_array_axis_are_refused():
     spec = PatchSpec(2**31 - 1, 1, padding="SAME")
     with pytest.raises(OutputTooLargeError, match=r"hold 13835058042397261827 values each.*use smaller sizes"):
         spec.tf_output_shape((1, 0, 0, 3))
+
+
+@pytest.mark.parametrize("spec", [PatchSpec(3, 2, padding="SAME"), PatchSpec((5, 2), (1, 3), (2, 1), "SAME"),
+                                  PatchSpec(9, 4, 1, "SAME"), PatchSpec(2, 2)], ids=str)
+def test_halo_padding_is_the_taps_outside_the_image(spec):
+    """halo_padding: the zero rows a band's clipped halo needs above and below are the band's first and last
+    taps beyond the image (TensorFlow's taps), and the columns are the SAME padding of the whole image."""
+    shape = (1, 11, 7, 1)
+    taps = tf_taps(11, spec.sizes[0], spec.strides[0], spec.rates[0], spec.padding)
+    for i0 in range(taps.shape[0]):
+        for i1 in range(i0 + 1, taps.shape[0] + 1):
+            band = taps[i0:i1]
+            (top, bottom), cols = spec.halo_padding((i0, i1), shape)
+            assert (top, bottom) == (max(-int(band.min()), 0), max(int(band.max()) + 1 - 11, 0))
+            assert cols == spec.padding_amounts(shape)[1]

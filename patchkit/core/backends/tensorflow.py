@@ -58,11 +58,9 @@ class TensorflowBackend:
         extracted with ``VALID``. ``out`` is ignored: TensorFlow allocates its own result.
         """
         tf = import_tensorflow()
-        h = shape[1]
-        ya, yb = spec.input_rows(rows, shape)
-        (_, _), (left, right) = spec.padding_amounts(shape)
-        halo = tf.convert_to_tensor(src[:, max(ya, 0) - row0 : min(yb, h) - row0])
-        pads = [[0, 0], [max(-ya, 0), max(yb - h, 0)], [left, right], [0, 0]]
+        ya, yb = spec.input_rows(rows, shape, clip=True)
+        halo = tf.convert_to_tensor(src[:, ya - row0 : yb - row0])
+        pads = [[0, 0], *map(list, spec.halo_padding(rows, shape)), [0, 0]]
         if any(p for pair in pads for p in pair):
             halo = tf.pad(halo, pads)
         return self.extract(halo, spec, padding="VALID")

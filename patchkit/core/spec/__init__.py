@@ -261,6 +261,13 @@ class PatchSpec:
         start, stop = axis.span(i0, i1)
         return (max(start, 0), min(stop, axis.n)) if clip else (start, stop)
 
+    def halo_padding(self, rows: slice | tuple[int, int], shape: Sequence[int]) -> tuple[tuple[int, int], tuple[int, int]]:
+        """Zero rows and columns to add around a band's clipped halo (:meth:`input_rows` with ``clip=True``, all
+        columns) so that a ``VALID`` extraction of it gives the band: ``((top, bottom), (left, right))``."""
+        start, stop = self.input_rows(rows, shape)
+        height = _four_d(shape)[1]
+        return (max(-start, 0), max(stop - height, 0)), self.padding_amounts(shape)[1]
+
     def regions(self, rows: slice | tuple[int, int], shape: Sequence[int]) -> tuple[Region, ...]:
         """Split output rows ``rows`` (all columns) into rectangles that are wholly inside or not.
 
