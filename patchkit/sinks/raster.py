@@ -201,7 +201,8 @@ class GeoTiffSink(FileSink):
     def _check(self, scratch: Path) -> None:
         """A GeoTIFF (uncompressed) shorter than its pixels is a short write, which GDAL reports only as a warning."""
         if scratch.stat().st_size < self.nbytes:
-            raise short_write(scratch, self.nbytes, f"the GeoTIFF has {scratch.stat().st_size} of its {self.nbytes} bytes of pixels")
+            size = scratch.stat().st_size
+            raise short_write(scratch, self.nbytes, f"the GeoTIFF has {size} of its {self.nbytes} bytes of pixels")
 
 
 class ZarrSink(FileSink):

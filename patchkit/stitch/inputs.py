@@ -27,6 +27,7 @@ def is_labelled(patches: Any) -> bool:
         )
     return True
 
+
 def resolve_geometry(patches, spec, image_shape, labelled):
     """The spec, ``(h, w)`` and the optional ``(batch, channels)``: explicit arguments first, then the record."""
     recorded = None

@@ -116,7 +116,8 @@ def axis_ops(line: Line, patches: range, lo: int, hi: int) -> list[Op]:
         return _tap_ops(line, patches, lo, hi)
     ops = _patch_ops(line, range(patches.start, inner.start), lo, hi)
     for a in range(t0 + (groups - 1) * group, t0 - 1, -group):
-        ops.append(Op(slice(inner.start, inner.stop), slice(a, min(a + group, t1)), inner.start * s - line.before + a * line.r - lo))
+        start = inner.start * s - line.before + a * line.r - lo
+        ops.append(Op(slice(inner.start, inner.stop), slice(a, min(a + group, t1)), start))
     return ops + _patch_ops(line, range(inner.stop, patches.stop), lo, hi)
 
 
