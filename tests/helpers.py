@@ -258,3 +258,50 @@ def dims_array(dims, sizes=None):
     sizes = sizes or {"time": 2, "band": 3, "y": 9, "x": 8, "lat": 9, "lon": 8, "channel": 2, "level": 4}
     shape = tuple(sizes[d] for d in dims)
     return xr.DataArray(np.arange(np.prod(shape), dtype=np.float32).reshape(shape), dims=dims)
+
+
+#: Specs the TFRecord and tf.data tests run over.
+TFRECORD_SPECS = [
+    dict(sizes=8, strides=8),
+    dict(sizes=(7, 5), strides=(4, 3), padding="SAME"),
+    dict(sizes=3, strides=5, rates=2, padding="SAME"),
+]
+
+
+def hwc(patches) -> np.ndarray:
+    """Patches of ``.patches.extract`` as ``(n, kh, kw, C)``: y, x first, the other dims folded into C in order."""
+    grid = [d for d in patches.dims if d in ("patch_row", "patch_col", "patch")]
+    y, x = patches.dims[-2:]
+    others = [d for d in patches.dims[:-2] if d not in grid]
+    data = patches.transpose(*grid, y, x, *others).values
+    return data.reshape(-1, *data.shape[len(grid): len(grid) + 2], int(np.prod(data.shape[len(grid) + 2:], dtype=int)))
+
+
+def places(patches) -> tuple[np.ndarray, np.ndarray]:
+    """``(row, col)`` of every patch of ``.patches.extract``, row-major."""
+    if "patch" in patches.dims:
+        return patches.patch_row.values, patches.patch_col.values
+    rows, cols = np.meshgrid(patches.patch_row.values, patches.patch_col.values, indexing="ij")
+    return rows.ravel(), cols.ravel()
+
+
+def read_all(dataset) -> dict:
+    """Every element of a tf.data dataset, stacked per key (batches concatenated)."""
+    elements = list(dataset.as_numpy_iterator())
+    if elements and np.ndim(elements[0]["row"]) == 1:
+        return {k: np.concatenate([e[k] for e in elements]) for k in elements[0]}
+    return {k: np.stack([e[k] for e in elements]) for k in elements[0]}
+
+
+def recorded_scene(cls=None):
+    """A dask-backed (band, y, x) uint16 scene read through ``cls``, 4 rows per chunk, and its reader."""
+    import pytest
+    import xarray as xr
+
+    dask_array = pytest.importorskip("dask.array")
+    cls = cls or RecordingArray
+    data = np.random.default_rng(3).integers(0, 60000, (3, 61, 53), dtype=np.uint16)
+    reader = cls(data)
+    da = xr.DataArray(dask_array.from_array(reader, chunks=(3, 4, 53)), dims=("band", "y", "x"), name="scene")
+    reader.reads.clear()  # dask reads an empty piece for its meta
+    return da, reader, data

@@ -10,10 +10,11 @@ import pytest
 import xarray as xr
 
 import patchkit
+
+from ..helpers import TFRECORD_SPECS, hwc, places, read_all, recorded_scene
 from patchkit.errors import DamagedOutputError, DimensionError, IncompleteStoreError, PatchkitTypeError, PatchkitValueError
 from patchkit.labelled.tfdata import PATCH, band_arrays, scene_features, store_features, to_tf_dataset
 
-from ..sinks.test_tfrecord import SPECS, hwc, lazy_scene, places, read_all
 
 # ---- features and bands ----------------------------------------------------------------------------
 
@@ -61,7 +62,7 @@ def test_store_features_need_patches_with_places(geotiffs, open_raster):
 # ---- tf.data ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kwargs", SPECS)
+@pytest.mark.parametrize("kwargs", TFRECORD_SPECS)
 @pytest.mark.parametrize("batch_size", [None, 7])
 def test_tf_dataset_of_a_scene_equals_extract(tf, geotiffs, open_raster, kwargs, batch_size):
     """to_tf_dataset on a DataArray streams extract's patches in HWC order, batched or not, with static shapes."""
@@ -104,7 +105,7 @@ def test_tf_dataset_of_stored_patches_equals_extract(tf, geotiffs, open_raster, 
 
 def test_tf_dataset_reads_a_lazy_scene_band_by_band(tf):
     """A dask-backed scene is read only as the dataset is iterated, a few chunks at a time, never whole."""
-    da, reader, data = lazy_scene()
+    da, reader, data = recorded_scene()
     dataset = to_tf_dataset(da, 8, 8, max_memory="32KiB", prefetch=False)
     assert not [r for r in reader.reads if r[1] > r[0]]
     elements = iter(dataset)

@@ -15,8 +15,7 @@ from patchkit.sinks import tfcodec
 from patchkit.sinks.tfcodec import (FORMAT, PatchTransforms, RecordFile, count_records, difference, examples, feature_record,
                                     file_sha256, new_manifest, parse, record_bytes)
 
-from ..helpers import random_image
-from .test_tfrecord import SPECS, read_all
+from ..helpers import TFRECORD_SPECS, random_image, read_all
 
 
 def transforms_of_bands(da, spec, fraction=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -31,7 +30,7 @@ def transforms_of_bands(da, spec, fraction=None) -> tuple[np.ndarray, np.ndarray
 # ---- transforms -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kwargs", SPECS)
+@pytest.mark.parametrize("kwargs", TFRECORD_SPECS)
 @pytest.mark.parametrize("fraction", [None, 0.3])
 def test_transforms_are_the_grid_tables(geotiffs, open_raster, kwargs, fraction):
     """Every patch's coefficients are .patches.grid's (the GeoTIFF chips'), bit for bit, and patch_transform's."""

@@ -16,31 +16,9 @@ from patchkit.errors import (ChangedSourceError, DamagedOutputError, ForeignStor
                              PatchkitTypeError, PatchkitValueError)
 from patchkit.sinks.tfrecord import read_tfrecord, to_tfrecord
 
-from ..helpers import RecordingArray, random_image
+from ..helpers import RecordingArray, TFRECORD_SPECS, hwc, places, random_image, read_all, recorded_scene
 
-SPECS = [
-    dict(sizes=8, strides=8),
-    dict(sizes=(7, 5), strides=(4, 3), padding="SAME"),
-    dict(sizes=3, strides=5, rates=2, padding="SAME"),
-]
 PAST_NS = 1_000_000_000 * 10**9  # 2001-09-09: shard mtimes are set to this to see which a rerun rewrites
-
-
-def hwc(patches: xr.DataArray) -> np.ndarray:
-    """Patches of ``.patches.extract`` as ``(n, kh, kw, C)``: y, x first, the other dims folded into C in order."""
-    grid = [d for d in patches.dims if d in ("patch_row", "patch_col", "patch")]
-    y, x = patches.dims[-2:]
-    others = [d for d in patches.dims[:-2] if d not in grid]
-    data = patches.transpose(*grid, y, x, *others).values
-    return data.reshape(-1, *data.shape[len(grid): len(grid) + 2], int(np.prod(data.shape[len(grid) + 2:], dtype=int)))
-
-
-def places(patches: xr.DataArray) -> tuple[np.ndarray, np.ndarray]:
-    """``(row, col)`` of every patch of ``.patches.extract``, row-major."""
-    if "patch" in patches.dims:
-        return patches.patch_row.values, patches.patch_col.values
-    rows, cols = np.meshgrid(patches.patch_row.values, patches.patch_col.values, indexing="ij")
-    return rows.ravel(), cols.ravel()
 
 
 def tf_patches(tf, image_hwc: np.ndarray, spec: patchkit.PatchSpec) -> np.ndarray:
@@ -48,14 +26,6 @@ def tf_patches(tf, image_hwc: np.ndarray, spec: patchkit.PatchSpec) -> np.ndarra
     out = tf.image.extract_patches(image_hwc[None], [1, *spec.sizes, 1], [1, *spec.strides, 1], [1, *spec.rates, 1],
                                    spec.padding).numpy()
     return out.reshape(-1, *spec.sizes, image_hwc.shape[-1])
-
-
-def read_all(dataset) -> dict:
-    """Every element of a tf.data dataset, stacked per key (batches concatenated)."""
-    elements = list(dataset.as_numpy_iterator())
-    if elements and np.ndim(elements[0]["row"]) == 1:
-        return {k: np.concatenate([e[k] for e in elements]) for k in elements[0]}
-    return {k: np.stack([e[k] for e in elements]) for k in elements[0]}
 
 
 def shard_files(prefix) -> list:
@@ -81,20 +51,10 @@ class FailingArray(RecordingArray):
         return super().__getitem__(key)
 
 
-def lazy_scene(cls=RecordingArray):
-    """A dask-backed (band, y, x) uint16 scene read through ``cls``, 4 rows per chunk, and its reader."""
-    dask_array = pytest.importorskip("dask.array")
-    data = np.random.default_rng(3).integers(0, 60000, (3, 61, 53), dtype=np.uint16)
-    reader = cls(data)
-    da = xr.DataArray(dask_array.from_array(reader, chunks=(3, 4, 53)), dims=("band", "y", "x"), name="scene")
-    reader.reads.clear()  # dask reads an empty piece for its meta
-    return da, reader, data
-
-
 # ---- TFRecord round trips --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kwargs", SPECS)
+@pytest.mark.parametrize("kwargs", TFRECORD_SPECS)
 @pytest.mark.parametrize("compression", [None, "GZIP", "ZLIB"])
 def test_round_trip_equals_tensorflow_and_extract(tf, geotiffs, open_raster, tmp_path, kwargs, compression):
     """Records read back are tf.image.extract_patches' patches (HWC bytes), with their places and transforms."""
@@ -217,7 +177,7 @@ def test_rerun_rewrites_only_damaged_shards(tf, geotiffs, open_raster, tmp_path,
 
 def test_interrupted_run_is_incomplete_then_resumes(tf, tmp_path):
     """A run that dies mid-way leaves finished shards and an incomplete manifest; a rerun finishes only the rest."""
-    da, reader, data = lazy_scene(FailingArray)
+    da, reader, data = recorded_scene(FailingArray)
     args = dict(obj=da, prefix=tmp_path / "i", sizes=8, strides=4, shard_size="10KiB", max_memory="32KiB",
                 progress=False)
     reader.fail_from = 40
