@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib
 import os
 import re
+import shutil
+import tempfile
 import time
 
 import numpy as np
@@ -104,7 +106,7 @@ def no_work(monkeypatch):
     """stitch fails the test if it starts planning (the checks must come first)."""
     def plan(*args, **kwargs):
         raise AssertionError("stitch planned bands before checking out=")
-    monkeypatch.setattr(stitch_module, "_plan", plan)
+    monkeypatch.setattr(stitch_module, "band_height", plan)
 
 
 @pytest.mark.parametrize(
@@ -136,7 +138,7 @@ def test_read_only_folder_is_refused_first(tmp_path, patches, no_work, monkeypat
     if os.geteuid() == 0:
         def refuse(*args, **kwargs):
             raise PermissionError(13, "Permission denied")
-        monkeypatch.setattr(stitch_module.tempfile, "TemporaryFile", refuse)
+        monkeypatch.setattr(tempfile, "TemporaryFile", refuse)
     data, geometry = patches
     try:
         with pytest.raises(SinkWriteError, match=r"locked' does not take new files \(Permission denied\).*writable folder"):
@@ -148,7 +150,7 @@ def test_read_only_folder_is_refused_first(tmp_path, patches, no_work, monkeypat
 
 def test_geotiff_larger_than_the_free_space_is_refused_first(tmp_path, patches, no_work, monkeypatch):
     """An uncompressed GeoTIFF that cannot fit on its disk is refused up front (ENOSPC), with the sizes."""
-    monkeypatch.setattr(stitch_module.shutil, "disk_usage", lambda path: type("Usage", (), {"free": 100})())
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: type("Usage", (), {"free": 100})())
     data, geometry = patches
     with pytest.raises(SinkWriteError, match=r"the image takes 1.12 KiB, but only 100 B is free there; free some space") as info:
         stitch(data, out=tmp_path / "x.tif", **geometry)

@@ -1,8 +1,8 @@
 """Raster sinks: where an image made band by band goes: an array in memory, or a GeoTIFF or a Zarr store
 written beside its path and moved into place when whole.
 
-Every sink has one interface: :meth:`RasterSink.band` hands out the buffer of a band of rows (``[N, h, W,
-M]``), :meth:`RasterSink.commit` writes it, and :meth:`RasterSink.close` (the end of the sink's ``with``
+Every sink has one interface: :meth:`Raster.band` hands out the buffer of a band of rows (``[N, h, W,
+M]``), :meth:`Raster.commit` writes it, and :meth:`Raster.close` (the end of the sink's ``with``
 block) moves a file into place, or, after an error, deletes what was written: a run that fails or is
 killed never leaves a partial image at the path. :func:`out_path` and :func:`check_room` refuse, before any
 work, a path that is no raster or cannot take the image; :func:`writing` turns the errors of writing
@@ -11,6 +11,7 @@ work, a path that is no raster or cannot take the image; :func:`writing` turns t
 
 from __future__ import annotations
 
+import abc
 import errno
 import math
 import os
@@ -28,7 +29,7 @@ from ..core.units import format_bytes
 from ..errors import PatchkitError, PatchkitValueError, SinkWriteError, shown
 from ._store import move_into_place, partial_path, remove, short_write
 
-__all__ = ["RasterSink", "ArraySink", "FileSink", "GeoTiffSink", "ZarrSink", "SINKS", "SUFFIXES", "ZARR_CHUNK",
+__all__ = ["Raster", "ArrayRaster", "FileRaster", "GeoTiffRaster", "ZarrRaster", "SINKS", "SUFFIXES", "ZARR_CHUNK",
            "sink_class", "out_path", "check_room", "writing", "WRITERS"]
 
 #: Largest Zarr chunk (rows by the whole width) a ``.zarr`` is written with.
@@ -45,7 +46,7 @@ _WRITE_FIXES = {errno.ENOSPC: "free some space", errno.EFBIG: "raise the file si
 # --------------------------------------------------------------------------------------------------
 
 
-class RasterSink:
+class Raster(abc.ABC):
     """An image ``[N, H, W, M]`` made in bands of up to ``rows`` rows: :meth:`band`, :meth:`commit`, :meth:`close`.
 
     ``copies`` counts the copies of a band the sink holds while writing it, for a memory plan;
@@ -58,9 +59,9 @@ class RasterSink:
     def __init__(self, shape4: tuple[int, int, int, int], rows: int, dtype: np.dtype, channels_first: bool) -> None:
         self.shape4, self.rows, self.dtype, self.channels_first = tuple(shape4), rows, np.dtype(dtype), channels_first
 
+    @abc.abstractmethod
     def band(self, y0: int, y1: int) -> np.ndarray:
         """The buffer ``[N, y1 - y0, W, M]`` of rows ``[y0, y1)``, to fill and :meth:`commit`."""
-        raise NotImplementedError
 
     def commit(self, y0: int, y1: int, block: np.ndarray) -> None:
         """Write rows ``[y0, y1)``, filled in ``block`` (the buffer :meth:`band` handed out)."""
@@ -68,14 +69,14 @@ class RasterSink:
     def close(self, keep: bool = True) -> None:
         """Finish the image (``keep``), or drop what was written after an error."""
 
-    def __enter__(self) -> "RasterSink":
+    def __enter__(self) -> "Raster":
         return self
 
     def __exit__(self, kind, value, traceback) -> None:
         self.close(keep=kind is None)
 
 
-class ArraySink(RasterSink):
+class ArrayRaster(Raster):
     """The whole image in memory: ``array`` (``[N, M, H, W]`` when ``channels_first``, else ``[N, H, W, M]``),
     filled band by band in place."""
 
@@ -89,7 +90,7 @@ class ArraySink(RasterSink):
         return self.view[:, y0:y1]
 
 
-class FileSink(RasterSink):
+class FileRaster(Raster):
     """An image file (or store) at ``path``, written from one reused band buffer.
 
     Entering the sink creates the file under a hidden temporary name beside ``path`` (after deleting those
@@ -106,7 +107,7 @@ class FileSink(RasterSink):
         self.buffer = np.empty(n * rows * w * m, self.dtype)
         self.scratch: Path | None = None
 
-    def __enter__(self) -> "FileSink":
+    def __enter__(self) -> "FileRaster":
         self.scratch = partial_path(self.path, self.path.suffix)
         try:
             with writing(self.path, self.nbytes):
@@ -139,11 +140,13 @@ class FileSink(RasterSink):
         finally:
             remove(self.scratch, strict=False)
 
+    @abc.abstractmethod
     def _open(self, scratch: Path) -> None:
-        raise NotImplementedError
+        """Create the file at ``scratch`` (beside :attr:`path`)."""
 
+    @abc.abstractmethod
     def _write(self, y0: int, y1: int, block: np.ndarray) -> None:
-        raise NotImplementedError
+        """Write rows ``[y0, y1)`` from ``block``."""
 
     def _close(self) -> None:
         pass
@@ -152,7 +155,7 @@ class FileSink(RasterSink):
         pass
 
 
-class GeoTiffSink(FileSink):
+class GeoTiffRaster(FileRaster):
     """A GeoTIFF of one image, one raster band per channel, written with rasterio (CRS, transform and nodata
     included; None leaves them out); it holds the buffer and GDAL's copy of a band.
 
@@ -205,7 +208,7 @@ class GeoTiffSink(FileSink):
             raise short_write(scratch, self.nbytes, f"the GeoTIFF has {size} of its {self.nbytes} bytes of pixels")
 
 
-class ZarrSink(FileSink):
+class ZarrRaster(FileRaster):
     """A Zarr store: the ``template`` through xarray (``compute=False``: metadata and coordinates), then each
     band's values straight into the array's region of rows.
 
@@ -259,14 +262,14 @@ class ZarrSink(FileSink):
 
 
 #: The file sinks by suffix (lower case).
-SINKS: dict[str, type[FileSink]] = {".tif": GeoTiffSink, ".tiff": GeoTiffSink, ".zarr": ZarrSink}
+SINKS: dict[str, type[FileRaster]] = {".tif": GeoTiffRaster, ".tiff": GeoTiffRaster, ".zarr": ZarrRaster}
 #: Output suffixes there is a file sink for.
 SUFFIXES = tuple(SINKS)
 
 
-def sink_class(path: Path | None) -> type[RasterSink]:
-    """The sink that writes ``path`` (a path :func:`out_path` accepted): :class:`ArraySink` for None."""
-    return ArraySink if path is None else SINKS[path.suffix.lower()]
+def sink_class(path: Path | None) -> type[Raster]:
+    """The sink that writes ``path`` (a path :func:`out_path` accepted): :class:`ArrayRaster` for None."""
+    return ArrayRaster if path is None else SINKS[path.suffix.lower()]
 
 
 # --------------------------------------------------------------------------------------------------

@@ -51,8 +51,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil  # noqa: F401  (tests/test_errors_args.py patches shutil.disk_usage through this module)
-import tempfile  # noqa: F401  (and tempfile.TemporaryFile: both are used by patchkit.sinks.raster)
 from typing import Any, Callable, Mapping, Sequence
 
 from ..core.budget import Budget
@@ -63,8 +61,7 @@ from .bands import run
 from .coords import Labels, axis_coordinate
 from .inputs import is_labelled, resolve_geometry
 from .output import result, sink_for
-from .plan import band_height as _plan  # the name tests/test_errors_args.py patches to catch work begun too early
-from .plan import make_job
+from .plan import band_height, make_job
 from .readers import reader_for
 from .windows import BLENDS, WINDOWS, blend_weights, normalize_crop, register_window
 
@@ -194,7 +191,7 @@ def stitch(
     job = make_job(blend, lines, reader, weights, fill_value, patches if labelled else None, sink_class(path).copies)
     shape4 = (reader.n, shape[0], shape[1], reader.m)
     check_room(path, math.prod(shape4) * reader.dtype.itemsize)
-    rows = _plan(job, budget)
+    rows = band_height(job, budget)
     labels = Labels(patches, dims, spec, shape, reader) if labelled else None
     with sink_for(path, job, rows, shape4, labels) as sink:
         run(job, sink, sink.rows)

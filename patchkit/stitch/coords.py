@@ -10,7 +10,7 @@ import numpy as np
 
 from ..core.spec import PatchSpec
 from ..labelled.geo import STEP_ATTR, regular_step, source_transform
-from ..labelled.layout import SPEC_ATTR
+from ..labelled.labels import SPEC_ATTR
 from .readers import Dims, Reader, grid_labels
 
 __all__ = ["Labels", "axis_coordinate", "transform_of"]

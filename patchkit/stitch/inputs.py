@@ -11,7 +11,7 @@ import numpy as np
 
 from ..core.spec import PatchSpec
 from ..errors import PatchkitTypeError, PatchkitValueError, shown
-from ..labelled.layout import recorded_spec
+from ..labelled.labels import recorded_spec
 
 __all__ = ["is_labelled", "resolve_geometry", "fill_for", "sum_fill"]
 
@@ -75,12 +75,12 @@ def _image_shape(image_shape: Any) -> tuple[tuple[int, int], tuple[int, int] | N
 
 
 def _dimension(value: Any) -> int:
-    """An image dimension as an int; bools, fractions, NaN and infinity raise ``ValueError``."""
+    """An image dimension as an int; bools, fractions, NaN and infinity raise :class:`PatchkitValueError` (a ValueError)."""
     if isinstance(value, (bool, np.bool_)) or isinstance(value, (str, bytes)):
-        raise ValueError(value)
+        raise PatchkitValueError(value)
     if isinstance(value, (float, np.floating)):
         if not float(value).is_integer():  # NaN and infinity are not integers either
-            raise ValueError(value)
+            raise PatchkitValueError(value)
         return int(value)
     return operator.index(value)
 

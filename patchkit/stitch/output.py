@@ -8,29 +8,29 @@ from pathlib import Path
 from typing import Any
 
 from ..labelled.geo import crs_of
-from ..sinks.raster import ArraySink, GeoTiffSink, RasterSink, ZarrSink, sink_class
+from ..sinks.raster import ArrayRaster, GeoTiffRaster, Raster, ZarrRaster, sink_class
 from .coords import Labels
 from .plan import Job
 
 __all__ = ["sink_for", "result"]
 
 
-def sink_for(path: Path | None, job: Job, rows: int, shape4: tuple[int, int, int, int], labels: Labels | None) -> RasterSink:
+def sink_for(path: Path | None, job: Job, rows: int, shape4: tuple[int, int, int, int], labels: Labels | None) -> Raster:
     """The sink of an image ``[N, H, W, M]`` made in bands of ``rows`` rows (a Zarr store's: whole chunks).
 
     A labelled image is channels first, with the source's labels; an array's is TensorFlow's layout.
     """
     if path is None:
-        return ArraySink(shape4, job.dtype, labels is not None, rows)
-    if sink_class(path) is ZarrSink:
-        chunk, rows = ZarrSink.chunk_rows(rows, shape4, job.dtype)
-        return ZarrSink(path, _lazy_image(shape4, job, chunk, labels), rows, shape4, labels is not None)
-    return GeoTiffSink(path, shape4, rows, job.dtype, **_geotiff_labels(job, labels))
+        return ArrayRaster(shape4, job.dtype, labels is not None, rows)
+    if sink_class(path) is ZarrRaster:
+        chunk, rows = ZarrRaster.chunk_rows(rows, shape4, job.dtype)
+        return ZarrRaster(path, _lazy_image(shape4, job, chunk, labels), rows, shape4, labels is not None)
+    return GeoTiffRaster(path, shape4, rows, job.dtype, **_geotiff_labels(job, labels))
 
 
-def result(sink: RasterSink, labels: Labels | None) -> Any:
+def result(sink: Raster, labels: Labels | None) -> Any:
     """What stitch returns: the path of a file sink, else the array, as a labelled DataArray for labelled patches."""
-    if not isinstance(sink, ArraySink):
+    if not isinstance(sink, ArrayRaster):
         return sink.path
     return labels.template(sink.array.reshape(labels.sizes)) if labels is not None else sink.array
 

@@ -10,7 +10,7 @@ import pytest
 import xarray as xr
 
 from patchkit.errors import PatchkitValueError, SinkWriteError
-from patchkit.sinks.raster import (SUFFIXES, ArraySink, GeoTiffSink, ZarrSink, check_room, out_path, sink_class,
+from patchkit.sinks.raster import (SUFFIXES, ArrayRaster, GeoTiffRaster, ZarrRaster, check_room, out_path, sink_class,
                                    writing)
 from patchkit.stitch import stitch
 
@@ -33,7 +33,7 @@ def _image(shape4, dtype="float32") -> np.ndarray:
 def test_array_sink_fills_its_array_in_place(channels_first):
     """In memory, bands are views of the image: [N, M, H, W] when channels first, else [N, H, W, M]."""
     image = _image((2, 7, 5, 3))
-    with ArraySink(image.shape, image.dtype, channels_first, rows=3) as sink:
+    with ArrayRaster(image.shape, image.dtype, channels_first, rows=3) as sink:
         _fill(sink, image)
     expected = image.transpose(0, 3, 1, 2) if channels_first else image
     np.testing.assert_array_equal(sink.array, expected)
@@ -49,7 +49,7 @@ def test_geotiff_sink_writes_what_rasterio_reads(tmp_path, dtype):
 
     image, transform = _image((1, 10, 7, 3), dtype), from_origin(500000.0, 4000000.0, 10.0, 10.0)
     path = tmp_path / "image.tif"
-    with GeoTiffSink(path, image.shape, 4, image.dtype, crs="EPSG:32633", transform=transform, nodata=0) as sink:
+    with GeoTiffRaster(path, image.shape, 4, image.dtype, crs="EPSG:32633", transform=transform, nodata=0) as sink:
         _fill(sink, image)
     with rasterio.open(path) as src:
         np.testing.assert_array_equal(src.read(), image[0].transpose(2, 0, 1).astype(src.dtypes[0]))
@@ -67,13 +67,13 @@ def test_zarr_sink_writes_the_template_and_the_bands(tmp_path, channels_first):
     image = _image((2, 9, 6, 3))
     data = image.transpose(0, 3, 1, 2) if channels_first else image
     dims = ("time", "band", "y", "x") if channels_first else ("batch", "y", "x", "channel")
-    chunk, rows = ZarrSink.chunk_rows(5, image.shape, image.dtype)
+    chunk, rows = ZarrRaster.chunk_rows(5, image.shape, image.dtype)
     assert (chunk, rows) == (5, 5)
     chunks = data.shape[:-2] + (chunk, 6) if channels_first else (2, chunk, 6, 3)
     template = xr.DataArray(da.zeros(data.shape, data.dtype, chunks=chunks), dims=dims, name="image",
                             attrs={"_FillValue": -1.0, "units": "m"})
     path = tmp_path / "image.zarr"
-    with ZarrSink(path, template, rows, image.shape, channels_first) as sink:
+    with ZarrRaster(path, template, rows, image.shape, channels_first) as sink:
         _fill(sink, image)
     written = xr.open_zarr(path, mask_and_scale=False)["image"]
     np.testing.assert_array_equal(written.values, data)
@@ -82,9 +82,9 @@ def test_zarr_sink_writes_the_template_and_the_bands(tmp_path, channels_first):
 
 def test_zarr_chunks_are_whole_bands_of_at_most_32_mib():
     """A band is whole chunks: chunk rows at most rows and ZARR_CHUNK bytes, the band rounded down to them."""
-    assert ZarrSink.chunk_rows(100, (1, 10**6, 2**20, 1), np.float64) == (4, 100)
-    assert ZarrSink.chunk_rows(7, (1, 10**6, 2**20, 1), np.float64) == (4, 4)
-    assert ZarrSink.chunk_rows(3, (1, 10**6, 2**20, 1), np.float64) == (3, 3)
+    assert ZarrRaster.chunk_rows(100, (1, 10**6, 2**20, 1), np.float64) == (4, 100)
+    assert ZarrRaster.chunk_rows(7, (1, 10**6, 2**20, 1), np.float64) == (4, 4)
+    assert ZarrRaster.chunk_rows(3, (1, 10**6, 2**20, 1), np.float64) == (3, 3)
 
 
 @pytest.mark.parametrize("suffix", [".tif", ".zarr"])
@@ -98,10 +98,10 @@ def test_a_failed_run_leaves_what_was_at_the_path(tmp_path, suffix):
     path.write_text("old") if suffix == ".tif" else path.mkdir()
     image = _image((1, 6, 4, 2))
     if suffix == ".tif":
-        sink = GeoTiffSink(path, image.shape, 2, image.dtype)
+        sink = GeoTiffRaster(path, image.shape, 2, image.dtype)
     else:
         template = xr.DataArray(da.zeros(image.shape, image.dtype, chunks=(1, 2, 4, 2)), dims=("batch", "y", "x", "channel"))
-        sink = ZarrSink(path, template, 2, image.shape, False)
+        sink = ZarrRaster(path, template, 2, image.shape, False)
     with pytest.raises(RuntimeError, match="model failed"):
         with sink:
             sink.commit(0, 2, sink.band(0, 2))
@@ -114,8 +114,8 @@ def test_sinks_by_suffix_and_their_band_copies():
     """Each suffix has its sink; None is memory; the copies of a band each holds, for the memory plan."""
     assert SUFFIXES == (".tif", ".tiff", ".zarr")
     assert [sink_class(p) for p in (None, out_path("a.TIF"), out_path("a.tiff"), out_path("a.zarr"))] == [
-        ArraySink, GeoTiffSink, GeoTiffSink, ZarrSink]
-    assert [c.copies for c in (ArraySink, GeoTiffSink, ZarrSink)] == [0, 2, 5]
+        ArrayRaster, GeoTiffRaster, GeoTiffRaster, ZarrRaster]
+    assert [c.copies for c in (ArrayRaster, GeoTiffRaster, ZarrRaster)] == [0, 2, 5]
 
 
 @pytest.mark.parametrize("out", ["image.png", 3, b"image.tif"])
