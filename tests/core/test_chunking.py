@@ -11,10 +11,8 @@ from hypothesis import strategies as st
 
 from patchkit import PatchSpec, extract_patches, iter_patches
 from patchkit.core.backends import get_backend
-from patchkit.core.budget import IN_MEMORY_BAND, plan_for
 from patchkit.core.chunking import compact, kept_patches, lazy_patches
 from patchkit.core.sources import as_source
-from patchkit.core.units import parse_bytes
 from patchkit.errors import BudgetTooSmallError, InvalidMemoryError, KernelTooLargeError
 from patchkit.testing import assert_patches_equal, lazy_scene
 
@@ -219,18 +217,6 @@ def test_lazy_dask_result_is_built_band_by_band():
     bands = len(result.chunks[1])
     assert bands > 4 and len(result.dask) < 16 * bands + len(scene.dask)  # linear in bands
     assert_patches_equal(result[:, 5:9].compute(), extract_patches(scene.compute(), 32, 16)[:, 5:9])
-
-
-def test_in_memory_bands_stop_growing_but_lazy_ones_use_the_budget():
-    """Held in memory, bands stay near IN_MEMORY_BAND under a large budget; lazy sources fill it."""
-    image = np.zeros((1, 1024, 1024, 4), np.float32)
-    spec = PatchSpec(64, 32)
-    source = as_source(image)
-    numpy = get_backend("numpy", source)
-    eager = plan_for(spec, source, numpy, "1GiB")
-    assert eager.band_rows > 1 and eager.peak <= IN_MEMORY_BAND
-    lazy = plan_for(spec, as_source(RecordingArray(image)), numpy, "1GiB")
-    assert lazy.peak > IN_MEMORY_BAND and lazy.peak <= parse_bytes("1GiB")
 
 
 @given(st.integers(1, 3), st.integers(1, 6), st.integers(1, 7), st.integers(0, 2**32 - 1))
