@@ -597,7 +597,7 @@ def widgets():
     return w
 
 
-MODEL = "widgets.ExplorerModel"
+MODEL = "explorer.ExplorerModel"
 case("model-shape-rank", MODEL, "shape=(10, 10)", InvalidImageError, r"shape", r"\(10, 10\)",
      call=lambda c, o: widgets().ExplorerModel((10, 10), "uint8"))
 case("model-shape-empty", MODEL, "shape=(1, 0, 10, 1)", InvalidImageError, r"shape", r"\(1, 0, 10, 1\)",
@@ -610,19 +610,19 @@ case("model-spec-tuple", MODEL, "spec=(16, 8)", PatchkitTypeError, r"spec", r"\(
      call=lambda c, o: widgets().ExplorerModel((1, 10, 10, 1), "uint8", spec=(16, 8)))
 case("model-fraction", MODEL, "max_nodata_fraction=3", PatchkitValueError, r"max_nodata_fraction", r"=3\b",
      call=lambda c, o: widgets().ExplorerModel((1, 10, 10, 1), "uint8", max_nodata_fraction=3))
-case("model-plan-memory", "widgets.ExplorerModel.plan", "max_memory='lots'", InvalidMemoryError, r"max_memory",
+case("model-plan-memory", "explorer.ExplorerModel.plan", "max_memory='lots'", InvalidMemoryError, r"max_memory",
      r"'lots'", call=lambda c, o: widgets().ExplorerModel((1, 10, 10, 1), "uint8", spec=PatchSpec(4, 4), max_memory="lots").plan())
-case("model-plan-backend", "widgets.ExplorerModel.plan", "backend='cuda'", UnknownBackendError, r"backend",
+case("model-plan-backend", "explorer.ExplorerModel.plan", "backend='cuda'", UnknownBackendError, r"backend",
      r"'cuda'", call=lambda c, o: widgets().ExplorerModel((1, 10, 10, 1), "uint8", spec=PatchSpec(4, 4), backend="cuda").plan())
-case("model-update-sizes", "widgets.ExplorerModel.update", "sizes=0", InvalidSpecError, r"sizes", r"=0\b",
+case("model-update-sizes", "explorer.ExplorerModel.update", "sizes=0", InvalidSpecError, r"sizes", r"=0\b",
      call=lambda c, o: widgets().ExplorerModel((1, 10, 10, 1), "uint8").update(sizes=0))
-case("model-update-unknown", "widgets.ExplorerModel.update", "colour='red' (no such field)", PatchkitValueError,
+case("model-update-unknown", "explorer.ExplorerModel.update", "colour='red' (no such field)", PatchkitValueError,
      r"colour", r"'red'", call=lambda c, o: widgets().ExplorerModel((1, 10, 10, 1), "uint8").update(colour="red"))
-case("model-of-none", "widgets.ExplorerModel.of", "images=None", PatchkitTypeError, r"images", r"None",
+case("model-of-none", "explorer.ExplorerModel.of", "images=None", PatchkitTypeError, r"images", r"None",
      call=lambda c, o: widgets().ExplorerModel.of(None))
-case("model-of-tensor", "widgets.ExplorerModel.of", "an eager tf.Tensor", PatchkitTypeError, r"images",
+case("model-of-tensor", "explorer.ExplorerModel.of", "an eager tf.Tensor", PatchkitTypeError, r"images",
      r"Tensor", needs=TF, call=lambda c, o: widgets().ExplorerModel.of(c.tf.zeros((1, 8, 8, 1))))
-SCENE = "widgets.Scene.open"
+SCENE = "explorer.Scene.open"
 case("scene-numpy", SCENE, "obj = a numpy array", PatchkitTypeError, r"obj", r"ndarray",
      call=lambda c, o: widgets().Scene.open(c.img))
 case("scene-dataset", SCENE, "obj = a Dataset", DimensionError, r"obj", r"Dataset",
@@ -630,18 +630,18 @@ case("scene-dataset", SCENE, "obj = a Dataset", DimensionError, r"obj", r"Datase
 for id, value in [("scene-preview-zero", 0), ("scene-preview-fraction", 2.5), ("scene-preview-inf", math.inf)]:
     case(id, SCENE, f"preview_size={value!r}", PatchkitValueError, r"preview_size", literal(value),
          call=lambda c, o, value=value: widgets().Scene.open(c.da, preview_size=value))
-case("jobcode-sink", "widgets.job_code", "sink='s3'", PatchkitValueError, r"sink", r"'s3'",
+case("jobcode-sink", "explorer.job_code", "sink='s3'", PatchkitValueError, r"sink", r"'s3'",
      call=lambda c, o: widgets().job_code(PatchSpec(4, 4), "s3", "out"))
-case("jobcode-spec", "widgets.job_code", "spec=(16, 8)", PatchkitTypeError, r"spec", r"\(16, 8\)",
+case("jobcode-spec", "explorer.job_code", "spec=(16, 8)", PatchkitTypeError, r"spec", r"\(16, 8\)",
      call=lambda c, o: widgets().job_code((16, 8), "zarr", "out"))
-case("progress-sink", "widgets.sink_progress", "sink='ftp'", PatchkitValueError, r"sink", r"'ftp'",
+case("progress-sink", "explorer.sink_progress", "sink='ftp'", PatchkitValueError, r"sink", r"'ftp'",
      call=lambda c, o: widgets().sink_progress("ftp", "out", 3))
-case("sinkrun-spec", "widgets.SinkRun", "spec=(16, 8)", PatchkitTypeError, r"spec", r"\(16, 8\)", output="zarr",
+case("sinkrun-spec", "explorer.SinkRun", "spec=(16, 8)", PatchkitTypeError, r"spec", r"\(16, 8\)", output="zarr",
      call=lambda c, o: widgets().SinkRun(c.da, "zarr", o, (16, 8)))
-case("sinkrun-sink", "widgets.SinkRun", "sink='s3'", PatchkitValueError, r"sink", r"'s3'",
+case("sinkrun-sink", "explorer.SinkRun", "sink='s3'", PatchkitValueError, r"sink", r"'s3'",
      call=lambda c, o: widgets().SinkRun(c.da, "s3", o, PatchSpec(4, 4)))
 EXPLORER = "DataArray.patches.explore"
-case("explore-numpy", "widgets.PatchExplorer", "obj = a numpy array", PatchkitTypeError, r"obj", r"ndarray",
+case("explore-numpy", "explorer.PatchExplorer", "obj = a numpy array", PatchkitTypeError, r"obj", r"ndarray",
      call=lambda c, o: widgets().PatchExplorer(c.img))
 case("explore-dataset", "Dataset.patches.explore", "a Dataset", DimensionError, r"obj", r"Dataset",
      call=lambda c, o: c.da.to_dataset(name="v").patches.explore())
@@ -651,7 +651,7 @@ case("explore-sink", EXPLORER, "sink='s3'", PatchkitValueError, r"sink", r"'s3'"
      call=lambda c, o: c.da.patches.explore(4, sink="s3"))
 case("explore-preview", EXPLORER, "preview_size=-5", PatchkitValueError, r"preview_size", r"-5",
      call=lambda c, o: c.da.patches.explore(4, preview_size=-5))
-SET = "widgets.PatchExplorer.set"
+SET = "explorer.PatchExplorer.set"
 for id, values, expect in [
     ("explorer-set-unknown", {"colour": "red"}, r"'colour'"),
     ("explorer-set-sizes-text", {"sizes": "abc"}, r"'abc'"),
