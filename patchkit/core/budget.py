@@ -199,8 +199,11 @@ def plan(spec, shape: Sequence[int], dtype, max_memory: int | str, lazy: bool = 
     return Plan(bands, n, _peak(spec, shape, dtype, n, oh, lazy=lazy, **kwargs), int(budget))
 
 
-def plan_for(spec, source, backend, max_memory: int | str) -> Plan:
+def plan_for(spec, source, backend, max_memory: int | str, blocks: int = 1) -> Plan:
     """The row-band :class:`Plan` for ``source`` under ``max_memory``, with the backend's temporaries.
+
+    ``blocks`` band buffers are held at once (2 in a pipelined sink: one written while the next is
+    made); the input rows read and the temporaries are held once.
 
     A source counts as lazy (its halo is a copy) when reading it copies, and always for the
     TensorFlow backend, which slices and pads each band's halo into new tensors. A source held in
@@ -209,7 +212,8 @@ def plan_for(spec, source, backend, max_memory: int | str) -> Plan:
     16 GB/s on 256-pixel patches). Lazy sources use the whole budget, so that fewer halo rows are
     read twice.
     """
-    kwargs = dict(lazy=source.lazy or backend.name == "tensorflow", chunks=source.chunks, pad_copy=backend.pad_copy)
+    kwargs = dict(lazy=source.lazy or backend.name == "tensorflow", chunks=source.chunks, pad_copy=backend.pad_copy,
+                  blocks=blocks)
     try:
         found = plan(spec, source.shape, source.dtype, max_memory, **kwargs)
     except BudgetTooSmallError:
@@ -270,7 +274,7 @@ def _pad_temporaries(spec, rows: tuple[int, int], shape, pixel: int, pad_copy: b
     )
 
 
-def _peak(spec, shape, dtype, n: int, oh: int, lazy=False, chunks=None, pad_copy=False) -> int:
+def _peak(spec, shape, dtype, n: int, oh: int, lazy=False, chunks=None, pad_copy=False, blocks=1) -> int:
     """Bytes held at once when bands of ``n`` rows are made.
 
     The block and halo buffers are allocated once, for the largest band and halo, and reused; the
@@ -294,7 +298,7 @@ def _peak(spec, shape, dtype, n: int, oh: int, lazy=False, chunks=None, pad_copy
                 interior_pad[i1 - i0] = _pad_temporaries(spec, (i0, i1), shape, pixel, pad_copy)
             pad_temp = interior_pad[i1 - i0]
         temp = max(temp, pad_temp)
-    return n * spec.row_nbytes(shape, dtype) + halo + temp
+    return blocks * n * spec.row_nbytes(shape, dtype) + halo + temp
 
 
 def _halos_and_reads(axis, starts: np.ndarray, stops: np.ndarray, width: int, pixel: int, lazy: bool,

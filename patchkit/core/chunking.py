@@ -84,8 +84,12 @@ def iter_patches(
     return _bands(source, spec, plan, chosen)
 
 
-def _bands(source: Source, spec: PatchSpec, plan: Plan, backend) -> Iterator[tuple[slice, Any]]:
-    """The generator behind :func:`iter_patches` (arguments already checked); nothing for a plan without bands."""
+def _bands(source: Source, spec: PatchSpec, plan: Plan, backend, buffers: int = 1) -> Iterator[tuple[slice, Any]]:
+    """The generator behind :func:`iter_patches` (arguments already checked); nothing for a plan without bands.
+
+    With the numpy backend, blocks are views of ``buffers`` reused buffers taken in turn: a block stays
+    valid while the next ``buffers - 1`` are made (a pipelined sink writes one while the next is made).
+    """
     if not plan.bands:
         return
     shape = source.shape
@@ -93,13 +97,13 @@ def _bands(source: Source, spec: PatchSpec, plan: Plan, backend) -> Iterator[tup
     _, _, ow, depth = spec.output_shape(shape)
     tensor_out = source.kind == "tensorflow"
     reuse = backend.name == "numpy" and not tensor_out
-    block_buf = np.empty(plan.band_rows * b * ow * depth, source.dtype) if reuse else None
+    block_bufs = [np.empty(plan.band_rows * b * ow * depth, source.dtype) for _ in range(buffers)] if reuse else []
     halo_buf = None
     if source.lazy:
         most = max(stop - start for start, stop in (spec.input_rows(r, shape, clip=True) for r in plan.bands))
         halo_buf = np.empty(b * most * w * c, source.dtype)
     whole = None if source.lazy else (source.data if backend.name == "tensorflow" else source.numpy())
-    for rows in plan.bands:
+    for k, rows in enumerate(plan.bands):
         n = rows.stop - rows.start
         if source.lazy:
             ya, yb = spec.input_rows(rows, shape, clip=True)
@@ -108,7 +112,7 @@ def _bands(source: Source, spec: PatchSpec, plan: Plan, backend) -> Iterator[tup
         else:
             src, row0 = whole, 0
         if reuse:
-            out = block_buf[: b * n * ow * depth].reshape(b, n, ow, depth)
+            out = block_bufs[k % buffers][: b * n * ow * depth].reshape(b, n, ow, depth)
         else:  # a tensor shares its block: aligned for TensorFlow's kernels, never reused
             out = aligned_empty((b, n, ow, depth), source.dtype) if backend.name == "numpy" else None
         block = backend.band(src, row0, shape, spec, rows, out)

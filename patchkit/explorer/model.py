@@ -201,13 +201,18 @@ class ExplorerModel:
 
     def plan(self) -> Plan:
         """The row-band plan of a streamed run (``.patches.iter``, or the run to :attr:`sink`) under ``max_memory``."""
-        source, budget = self.source(), self.max_memory
-        if self.sink is not None:
-            from ..sinks import get
+        from ..labelled.layout import plan_streams
 
-            filtered = self.max_nodata_fraction is not None
-            budget = get(self.sink).band_budget(self.spec, [(self.shape, self.dtype)], budget, filtered=filtered)
-        return plan_for(self.spec, source, get_backend(self.backend, source), budget)
+        source = self.source()
+        if self.sink is None:
+            return plan_for(self.spec, source, get_backend(self.backend, source), self.max_memory)
+        from ..sinks import get
+
+        def planner(budget, in_flight):
+            return plan_streams(self.spec, [source], max_memory=budget, backend=self.backend, in_flight=in_flight)
+
+        return get(self.sink).pipeline(self.spec, [(self.shape, self.dtype)], self.max_memory, planner,
+                                       filtered=self.max_nodata_fraction is not None)[1]
 
     def summary(self) -> Summary:
         """Grid, counts, bytes, the streamed run's plan, coverage and nodata share; no pixel is read.

@@ -244,19 +244,28 @@ def iterate(obj: Any, spec: PatchSpec, *, max_memory: int | str = DEFAULT_MAX_ME
     return (band for _, band in bands(prepared, max_memory=max_memory, backend=backend))
 
 
-def stream_plan(prepared: Prepared, *, max_memory: int | str = DEFAULT_MAX_MEMORY, backend: str = "auto") -> Plan:
+def stream_plan(prepared: Prepared, *, max_memory: int | str = DEFAULT_MAX_MEMORY, backend: str = "auto",
+                in_flight: int = 1) -> Plan:
     """The row bands :func:`bands` streams (and so every sink writes): one :class:`Plan` for all arrays.
 
     Each array of ``prepared`` is planned by :func:`patchkit.core.budget.plan_for` under its equal
-    share of ``max_memory``; bands then hold the fewest rows any array allows, so one band of every
-    array is made at a time. ``peak`` adds the arrays' peaks (an upper bound when they differ).
-    Reads no pixels.
+    share of ``max_memory``, with ``in_flight`` band buffers (a pipelined sink writes one while the next
+    is made); bands then hold the fewest rows any array allows, so one band of every array is made at a
+    time. ``peak`` adds the arrays' peaks (an upper bound when they differ). Reads no pixels.
     """
+    return plan_streams(prepared.spec, [job.source for job in prepared.jobs.values()], max_memory=max_memory,
+                        backend=backend, in_flight=in_flight)
+
+
+def plan_streams(spec: PatchSpec, sources: list[Source], *, max_memory: int | str = DEFAULT_MAX_MEMORY,
+                 backend: str = "auto", in_flight: int = 1) -> Plan:
+    """:func:`stream_plan` of the arrays ``sources`` (their geometry alone: the explorer plans with no data)."""
     budget = Budget.of(max_memory)
-    share = budget.share(len(prepared.jobs))
-    plans = [plan_for(prepared.spec, job.source, get_backend(backend, job.source), share) for job in prepared.jobs.values()]
-    oh, n = prepared.grid_shape[0], min(plan.band_rows for plan in plans)
-    return Plan(tuple(slice(i, min(i + n, oh)) for i in range(0, oh, n)), n, sum(plan.peak for plan in plans), int(budget))
+    share = budget.share(len(sources))
+    plans = [plan_for(spec, source, get_backend(backend, source), share, blocks=in_flight) for source in sources]
+    oh, n = spec.grid_shape(sources[0].shape)[0], min(plan.band_rows for plan in plans)
+    peak = sum(plan.peak for plan in plans)
+    return Plan(tuple(slice(i, min(i + n, oh)) for i in range(0, oh, n)), n, peak, int(budget))
 
 
 def band_plan(obj: Any, spec: PatchSpec, *, max_memory: int | str = DEFAULT_MAX_MEMORY, backend: str = "auto",
@@ -267,21 +276,23 @@ def band_plan(obj: Any, spec: PatchSpec, *, max_memory: int | str = DEFAULT_MAX_
 
 
 def bands(prepared: Prepared, *, max_memory: int | str = DEFAULT_MAX_MEMORY, backend: str = "auto",
-          done: np.ndarray | None = None) -> Iterator:
+          done: np.ndarray | None = None, in_flight: int = 1) -> Iterator:
     """``(rows, band)`` pairs: labelled row bands of ``prepared`` under ``max_memory`` (:func:`stream_plan`'s bands).
 
     Bands whose rows are all ``done`` are left out, as are bands without a kept patch. Arguments are
-    checked here, before the first band is made.
+    checked here, before the first band is made. A band stays valid while the next ``in_flight - 1``
+    are made (its data may be a view of a buffer that a later band reuses).
     """
     jobs, spec, keep = prepared.jobs, prepared.spec, prepared.keep
-    plan = stream_plan(prepared, max_memory=max_memory, backend=backend)
+    plan = stream_plan(prepared, max_memory=max_memory, backend=backend, in_flight=in_flight)
     todo = plan.bands
     if keep is not None:
         todo = tuple(rows for rows in todo if keep[rows].any())
     if done is not None:
         todo = tuple(rows for rows in todo if not done[rows].all())
     todo_plan = replace(plan, bands=todo)
-    streams = {name: _bands(job.source, spec, todo_plan, get_backend(backend, job.source)) for name, job in jobs.items()}
+    streams = {name: _bands(job.source, spec, todo_plan, get_backend(backend, job.source), buffers=in_flight)
+               for name, job in jobs.items()}
     return _labelled_bands(prepared, streams)
 
 

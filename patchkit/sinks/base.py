@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import abc
 from pathlib import Path
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, Callable, ClassVar, NamedTuple
 
 from ..core.budget import DEFAULT_MAX_MEMORY, Budget, Plan
 from ..core.units import format_bytes
 from ..errors import BudgetTooSmallError
 
-__all__ = ["Sink", "Progress"]
+__all__ = ["Sink", "Progress", "Pipeline"]
 
 
 class Progress(NamedTuple):
@@ -28,6 +28,14 @@ class Progress(NamedTuple):
     done: int
     total: int
     unit: str
+
+
+class Pipeline(NamedTuple):
+    """How a sink runs: ``in_flight`` row bands held at once, ``writers`` threads, and the ``budget`` its bands get."""
+
+    in_flight: int
+    writers: int
+    budget: Budget
 
 
 class Sink(abc.ABC):
@@ -73,21 +81,28 @@ class Sink(abc.ABC):
         """What was written at ``path``, verified as the sink verifies it (refused when incomplete)."""
 
     def reserve(self, spec: Any, shape: tuple[int, int, int, int], dtype: Any, *, filtered: bool = False,
-                **options: Any) -> int:
+                writers: int = 1, **options: Any) -> int:
         """Bytes the sink holds while it writes, beside the row bands of patches, for one array cut by ``spec``.
 
         ``shape`` is the array as the backends read it (``[batch, height, width, channels]``);
-        ``filtered`` says whether patches are kept by their nodata share; ``options`` are :meth:`write`'s.
-        Pure geometry: the explorer asks it without the data. 0 unless a sink says otherwise.
+        ``filtered`` says whether patches are kept by their nodata share; ``writers`` is how many
+        threads write at once; ``options`` are :meth:`write`'s. Pure geometry: the explorer asks it
+        without the data. 0 unless a sink says otherwise.
         """
         return 0
 
-    def band_budget(self, spec: Any, arrays: Any, max_memory: int | str, *, filtered: bool = False,
+    def pipelines(self) -> tuple[tuple[int, int], ...]:
+        """``(in_flight, writers)`` the sink can run with, most parallel first: :meth:`pipeline` takes the first
+        whose bands fit. ``in_flight`` bands are held at once (2: one is written while the next is made),
+        ``writers`` threads write. Sequential, ``((1, 1),)``, unless a sink says otherwise."""
+        return ((1, 1),)
+
+    def band_budget(self, spec: Any, arrays: Any, max_memory: int | str, *, filtered: bool = False, writers: int = 1,
                     **options: Any) -> Budget:
         """What of ``max_memory`` the row bands may hold once :meth:`reserve` of every ``(shape, dtype)`` in
         ``arrays`` is taken off; :class:`~patchkit.errors.BudgetTooSmallError` when nothing is left."""
         budget = Budget.of(max_memory)
-        held = sum(self.reserve(spec, shape, dtype, filtered=filtered, **options) for shape, dtype in arrays)
+        held = sum(self.reserve(spec, shape, dtype, filtered=filtered, writers=writers, **options) for shape, dtype in arrays)
         if held and budget <= held:
             raise BudgetTooSmallError(
                 f"max_memory={budget!r} does not leave room for the patches once {self.buffers} ({format_bytes(held)}) "
@@ -95,15 +110,26 @@ class Sink(abc.ABC):
             )
         return budget.less(held)
 
-    def write_budget(self, prepared: Any, max_memory: int | str, backend: str = "auto", **options: Any) -> Budget:
-        """The budget :meth:`write` streams row bands under, checked now (before anything is written) against
-        one row band of every array; the plan it makes is :meth:`plan`'s."""
-        from ..labelled.layout import stream_plan
+    def pipeline(self, spec: Any, arrays: Any, max_memory: int | str, planner: Callable[[Budget, int], Plan], *,
+                 filtered: bool = False, **options: Any) -> tuple[Pipeline, Plan]:
+        """The most parallel of :meth:`pipelines` whose bands fit in ``max_memory``, and its plan.
 
-        arrays = [(job.images.shape, job.images.dtype) for job in prepared.jobs.values()]
-        budget = self.band_budget(prepared.spec, arrays, max_memory, filtered=prepared.keep is not None, **options)
+        ``planner(budget, in_flight)`` plans the bands of ``arrays`` (``(shape, dtype)`` pairs as the
+        backends read them) or raises :class:`~patchkit.errors.BudgetTooSmallError`; the error of the
+        least parallel pipeline is raised when none fits. Pure: the explorer asks it without the data.
+        """
+        error: BudgetTooSmallError | None = None
+        for in_flight, writers in self.pipelines():
+            try:
+                budget = self.band_budget(spec, arrays, max_memory, filtered=filtered, writers=writers, **options)
+                return Pipeline(in_flight, writers, budget), self._planned(planner, budget, in_flight, max_memory)
+            except BudgetTooSmallError as err:
+                error = err
+        raise error
+
+    def _planned(self, planner: Callable[[Budget, int], Plan], budget: Budget, in_flight: int, max_memory: Any) -> Plan:
         try:
-            stream_plan(prepared, max_memory=budget, backend=backend)
+            return planner(budget, in_flight)
         except BudgetTooSmallError as err:
             if int(budget) == int(Budget.of(max_memory)):
                 raise
@@ -111,7 +137,16 @@ class Sink(abc.ABC):
                 f"max_memory={budget!r} less {self.buffers} leaves {format_bytes(budget)} for the patches, too little: "
                 f"{err}{'; or ' + self.buffers_fix if self.buffers_fix else ''}"
             ) from err
-        return budget
+
+    def write_pipeline(self, prepared: Any, max_memory: int | str, backend: str = "auto",
+                       **options: Any) -> tuple[Pipeline, Plan]:
+        """How :meth:`write` runs and the bands it streams, decided now (before anything is written)."""
+        from ..labelled.layout import stream_plan
+
+        arrays = [(job.images.shape, job.images.dtype) for job in prepared.jobs.values()]
+        return self.pipeline(prepared.spec, arrays, max_memory,
+                             lambda budget, k: stream_plan(prepared, max_memory=budget, backend=backend, in_flight=k),
+                             filtered=prepared.keep is not None, **options)
 
     def plan(self, obj: Any, spec: Any, *, max_memory: int | str = DEFAULT_MAX_MEMORY, backend: str = "auto",
              spatial_dims=None, channel_dims=None, **options: Any) -> Plan:
@@ -120,11 +155,10 @@ class Sink(abc.ABC):
         ``patchkit inspect``, the ``extract_patches`` template and the explorer report this plan.
         ``options`` are :meth:`write`'s; those that do not change the plan are ignored.
         """
-        from ..labelled.layout import prepare, stream_plan
+        from ..labelled.layout import prepare
 
         prepared = prepare(obj, spec, spatial_dims=spatial_dims, channel_dims=channel_dims, max_memory=max_memory)
-        budget = self.write_budget(prepared, max_memory, backend, **options)
-        return stream_plan(prepared, max_memory=budget, backend=backend)
+        return self.write_pipeline(prepared, max_memory, backend, **options)[1]
 
     def default_path(self, output_dir: str | Path = "outputs") -> Path:
         """The output's path under ``output_dir``: ``output_dir / *output``."""

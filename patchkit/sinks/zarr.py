@@ -24,11 +24,14 @@ from __future__ import annotations
 
 import itertools
 import math
+from concurrent.futures import ThreadPoolExecutor, wait
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..core.backends._threads import num_threads
 from ..core.budget import DEFAULT_MAX_MEMORY
 from ..errors import DamagedOutputError, IncompleteStoreError, PatchkitValueError
 from ..labelled.layout import bands, prepare, template
@@ -36,7 +39,7 @@ from ..core.spec import PatchSpec
 from ..core.units import parse_bytes
 from ._store import (RowLog, check_mode, check_path, check_resume, check_source, check_verify, combine, fingerprint,
                      move_into_place, partial_path, read_json, refuse_foreign, remove, row_digests, source_files, write_error)
-from .base import Progress, Sink
+from .base import Pipeline, Progress, Sink
 
 __all__ = ["ZarrSink", "to_zarr", "open_patches", "COMPLETE", "ROWS_DONE", "FINGERPRINT"]
 
@@ -149,12 +152,12 @@ def to_zarr(obj: Any, store: str | Path, spec: PatchSpec, *, max_memory: int | s
                        channel_dims=channel_dims, max_memory=max_memory)
     mark = fingerprint(obj, spec, max_nodata_fraction=max_nodata_fraction, compression=repr(compression),
                        chunk_patches=chunk_patches, spatial_dims=spatial_dims, channel_dims=channel_dims)
-    budget = _SINK.write_budget(prepared, max_memory, backend, compression=compression, chunk_patches=chunk_patches)
+    pipe, _ = _SINK.write_pipeline(prepared, max_memory, backend, compression=compression, chunk_patches=chunk_patches)
     ds, encoding = _structure(prepared, compression, chunk_patches)  # before the store is made
     log = _start(path, prepared, ds, encoding, mark, mode, max_memory)
     if log is None:
         return path  # already complete, from these pixels
-    _write_bands(path, prepared, [str(name) for name in ds.data_vars], log, budget, backend, progress)
+    _write_bands(path, prepared, [str(name) for name in ds.data_vars], log, pipe, backend, progress)
     _finish(path)
     return path
 
@@ -208,9 +211,16 @@ def _region(prepared, rows: slice) -> tuple[str, slice]:
     return "patch", slice(before, before + int(prepared.keep[rows].sum()))
 
 
-def _write_bands(path: Path, prepared, names: list[str], log: RowLog, budget: int, backend: str, progress: bool) -> None:
-    """Write every band not yet finished, recording each as it lands.
+def _write_bands(path: Path, prepared, names: list[str], log: RowLog, pipe: Pipeline, backend: str,
+                 progress: bool) -> None:
+    """Write every band not yet finished, recording each as it lands, in the pipeline the budget allows.
 
+    With two bands in flight, band n's stored chunks are encoded and written on ``pipe.writers``
+    threads (zarr and numcodecs release the GIL) while band n + 1 is read and extracted into the other
+    buffer; band n is logged (rows and content digest) once all its chunks are written, and only then
+    are band n + 1's chunks written: kept patches (one ``patch`` dim) may share a stored chunk across
+    two bands, which must not be written at once. With one band in flight, each band is written, then
+    logged, before the next is made.
     The structure and every coordinate were written with the store, so a band writes only its
     patches, straight into the zarr arrays (as they are: no CF encoding on the way).
     """
@@ -220,22 +230,53 @@ def _write_bands(path: Path, prepared, names: list[str], log: RowLog, budget: in
     group = zarr.open_group(str(path), mode="r+")
     # every chunk is stored, fill values too, so that a missing chunk file means a lost chunk
     arrays = {name: group[name].with_config({"write_empty_chunks": True}) for name in names}
-    stream = bands(prepared, max_memory=budget, backend=backend, done=log.done)
+    stream = bands(prepared, max_memory=pipe.budget, backend=backend, done=log.done, in_flight=pipe.in_flight)
     total = prepared.grid_shape[0]
-    with tqdm(total=total, initial=log.count, unit="row", desc=f"patches -> {path.name}", disable=not progress or None) as bar:
-        for rows, band in stream:
-            dim, where = _region(prepared, rows)
-            fresh = int((~log.done[rows]).sum())
-            content = combine(row_digests(band, rows).values())
-            try:
-                for name, var in _as_dataset(band).data_vars.items():
-                    _write_chunks(arrays[str(name)], var, dim, where)
-                log.add(rows, content)
-                group.update_attributes({ROWS_DONE: log.intervals(), BANDS: log.bands})
-            except OSError as err:
-                raise write_error("the Zarr store", path, err, f"the {log.count} finished patch rows") from err
-            bar.update(fresh)
+    with tqdm(total=total, initial=log.count, unit="row", desc=f"patches -> {path.name}", disable=not progress or None) as bar, \
+            ThreadPoolExecutor(max_workers=pipe.writers, thread_name_prefix="patchkit-zarr") as pool:
+        pending = None
+        try:
+            for rows, band in stream:  # band n + 1 is made while band n's chunks are written
+                if pending is not None:
+                    bar.update(_land(path, group, log, *pending))  # so no two bands write one stored chunk at once
+                pending = _start_band(pool, arrays, prepared, rows, band, int((~log.done[rows]).sum()))
+                if pipe.in_flight == 1:
+                    bar.update(_land(path, group, log, *pending))
+                    pending = None
+            if pending is not None:
+                bar.update(_land(path, group, log, *pending))
+        finally:
+            if pending is not None:
+                wait(pending[1])  # no write of an unlogged band runs on after an error
         bar.update(total - bar.n)  # bands without a kept patch are never written
+
+
+def writers() -> int:
+    """Threads that encode and write stored chunks at once when the budget allows (each holds two chunks)."""
+    return num_threads()
+
+
+def _start_band(pool, arrays: dict, prepared, rows: slice, band, fresh: int) -> tuple:
+    """Submit the content digest and every stored chunk of a band; ``(rows, futures, fresh)``."""
+    dim, where = _region(prepared, rows)
+    futures = [pool.submit(lambda: combine(row_digests(band, rows).values()))]
+    for name, var in _as_dataset(band).data_vars.items():
+        futures += [pool.submit(write) for write in _chunk_writes(arrays[str(name)], var, dim, where)]
+    return rows, futures, fresh
+
+
+def _land(path: Path, group, log: RowLog, rows: slice, futures: list, fresh: int) -> int:
+    """Wait for a band's chunks, then log it (rows and digest); the new rows for the progress bar.
+
+    A write that failed (permissions, a full disk) is :class:`~patchkit.errors.SinkWriteError`, saying what is kept.
+    """
+    try:
+        results = [future.result() for future in futures]  # raises the first write's error
+        log.add(rows, results[0])
+        group.update_attributes({ROWS_DONE: log.intervals(), BANDS: log.bands})
+    except OSError as err:
+        raise write_error("the Zarr store", path, err, f"the {log.count} finished patch rows") from err
+    return fresh
 
 
 def _pieces(offset: int, length: int, chunk: int) -> list[tuple[int, int]]:
@@ -248,15 +289,21 @@ def _pieces(offset: int, length: int, chunk: int) -> list[tuple[int, int]]:
     return out
 
 
-def _write_chunks(array, var, dim: str, where: slice) -> None:
-    """Write one band of ``var`` into ``array`` at ``where`` along ``dim``, one stored chunk at a time."""
+def _chunk_writes(array, var, dim: str, where: slice) -> list:
+    """One callable per stored chunk that writes that chunk of one band of ``var`` into ``array`` at ``where``."""
     axes = [i for i, d in enumerate(var.dims) if d in ("patch_row", "patch_col", "patch")]
     offsets = [where.start if var.dims[i] == dim else 0 for i in axes]
+    writes = []
     for pieces in itertools.product(*(_pieces(o, var.shape[i], array.chunks[i]) for o, i in zip(offsets, axes))):
         local, target = [slice(None)] * var.ndim, [slice(None)] * var.ndim
         for i, offset, (a, b) in zip(axes, offsets, pieces):
             local[i], target[i] = slice(a, b), slice(offset + a, offset + b)
-        array[tuple(target)] = np.ascontiguousarray(var.data[tuple(local)])
+        writes.append(partial(_write_chunk, array, tuple(target), var.data, tuple(local)))
+    return writes
+
+
+def _write_chunk(array, target: tuple, data, local: tuple) -> None:
+    array[target] = np.ascontiguousarray(data[local])
 
 
 def _finish(path: Path) -> None:
@@ -381,8 +428,8 @@ class ZarrSink(Sink):
         return to_zarr(obj, path, spec, **options)
 
     def reserve(self, spec: PatchSpec, shape: tuple[int, int, int, int], dtype: Any, *, filtered: bool = False,
-                chunk_patches: int | None = None, **options: Any) -> int:
-        """Two stored chunks (one in memory order, one encoded): chunks are written one at a time.
+                writers: int = 1, chunk_patches: int | None = None, **options: Any) -> int:
+        """Two stored chunks (one in memory order, one encoded) for each of the ``writers`` threads.
 
         A chunk holds up to ``chunk_patches`` patches of one patch row (by default about
         :data:`CHUNK_BYTES`); kept patches lie along one ``patch`` dim, so up to the whole grid.
@@ -390,7 +437,11 @@ class ZarrSink(Sink):
         rows, cols = spec.grid_shape(shape)
         patch = shape[0] * shape[3] * spec.sizes[0] * spec.sizes[1] * np.dtype(dtype).itemsize
         per_chunk = chunk_patches or max(1, parse_bytes(CHUNK_BYTES) // max(patch, 1))
-        return 2 * patch * max(1, min(per_chunk, rows * cols if filtered else cols))
+        return writers * 2 * patch * max(1, min(per_chunk, rows * cols if filtered else cols))
+
+    def pipelines(self) -> tuple[tuple[int, int], ...]:
+        """Two bands in flight on :func:`writers` threads when the budget allows, else one band at a time."""
+        return tuple(dict.fromkeys(((2, writers()), (2, 1), (1, 1))))
 
     def progress(self, path: str | Path, rows: int) -> Progress:
         """Finished patch rows, from the store's ``patchkit_rows_done`` (all of them once it is complete)."""

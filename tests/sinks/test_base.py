@@ -87,10 +87,11 @@ def test_registry_lists_finds_and_refuses():
 
 
 def test_zarr_reserve_is_two_stored_chunks():
-    """The Zarr sink holds two stored chunks (one in memory order, one encoded) of whole patches of one patch row;
-    filtered patches lie along one dim, so a chunk may span the grid."""
+    """The Zarr sink holds two stored chunks (one in memory order, one encoded) of whole patches of one patch row
+    per writer thread; filtered patches lie along one dim, so a chunk may span the grid."""
     zarr_sink, spec = patchkit.sinks.get("zarr"), PatchSpec(8, 4)
     patch = 2 * 8 * 8 * 4  # batch x kh x kw x itemsize
+    assert zarr_sink.reserve(spec, (2, 64, 40, 1), np.float32, writers=3) == 3 * 2 * patch * 9
     assert zarr_sink.reserve(spec, (2, 64, 40, 1), np.float32) == 2 * patch * 9  # 9 patch columns
     assert zarr_sink.reserve(spec, (2, 64, 40, 1), np.float32, chunk_patches=2) == 2 * patch * 2
     assert zarr_sink.reserve(spec, (2, 64, 40, 1), np.float32, filtered=True) == 2 * patch * 15 * 9

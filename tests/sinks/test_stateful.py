@@ -84,7 +84,7 @@ class ZarrSinkMachine(RuleBasedStateMachine):
     @rule(name=st.sampled_from("AB"), after=st.integers(0, 3))
     def interrupt(self, name, after):
         """A run on a fresh store that dies after ``after`` chunk writes."""
-        original, calls = sink._write_chunks, [0]
+        original, calls = sink._write_chunk, [0]
 
         def dying(*args):
             calls[0] += 1
@@ -92,12 +92,12 @@ class ZarrSinkMachine(RuleBasedStateMachine):
                 raise Killed
             return original(*args)
 
-        sink._write_chunks = dying
+        sink._write_chunk = dying
         try:
             with pytest.raises(Killed):
                 SCENES[name].patches.to_zarr(self.path, **WRITE, mode="w")
         finally:
-            sink._write_chunks = original
+            sink._write_chunk = original
         self.exists, self.complete, self.damaged = True, False, False
         self.owner = name if self._logged() else None
 

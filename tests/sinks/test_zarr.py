@@ -160,18 +160,17 @@ def test_changed_pixels_are_refused_on_resume(geotiffs, open_raster, tmp_path, m
     from patchkit.sinks import zarr as sink
 
     da = open_raster(geotiffs["projected"]).load()
-    original, calls = sink._write_chunks, {"n": 0}
+    original = sink._write_chunk
 
-    def failing(*args):
-        calls["n"] += 1
-        if calls["n"] > 3:
+    def failing(array, target, data, local):  # the disk fills up from patch row 3 on: rows 0-2 are finished
+        if target[0].start >= 3:
             raise OSError(28, "No space left on device")
-        return original(*args)
+        return original(array, target, data, local)
 
-    monkeypatch.setattr(sink, "_write_chunks", failing)
+    monkeypatch.setattr(sink, "_write_chunk", failing)
     with pytest.raises(SinkWriteError):
         da.patches.to_zarr(tmp_path / "p.zarr", **SPEC, max_memory="24KiB", chunk_patches=4, progress=False)
-    monkeypatch.setattr(sink, "_write_chunks", original)
+    monkeypatch.setattr(sink, "_write_chunk", original)
     with pytest.raises(ChangedSourceError):
         (da + 1).assign_attrs(da.attrs).patches.to_zarr(tmp_path / "p.zarr", **SPEC, max_memory="24KiB", chunk_patches=4, progress=False)
     da.patches.to_zarr(tmp_path / "p.zarr", **SPEC, max_memory="24KiB", chunk_patches=4, progress=False)
@@ -183,7 +182,7 @@ def test_a_rerun_removes_what_a_killed_zarr_write_left(geotiffs, open_raster, tm
     from patchkit.sinks import zarr as sink
 
     da = open_raster(geotiffs["projected"]).load()
-    monkeypatch.setattr(sink, "_write_chunks", lambda *args: (_ for _ in ()).throw(OSError(28, "No space left on device")))
+    monkeypatch.setattr(sink, "_write_chunk", lambda *args: (_ for _ in ()).throw(OSError(28, "No space left on device")))
     with pytest.raises(SinkWriteError):
         da.patches.to_zarr(tmp_path / "p.zarr", **SPEC, progress=False)
     monkeypatch.undo()
@@ -314,3 +313,46 @@ def test_resume_skips_finished_rows(geotiffs, tmp_path):
     stamps = {p: p.stat().st_mtime_ns for p in first_row}
     assert _run_child(source, tmp_path / "p.zarr", "none", 0) == 0
     assert stamps and {p: p.stat().st_mtime_ns for p in first_row} == stamps
+
+
+@pytest.mark.parametrize("filtered", [None, 0.2])
+def test_pipelined_store_equals_the_sequential_one(geotiffs, open_raster, tmp_path, monkeypatch, filtered):
+    """Two bands in flight on two writer threads store the same chunks, byte for byte, as one band at a time on
+    one thread (kept patches, whose stored chunks span bands, included); never two bands' writes at once."""
+    from patchkit.sinks import zarr as sink
+
+    da = open_raster(geotiffs["nodata"], chunks={"x": 16, "y": 16})
+    kwargs = dict(**SPEC, max_nodata_fraction=filtered, max_memory="256KiB", chunk_patches=3, progress=False)
+    monkeypatch.setattr(sink.ZarrSink, "pipelines", lambda self: ((1, 1),))
+    sequential = da.patches.to_zarr(tmp_path / "one.zarr", **kwargs)
+    writing, overlaps, original = set(), [], sink._write_chunk
+
+    def watched(array, target, data, local):
+        writing.add(id(data))
+        overlaps.append(len(writing))
+        try:
+            return original(array, target, data, local)
+        finally:
+            writing.discard(id(data))
+
+    monkeypatch.setattr(sink.ZarrSink, "pipelines", lambda self: ((2, 2),))
+    monkeypatch.setattr(sink, "_write_chunk", watched)
+    pipelined = da.patches.to_zarr(tmp_path / "two.zarr", **kwargs)
+    chunks = lambda store: {p.relative_to(store): p.read_bytes() for p in (store / "pixels" / "c").rglob("*") if p.is_file()}  # noqa: E731
+    assert chunks(pipelined) == chunks(sequential) and len(chunks(sequential)) > 4
+    assert max(overlaps) == 1  # chunks of one band at a time (one band's data array)
+    xr.testing.assert_identical(_stored(pipelined), _stored(sequential))
+
+
+def test_the_budget_decides_the_pipeline(geotiffs, open_raster):
+    """A budget with room for two bands and every writer's chunks runs the pipeline; a tight one runs one band at a
+    time on one thread, as before, and its plan is the one .patches.plan reports."""
+    from patchkit.sinks.zarr import ZarrSink, writers
+
+    da = open_raster(geotiffs["projected"])
+    prepared = patchkit.labelled.layout.prepare(da, patchkit.PatchSpec(**SPEC), max_memory="12KiB")
+    tight, plan = ZarrSink().write_pipeline(prepared, "12KiB", chunk_patches=4)
+    assert (tight.in_flight, tight.writers) == (1, 1)
+    assert plan == da.patches.plan(**SPEC, sink="zarr", max_memory="12KiB", chunk_patches=4)
+    roomy, plan = ZarrSink().write_pipeline(prepared, "64MiB")
+    assert (roomy.in_flight, roomy.writers) == (2, writers()) and plan.peak <= roomy.budget
