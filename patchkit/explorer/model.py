@@ -3,7 +3,7 @@
 The scene's shape, dtype and chunks, a :class:`~patchkit.core.spec.PatchSpec`, ``max_memory`` and
 ``max_nodata_fraction`` give a :class:`Summary` (grid, patch count, output bytes, peak memory and row
 bands of a streamed run, share of the scene covered, share dropped as nodata) through ``PatchSpec``,
-:mod:`patchkit.core.spec.coverage` and :func:`patchkit.core.budget.plan_for` alone: no pixel is read
+:mod:`patchkit.core.spec.coverage` and :func:`patchkit.labelled.layout.plan_streams` alone: no pixel is read
 (the nodata share comes from a :class:`~patchkit.explorer.nodata.NodataMap` made once from the
 preview), and the cost is at most linear in the grid's sides.
 """
@@ -14,8 +14,7 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..core.backends import get_backend
-from ..core.budget import DEFAULT_MAX_MEMORY, Plan, plan_for
+from ..core.budget import DEFAULT_MAX_MEMORY, Plan
 from ..core.dtypes import SUPPORTED_DTYPES, check_dtype
 from ..core.sources import Source, as_source
 from ..core.spec import PatchSpec, _four_d
@@ -94,7 +93,7 @@ class ExplorerModel:
 
     Pure: it holds the shape, dtype and chunks of the scene as the backends read it
     (``[batch, height, width, channels]``), never its pixels; :meth:`summary` asks
-    :class:`PatchSpec` and :func:`patchkit.core.budget.plan_for` and nothing else, except the nodata
+    :class:`PatchSpec` and :func:`patchkit.labelled.layout.plan_streams` and nothing else, except the nodata
     share, which comes from an optional :class:`NodataMap` (made once from the preview).
 
     Parameters
@@ -204,12 +203,13 @@ class ExplorerModel:
         from ..labelled.layout import plan_streams
 
         source = self.source()
-        if self.sink is None:
-            return plan_for(self.spec, source, get_backend(self.backend, source), self.max_memory)
-        from ..sinks import get
 
-        def planner(budget, in_flight):
+        def planner(budget, in_flight=1):  # what .patches.iter and every sink plan with (layout.stream_plan)
             return plan_streams(self.spec, [source], max_memory=budget, backend=self.backend, in_flight=in_flight)
+
+        if self.sink is None:
+            return planner(self.max_memory)
+        from ..sinks import get
 
         return get(self.sink).pipeline(self.spec, [(self.shape, self.dtype)], self.max_memory, planner,
                                        filtered=self.max_nodata_fraction is not None)[1]

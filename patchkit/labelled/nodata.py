@@ -14,6 +14,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from ..errors import PatchkitValueError, shown
+from ..core.budget import DEFAULT_MAX_MEMORY
 from ..core.sources import Source, as_source
 from ..core.spec import PatchSpec
 
@@ -82,7 +83,7 @@ def _missing_per_pixel(pixels: np.ndarray, markers: list) -> np.ndarray:
     return count
 
 
-def nodata_fractions(images: Any, spec: PatchSpec, markers: Iterable = (), *, max_memory: int | str = "512MiB") -> np.ndarray:
+def nodata_fractions(images: Any, spec: PatchSpec, markers: Iterable = (), *, max_memory: int | str = DEFAULT_MAX_MEMORY) -> np.ndarray:
     """The share of nodata in every patch of ``images``: an array ``[out_rows, out_cols]`` of floats.
 
     ``counts / total`` of :func:`nodata_counts`, whose arguments it takes.
@@ -91,7 +92,7 @@ def nodata_fractions(images: Any, spec: PatchSpec, markers: Iterable = (), *, ma
     return counts / total
 
 
-def nodata_counts(images: Any, spec: PatchSpec, markers: Iterable = (), *, max_memory: int | str = "512MiB") -> tuple[np.ndarray, int]:
+def nodata_counts(images: Any, spec: PatchSpec, markers: Iterable = (), *, max_memory: int | str = DEFAULT_MAX_MEMORY) -> tuple[np.ndarray, int]:
     """The number of nodata values in every patch of ``images``, and the number of values in a patch.
 
     Parameters

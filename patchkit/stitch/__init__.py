@@ -53,7 +53,7 @@ import math
 import os
 from typing import Any, Callable, Mapping, Sequence
 
-from ..core.budget import Budget
+from ..core.budget import DEFAULT_MAX_MEMORY, Budget
 from ..core.spec import PatchSpec
 from ..core.spec.inverse import axis_ops, lines_of, support
 from ..sinks.raster import SUFFIXES, check_room, out_path, sink_class
@@ -77,7 +77,7 @@ def stitch(
     image_shape: Sequence[int] | None = None,
     crop: int | tuple[int, int] = 0,
     out: str | os.PathLike | None = None,
-    max_memory: int | str = "512MiB",
+    max_memory: int | str = DEFAULT_MAX_MEMORY,
     fill_value: Any = None,
 ) -> Any:
     """Put patches back together into the image they were cut from, blending where they overlap.
