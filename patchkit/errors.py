@@ -34,6 +34,7 @@ __all__ = [
     "IncompleteStoreError",
     "SinkWriteError",
     "SourceReadError",
+    "ClusterError",
     "ParameterFileError",
     "PatchIndexError",
 ]
@@ -128,6 +129,11 @@ class DamagedOutputError(IncompleteStoreError):
 
 class SourceReadError(PatchkitError, OSError):
     """Reading the source raster failed (a damaged or truncated file); the message names the file."""
+
+
+class ClusterError(PatchkitError, RuntimeError):
+    """A dask.distributed cluster could not run a job: its scheduler is unreachable or was lost, or the
+    workers running a band kept dying; the message names the address or the band. A rerun resumes."""
 
 
 class ParameterFileError(PatchkitValueError):

@@ -25,6 +25,7 @@ from patchkit import errors
         (errors.ChangedSourceError, ValueError),
         (errors.DamagedOutputError, ValueError),
         (errors.SourceReadError, OSError),
+        (errors.ClusterError, RuntimeError),
         (errors.MissingDependencyError, ImportError),
         (errors.NotebookError, RuntimeError),
     ],

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..core import backends
-from ..errors import PatchkitError, SourceReadError
+from ..errors import PatchkitError, PatchkitValueError, SourceReadError
 from .. import sinks
 
 __all__ = ["main", "build_parser"]
@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument("--mode", choices=("w",), default=None, help="w: overwrite an output from another run")
     extract.add_argument("--backend", default="auto", choices=backends.available(),
                          help="extraction backend: auto, or a built-in or installed one (default auto)")
+    extract.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                         help="a dask.distributed scheduler (tcp://host:8786) whose workers make and write the bands "
+                              "(zarr; the output and the raster must be reachable from the workers)")
 
     bench = commands.add_parser("bench", help="run the extraction benchmark (needs a source checkout)")
     bench.add_argument("args", nargs="*", help="arguments for benchmarks/bench_extract.py, e.g. --quick --case dask")
@@ -151,6 +154,12 @@ def _extract(args: argparse.Namespace) -> None:
     scene = _open(args.path, lazy=True)
     kwargs = dict(max_memory=args.max_memory, max_nodata_fraction=args.max_nodata_fraction, mode=args.mode,
                   backend=args.backend, progress=True)
+    if args.scheduler is not None:
+        if not sinks.get(args.to).distributed:
+            raise PatchkitValueError(f"--scheduler runs the bands of sinks that write on a cluster "
+                                     f"({', '.join(n for n in sinks.available() if sinks.get(n).distributed)}); the "
+                                     f"{args.to!r} sink writes here: leave out --scheduler, or pass --to zarr")
+        kwargs["scheduler"] = args.scheduler
     print(f"wrote {scene.patches.to(args.to, args.output, *_spec_args(args), **kwargs)}")
 
 

@@ -171,7 +171,7 @@ class PatchesAccessor:
                 max_memory: int | str = DEFAULT_MAX_MEMORY, mode: str | None = None,
                 max_nodata_fraction: float | None = None, compression: Any = "default", chunk_patches: int | None = None,
                 backend: str = "auto", progress: bool = True, spatial_dims: Sequence[str] | None = None,
-                channel_dims: Sequence[str] | None = None) -> Path:
+                channel_dims: Sequence[str] | None = None, scheduler: Any = None) -> Path:
         """Write the patches to a Zarr (v3) store, one row band at a time, resumably.
 
         The store holds what :meth:`extract` returns (coordinates, CRS, attrs, the spec); read it
@@ -190,9 +190,17 @@ class PatchesAccessor:
             "default" is zarr's (zstd); None stores raw bytes.
         chunk_patches : int, optional
             Patches per stored chunk along ``patch_col`` (or ``patch``); by default about 4 MiB.
-            Chunks are written one at a time: two chunks' bytes count against ``max_memory``.
+            Each writer thread holds two chunks' bytes, counted against ``max_memory``.
         progress : bool
-            Show a tqdm progress bar over patch rows.
+            Show a tqdm progress bar: patches, bytes written and GB/s.
+        scheduler : None, str or distributed.Client
+            Where the bands run. None: on the active ``distributed.Client`` when there is one (dask's
+            convention), else on local threads; a scheduler's address (``"tcp://host:8786"``) or a
+            ``Client``: on that cluster; ``"threads"``: here. On a cluster each band is a task that
+            reads its own input rows from the source (so ``store`` and a file-backed source must be
+            reachable from the workers), makes its patches and writes its stored chunks; the driver
+            logs each band as it lands. ``max_memory`` then bounds each task. The store is the same,
+            byte for byte, as a local run's.
 
         Returns
         -------
@@ -205,10 +213,13 @@ class PatchesAccessor:
             ``store`` holds something else and ``mode`` is not "w".
         SinkWriteError
             Writing failed (permissions, a full disk); the finished bands are kept for a rerun.
+        ClusterError
+            The scheduler cannot be reached or was lost, or a band's workers kept dying; a rerun resumes.
         """
         return self.to("zarr", store, sizes, strides, rates, padding, max_memory=max_memory, mode=mode,
                        max_nodata_fraction=max_nodata_fraction, compression=compression, chunk_patches=chunk_patches,
-                       backend=backend, progress=progress, spatial_dims=spatial_dims, channel_dims=channel_dims)
+                       backend=backend, progress=progress, spatial_dims=spatial_dims, channel_dims=channel_dims,
+                       scheduler=scheduler)
 
     def to_geotiffs(self, folder: str | Path, sizes, strides, rates=1, padding: str = "VALID", *,
                     max_memory: int | str = DEFAULT_MAX_MEMORY, mode: str | None = None,

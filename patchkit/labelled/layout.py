@@ -29,7 +29,7 @@ from .geo import crs_of, geotransform_of, grid_table, source_transform, write_gr
 from .labels import SPEC_ATTR, _check_labels, _Labels, _labels, _wrap, recorded_spec
 from .nodata import check_fraction, nodata_counts, nodata_values
 
-__all__ = ["Layout", "find_layout", "Prepared", "prepare", "template", "stream_plan", "band_plan", "bands", "patch_table", "extract", "iterate",
+__all__ = ["Layout", "find_layout", "Prepared", "prepare", "template", "stream_plan", "band_plan", "bands", "todo_bands", "patch_table", "extract", "iterate",
            "grid", "recorded_spec", "SPEC_ATTR"]
 
 
@@ -265,7 +265,10 @@ def plan_streams(spec: PatchSpec, sources: list[Source], *, max_memory: int | st
     plans = [plan_for(spec, source, get_backend(backend, source), share, blocks=in_flight) for source in sources]
     oh, n = spec.grid_shape(sources[0].shape)[0], min(plan.band_rows for plan in plans)
     peak = sum(plan.peak for plan in plans)
-    return Plan(tuple(slice(i, min(i + n, oh)) for i in range(0, oh, n)), n, peak, int(budget))
+    caches = [plan.gdal_cache for plan in plans if plan.gdal_cache is not None]  # GDAL's one cache: the smallest bound
+    return Plan(tuple(slice(i, min(i + n, oh)) for i in range(0, oh, n)), n, peak, int(budget),
+                readers=min(plan.readers for plan in plans), prefetch=all(plan.prefetch for plan in plans),
+                gdal_cache=min(caches) if caches else None)
 
 
 def band_plan(obj: Any, spec: PatchSpec, *, max_memory: int | str = DEFAULT_MAX_MEMORY, backend: str = "auto",
@@ -283,17 +286,19 @@ def bands(prepared: Prepared, *, max_memory: int | str = DEFAULT_MAX_MEMORY, bac
     checked here, before the first band is made. A band stays valid while the next ``in_flight - 1``
     are made (its data may be a view of a buffer that a later band reuses).
     """
-    jobs, spec, keep = prepared.jobs, prepared.spec, prepared.keep
+    jobs, spec = prepared.jobs, prepared.spec
     plan = stream_plan(prepared, max_memory=max_memory, backend=backend, in_flight=in_flight)
-    todo = plan.bands
-    if keep is not None:
-        todo = tuple(rows for rows in todo if keep[rows].any())
-    if done is not None:
-        todo = tuple(rows for rows in todo if not done[rows].all())
-    todo_plan = replace(plan, bands=todo)
+    todo_plan = replace(plan, bands=todo_bands(prepared, plan.bands, done))
     streams = {name: _bands(job.source, spec, todo_plan, get_backend(backend, job.source), buffers=in_flight)
                for name, job in jobs.items()}
     return _labelled_bands(prepared, streams)
+
+
+def todo_bands(prepared: Prepared, planned: tuple, done: np.ndarray | None = None) -> tuple:
+    """The ``planned`` bands left to make: those with a row not ``done`` and, when filtering, a kept patch."""
+    keep = prepared.keep
+    return tuple(rows for rows in planned
+                 if (keep is None or keep[rows].any()) and (done is None or not done[rows].all()))
 
 
 def _labelled_bands(prepared: Prepared, streams: dict) -> Iterator:

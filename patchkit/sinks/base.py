@@ -50,11 +50,15 @@ class Sink(abc.ABC):
         for a prefix): where ``patchkit run extract_patches`` writes it and the explorer suggests it.
     description : str
         One line for menus and ``patchkit templates``.
+    distributed : bool
+        Whether :meth:`write` takes ``scheduler=`` and runs its bands on a dask.distributed cluster
+        (and, by default, on the active ``distributed.Client``).
     """
 
     name: ClassVar[str]
     output: ClassVar[tuple[str, ...]]
     description: ClassVar[str] = ""
+    distributed: ClassVar[bool] = False
     #: What the sink holds beside the bands while it writes, and how to make it smaller (for messages).
     buffers: ClassVar[str] = "the sink's buffers"
     buffers_fix: ClassVar[str] = ""

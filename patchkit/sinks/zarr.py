@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -33,27 +33,22 @@ import numpy as np
 
 from ..core.backends._threads import num_threads
 from ..core.budget import DEFAULT_MAX_MEMORY
-from ..errors import DamagedOutputError, IncompleteStoreError, PatchkitValueError
-from ..labelled.layout import bands, prepare, template
+from ..errors import PatchkitError, PatchkitValueError
+from ..core.backends import get_backend
+from ..labelled.cluster import check_scheduler, client_for
+from ..labelled.layout import bands, prepare, stream_plan, template, todo_bands
 from ..core.spec import PatchSpec
 from ..core.units import parse_bytes
-from ._store import (RowLog, check_mode, check_path, check_resume, check_source, check_verify, combine, fingerprint,
+from ._store import (RowLog, check_mode, check_path, check_resume, check_source, combine, fingerprint,
                      move_into_place, partial_path, read_json, refuse_foreign, remove, row_digests, source_files, write_error)
+from ._progress import JobBar, band_patches
 from .base import Pipeline, Progress, Sink
+from .zarr_store import BANDS, COMPLETE, FINGERPRINT, ROWS_DONE, SOURCE_FILES, _open_group, open_patches
 
 __all__ = ["ZarrSink", "to_zarr", "open_patches", "COMPLETE", "ROWS_DONE", "FINGERPRINT"]
 
-FINGERPRINT = "patchkit_fingerprint"
-ROWS_DONE = "patchkit_rows_done"
-#: ``[start, stop, digest]`` of every band written: the content digests of its patch rows.
-BANDS = "patchkit_bands"
-#: ``[path, size, mtime_ns]`` of the files the source was read from, when the store was created.
-SOURCE_FILES = "patchkit_source_files"
-COMPLETE = "patchkit_complete"
 #: The variable a DataArray without a name is stored as (``patches`` would hide behind the accessor).
 DEFAULT_NAME = "pixels"
-#: ``verify`` values of :func:`open_patches`.
-VERIFY = ("cheap", "full", False)
 #: Default size of a stored chunk: whole patches, about this many bytes (at least one patch).
 CHUNK_BYTES = "4MiB"
 
@@ -132,20 +127,12 @@ def _structure(prepared, compression, chunk_patches: int | None) -> tuple[Any, d
     return ds, _encoding(ds, prepared.grid, compression, chunk_patches)
 
 
-def _open_group(path: Path):
-    import zarr
-
-    try:
-        return zarr.open_group(str(path), mode="r")
-    except Exception:  # not a zarr group (or unreadable): the caller decides
-        return None
-
-
 def to_zarr(obj: Any, store: str | Path, spec: PatchSpec, *, max_memory: int | str = DEFAULT_MAX_MEMORY, mode: str | None = None,
             max_nodata_fraction: float | None = None, compression: Any = "default", chunk_patches: int | None = None,
-            backend: str = "auto", progress: bool = True, spatial_dims=None, channel_dims=None) -> Path:
+            backend: str = "auto", progress: bool = True, spatial_dims=None, channel_dims=None, scheduler: Any = None) -> Path:
     """Write the patches of ``obj`` to a Zarr store band by band; see ``DataArray.patches.to_zarr``."""
     check_source(obj, spec, "to_zarr")
+    check_scheduler(scheduler)
     _check_options(mode, compression, chunk_patches)
     path = check_path(store, "store", "patches.zarr")
     prepared = prepare(obj, spec, max_nodata_fraction=max_nodata_fraction, spatial_dims=spatial_dims,
@@ -154,10 +141,15 @@ def to_zarr(obj: Any, store: str | Path, spec: PatchSpec, *, max_memory: int | s
                        chunk_patches=chunk_patches, spatial_dims=spatial_dims, channel_dims=channel_dims)
     pipe, _ = _SINK.write_pipeline(prepared, max_memory, backend, compression=compression, chunk_patches=chunk_patches)
     ds, encoding = _structure(prepared, compression, chunk_patches)  # before the store is made
-    log = _start(path, prepared, ds, encoding, mark, mode, max_memory)
-    if log is None:
-        return path  # already complete, from these pixels
-    _write_bands(path, prepared, [str(name) for name in ds.data_vars], log, pipe, backend, progress)
+    names = [str(name) for name in ds.data_vars]
+    with client_for(scheduler) as client:  # connected (or refused) before the store is made
+        log = _start(path, prepared, ds, encoding, mark, mode, max_memory)
+        if log is None:
+            return path  # already complete, from these pixels
+        if client is None:
+            _write_bands(path, prepared, names, log, pipe, backend, progress)
+        else:
+            _cluster_bands(client, path, prepared, names, log, pipe, backend, progress)
     _finish(path)
     return path
 
@@ -225,30 +217,27 @@ def _write_bands(path: Path, prepared, names: list[str], log: RowLog, pipe: Pipe
     patches, straight into the zarr arrays (as they are: no CF encoding on the way).
     """
     import zarr
-    from tqdm.auto import tqdm
 
     group = zarr.open_group(str(path), mode="r+")
     # every chunk is stored, fill values too, so that a missing chunk file means a lost chunk
     arrays = {name: group[name].with_config({"write_empty_chunks": True}) for name in names}
     stream = bands(prepared, max_memory=pipe.budget, backend=backend, done=log.done, in_flight=pipe.in_flight)
-    total = prepared.grid_shape[0]
-    with tqdm(total=total, initial=log.count, unit="row", desc=f"patches -> {path.name}", disable=not progress or None) as bar, \
+    with JobBar(prepared, f"patches -> {path.name}", log.done, progress) as bar, \
             ThreadPoolExecutor(max_workers=pipe.writers, thread_name_prefix="patchkit-zarr") as pool:
         pending = None
         try:
             for rows, band in stream:  # band n + 1 is made while band n's chunks are written
                 if pending is not None:
-                    bar.update(_land(path, group, log, *pending))  # so no two bands write one stored chunk at once
-                pending = _start_band(pool, arrays, prepared, rows, band, int((~log.done[rows]).sum()))
+                    bar.add(_land(path, group, log, *pending))  # so no two bands write one stored chunk at once
+                pending = _start_band(pool, arrays, prepared, rows, band, band_patches(prepared, rows, log.done))
                 if pipe.in_flight == 1:
-                    bar.update(_land(path, group, log, *pending))
+                    bar.add(_land(path, group, log, *pending))
                     pending = None
             if pending is not None:
-                bar.update(_land(path, group, log, *pending))
+                bar.add(_land(path, group, log, *pending))
         finally:
             if pending is not None:
                 wait(pending[1])  # no write of an unlogged band runs on after an error
-        bar.update(total - bar.n)  # bands without a kept patch are never written
 
 
 def writers() -> int:
@@ -266,7 +255,7 @@ def _start_band(pool, arrays: dict, prepared, rows: slice, band, fresh: int) -> 
 
 
 def _land(path: Path, group, log: RowLog, rows: slice, futures: list, fresh: int) -> int:
-    """Wait for a band's chunks, then log it (rows and digest); the new rows for the progress bar.
+    """Wait for a band's chunks, then log it (rows and digest); its new patches, for the progress bar.
 
     A write that failed (permissions, a full disk) is :class:`~patchkit.errors.SinkWriteError`, saying what is kept.
     """
@@ -289,21 +278,94 @@ def _pieces(offset: int, length: int, chunk: int) -> list[tuple[int, int]]:
     return out
 
 
-def _chunk_writes(array, var, dim: str, where: slice) -> list:
-    """One callable per stored chunk that writes that chunk of one band of ``var`` into ``array`` at ``where``."""
+def _chunk_places(array, var, dim: str, where: slice) -> list[tuple[tuple, tuple, bool]]:
+    """``(target, local, whole)`` for every stored chunk that one band of ``var`` fills in ``array`` at ``where``:
+    where it goes, which part of the band it is, and whether the band fills the stored chunk whole."""
     axes = [i for i, d in enumerate(var.dims) if d in ("patch_row", "patch_col", "patch")]
     offsets = [where.start if var.dims[i] == dim else 0 for i in axes]
-    writes = []
+    places = []
     for pieces in itertools.product(*(_pieces(o, var.shape[i], array.chunks[i]) for o, i in zip(offsets, axes))):
-        local, target = [slice(None)] * var.ndim, [slice(None)] * var.ndim
+        local, target, whole = [slice(None)] * var.ndim, [slice(None)] * var.ndim, True
         for i, offset, (a, b) in zip(axes, offsets, pieces):
             local[i], target[i] = slice(a, b), slice(offset + a, offset + b)
-        writes.append(partial(_write_chunk, array, tuple(target), var.data, tuple(local)))
-    return writes
+            step = array.chunks[i]
+            whole = whole and (offset + a) % step == 0 and offset + b == min(offset + a + step, array.shape[i])
+        places.append((tuple(target), tuple(local), whole))
+    return places
+
+
+def _chunk_writes(array, var, dim: str, where: slice) -> list:
+    """One callable per stored chunk that writes that chunk of one band of ``var`` into ``array`` at ``where``."""
+    return [partial(_write_chunk, array, target, var.data, local) for target, local, _ in _chunk_places(array, var, dim, where)]
 
 
 def _write_chunk(array, target: tuple, data, local: tuple) -> None:
     array[target] = np.ascontiguousarray(data[local])
+
+
+def _cluster_bands(client, path: Path, prepared, names: list[str], log: RowLog, pipe: Pipeline, backend: str,
+                   progress: bool) -> None:
+    """Write every band not yet finished as a task on the cluster of ``client``, logging each on landing.
+
+    The bands are those of the local run (the same plan). Each task reads its halo, makes the band
+    and writes its stored chunks on a worker (:func:`_write_on_worker`), but for the chunks it shares
+    with another band (kept patches along one ``patch`` dim), which it returns: the driver writes
+    them, one at a time, then logs the band. So no two tasks ever write one stored chunk, and a task
+    run twice (a lost worker's band retried) writes the same bytes.
+    """
+    import dask
+    import zarr
+
+    from ..labelled.cluster import band_tasks, run_tasks
+
+    group = zarr.open_group(str(path), mode="r+")
+    arrays = {name: group[name].with_config({"write_empty_chunks": True}) for name in names}
+    outputs = {key: names[0] if key is None else str(key) for key in prepared.jobs}
+    for name in set(names) - set(outputs.values()):  # variables without the spatial dims: written once, here
+        arrays[name][...] = prepared.obj[name].values
+    plan = stream_plan(prepared, max_memory=pipe.budget, backend=backend, in_flight=pipe.in_flight)
+    chosen = get_backend(backend, next(iter(prepared.jobs.values())).source).name
+    tasks = band_tasks(client, prepared, todo_bands(prepared, plan.bands, log.done), outputs, chosen)
+    writes = [(rows, dask.delayed(_write_on_worker, pure=False)(str(path), *_region(prepared, rows), rows, task))
+              for rows, task in tasks]
+
+    def land(rows: slice, result: tuple) -> None:
+        fresh = band_patches(prepared, rows, log.done)
+        digest, pieces = result
+        for name, target, data in pieces:
+            _write_chunk(arrays[name], target, data, ())
+        bar.add(_land(path, group, log, rows, [_finished(digest)], fresh))
+
+    with JobBar(prepared, f"patches -> {path.name}", log.done, progress) as bar:
+        try:
+            run_tasks(client, writes, land)
+        except PatchkitError:  # a read error a worker named, a cluster error
+            raise
+        except OSError as err:  # a worker's write
+
+            raise write_error("the Zarr store", path, err, f"the {log.count} finished patch rows") from err
+
+
+def _finished(value: Any) -> Future:
+    done = Future()
+    done.set_result(value)
+    return done
+
+
+def _write_on_worker(path: str, dim: str, where: slice, rows: slice, band) -> tuple[str, list]:
+    """Write a band's stored chunks on a worker but those it shares with another band; ``(digest, shared pieces)``."""
+    import zarr
+
+    group = zarr.open_group(path, mode="r+")
+    shared = []
+    for name, var in band.data_vars.items():
+        array = group[str(name)].with_config({"write_empty_chunks": True})
+        for target, local, whole in _chunk_places(array, var, dim, where):
+            if whole:
+                _write_chunk(array, target, var.data, local)
+            else:
+                shared.append((str(name), target, np.ascontiguousarray(var.data[local])))
+    return combine(row_digests(band, rows).values()), shared
 
 
 def _finish(path: Path) -> None:
@@ -313,114 +375,13 @@ def _finish(path: Path) -> None:
     zarr.open_group(str(path), mode="r+").attrs[COMPLETE] = True  # keeps the consolidated metadata
 
 
-def open_patches(store: str | Path, *, verify: str | bool = "cheap", mask_and_scale: bool = False, **kwargs):
-    """Open a store written by :func:`to_zarr` (lazily, with dask), refusing one that is not complete or whole.
-
-    Values are read as written (``mask_and_scale=False``): nodata stays the raster's nodata, and
-    ``_FillValue`` stays in ``attrs``, as rioxarray gives them. Other keywords go to ``xarray.open_zarr``.
-
-    Parameters
-    ----------
-    store : str or path
-    verify : {"cheap", "full", False}, default "cheap"
-        ``"cheap"`` checks that every stored chunk of the patches is there (one listing of the
-        store); ``"full"`` also reads every patch row and compares it with the content digests
-        logged as it was written (a pass over the store, a band at a time); False checks nothing
-        but the completion marker.
-
-    Raises
-    ------
-    IncompleteStoreError
-        When the run writing the store has not finished, or the path holds no store; running it
-        again finishes it.
-    DamagedOutputError
-        When a stored chunk is missing, or (``verify="full"``) a patch row differs from what was written.
-    """
-    import xarray as xr
-
-    check_verify(verify, VERIFY, "stored chunk")
-    path = check_path(store, "store", "patches.zarr")
-    group = _open_group(path)
-    if group is None or not group.attrs.get(COMPLETE):
-        _refuse_incomplete(path, group)
-    if verify:
-        _check_chunks(path, group)
-    kwargs.setdefault("decode_coords", "all")  # the grid mapping (spatial_ref) is a coordinate, as rioxarray has it
-    ds = xr.open_zarr(str(path), mask_and_scale=mask_and_scale, consolidated=True, **kwargs)
-    if verify == "full":
-        _check_pixels(path, xr.open_zarr(str(path), mask_and_scale=False, consolidated=True, chunks=None), group)
-    return ds
-
-
-def _refuse_incomplete(path: Path, group) -> None:
-    if group is None and not path.exists():
-        raise IncompleteStoreError(
-            f"there is no Zarr store at {str(path)!r}; check the path, or write it first with .patches.to_zarr(...)"
-        )
-    if group is None:
-        raise IncompleteStoreError(
-            f"{str(path)!r} is not a Zarr store written by patchkit (or its metadata is damaged); write it with "
-            ".patches.to_zarr(..., mode='w')"
-        )
-    if FINGERPRINT not in group.attrs:
-        raise IncompleteStoreError(
-            f"{str(path)!r} is a Zarr store, but not one written by patchkit (it has no {FINGERPRINT!r}); open it with "
-            "xarray.open_zarr, or write patches to another path with .patches.to_zarr(...)"
-        )
-    done = sum(b - a for a, b in group.attrs.get(ROWS_DONE, []))
-    raise IncompleteStoreError(
-        f"the Zarr store {str(path)!r} is not complete ({done} patch rows written): the run writing it "
-        "stopped or is still going; run the same .patches.to_zarr(...) again to finish it"
-    )
-
-
-def _check_chunks(path: Path, group) -> None:
-    """Raise :class:`DamagedOutputError` when a stored chunk of a patch variable is missing."""
-    for name in _patch_names(group):
-        array = group[name]
-        if array.nchunks_initialized != array.nchunks:
-            raise DamagedOutputError(
-                f"the Zarr store {str(path)!r} is damaged: {array.nchunks - array.nchunks_initialized} of the "
-                f"{array.nchunks} stored chunks of {name!r} are missing; write it again with "
-                ".patches.to_zarr(..., mode='w')"
-            )
-
-
-def _patch_names(group) -> list[str]:
-    """The patch variables of a store: the arrays with a patch grid dim."""
-    return [name for name, array in group.arrays()
-            if {"patch_row", "patch"} & set(array.metadata.dimension_names or ())]
-
-
-def _check_pixels(path: Path, ds, group) -> None:
-    """Raise :class:`DamagedOutputError` when a logged band's patch rows differ from their digests."""
-    patches = ds[[n for n in _patch_names(group) if n in ds.data_vars]]
-    for a, b, logged in group.attrs.get(BANDS, []):
-        if "patch" in patches.dims:
-            places = patches["patch_row"].values
-            band = patches.isel(patch=slice(int(np.searchsorted(places, a)), int(np.searchsorted(places, b))))
-        else:
-            band = patches.isel(patch_row=slice(a, b))
-        try:
-            band = band.load()
-        except Exception as err:  # zarr's and the codecs' own errors for a chunk cut short or garbled
-            raise DamagedOutputError(
-                f"the Zarr store {str(path)!r} is damaged: patch rows {a}-{b - 1} do not read ({type(err).__name__}: {err}); "
-                "write it again with .patches.to_zarr(..., mode='w')"
-            ) from err
-        if combine(row_digests(band, slice(a, b)).values()) != logged:
-            raise DamagedOutputError(
-                f"the Zarr store {str(path)!r} is damaged: patch rows {a}-{b - 1} differ from what was written; "
-                "write it again with .patches.to_zarr(..., mode='w')"
-            )
-
-
 class ZarrSink(Sink):
     """Patches in one Zarr (v3) store with their coordinates, CRS and spec: :func:`to_zarr`, :func:`open_patches`."""
 
     name = "zarr"
     output = ("patches.zarr",)
     description = "one Zarr v3 store of labelled patches (open_patches reads it)"
+    distributed = True
     buffers = "the store's chunk buffers"
     buffers_fix = "pass a smaller chunk_patches"
 
