@@ -3,12 +3,34 @@
 Run ``python benchmarks/bench_extract.py [--quick] [--case NAME ...]`` (``--help`` lists the options;
 ``benchmarks/README.md`` explains every case and how to read its ratios).
 
-A case's host contenders (plain copies, patchkit, xbatcher) run in one freshly spawned process and
-take turns, round after round, so that a noisy machine's drift touches them all alike; each one's
-best call counts (:func:`race`). TensorFlow runs in a process of its own, so that its first ("cold")
-call really is the first. The memory columns come from each contender run once more, alone, in a
-fresh process. Throughputs are bytes of output per second (1 GB = 10**9 bytes). Ratios compare
-contenders measured in this one run, never figures quoted from elsewhere.
+How it measures: all of a case's contenders (the copies, patchkit, xbatcher and TensorFlow) run in one
+freshly spawned process and take turns, round after round, so that a noisy machine's drift touches
+them all alike; each one's best call counts (:func:`race`). TensorFlow's cold call is made first in that
+process, alone, before any other contender's call. Every ratio divides two figures of that one process,
+never figures of different processes or runs. The memory columns come from each contender run once
+more, alone, in a fresh process. Throughputs are bytes of output per second (1 GB = 10**9 bytes).
+
+Rows:
+
+* ``copy -> fresh memory, N threads``: ``np.copyto`` of the output's byte count into a new ``np.empty``
+  (page faults timed), split over N threads; N is 1, 2, 4... up to the threads patchkit copies with
+  (:func:`copy_threads`). The best N is the *fresh-copy limit*.
+* ``copy -> warm memory, N threads``: the same into a buffer written beforehand (no page faults): the
+  *warm-copy limit*, what a reused block buffer can reach.
+* ``patchkit.extract_patches``: the whole output, a new array each call (``large``).
+* ``patchkit.iter_patches (ndarray | dask scene, max_memory=...)``: the patches band by band into a
+  reused buffer, each block consumed without copying it; throughput = whole output / time to the last
+  block.
+* ``xbatcher.BatchGenerator, each patch copied``: its first ``--xbatcher-patches`` patches, each copied
+  out (``small``).
+* ``tf.image.extract_patches, cold (1st call)`` and ``, warm``: on a ``tf.constant`` made beforehand, the
+  result left a tensor (both favour TensorFlow); skipped where TensorFlow is not installed.
+
+Ratios whose two sides do different work (``iter_patches`` streaming into a reused buffer against
+TensorFlow building its whole output, or against xbatcher copying each patch out) are printed with that
+caveat under them. Cases: ``large`` (extract and iter vs TensorFlow and both copy limits), ``small``
+(iter vs the warm-copy limit, xbatcher and TensorFlow), ``dask`` (iter over a lazily generated scene:
+RSS growth against ``max_memory``).
 
 :class:`PeakRSS`, :func:`best_time` and :func:`format_size` are also used by ``classic_uses.py``.
 """
@@ -36,8 +58,6 @@ GB = 10**9
 MIB = 2**20
 GIB = 2**30
 SEED = 0
-#: Thread counts the memory-copy limit is measured with (its best counts).
-COPY_THREADS = (1, 2)
 CASE_NAMES = ("large", "small", "dask")
 #: Row fields that :func:`measure` takes from each contender's run alone.
 MEMORY_COLUMNS = ("peak_rss", "growth", "rss_exact")
@@ -288,6 +308,20 @@ def race(contenders: list[Contender], rounds: int) -> list[dict]:
 # --------------------------------------------------------------------------------------------------
 
 
+def copy_threads() -> tuple[int, ...]:
+    """Thread counts the memory-copy limit is measured with: 1, 2, 4... and patchkit's own count.
+
+    patchkit copies with :func:`patchkit.core.backends._threads.num_threads` threads (the cores this
+    process may use, or ``PATCHKIT_NUM_THREADS``), so the limit is measured up to that many; the
+    powers of two below it are there because memory bandwidth often peaks with fewer threads.
+    """
+    from patchkit.core.backends._threads import num_threads
+
+    most = num_threads()
+    return tuple(sorted({*(2**i for i in range(most.bit_length()) if 2**i < most), most}))
+
+
+
 def split_copy(dst: np.ndarray, src: np.ndarray, threads: int, pool: ThreadPoolExecutor) -> np.ndarray:
     """``dst[:] = src`` for flat arrays, cut into ``threads`` contiguous parts copied at once."""
     if threads == 1:
@@ -306,7 +340,7 @@ def _copy_into(dst: np.ndarray | None, src: np.ndarray, threads: int, pool: Thre
 
 
 def copy_contenders(workload: Workload, mode: str, pool: ThreadPoolExecutor) -> list[Contender]:
-    """The memory-copy limit: the output's bytes copied with 1 and 2 threads into ``mode`` memory.
+    """The memory-copy limit: the output's bytes copied into ``mode`` memory, with each of :func:`copy_threads`.
 
     ``"fresh"``: a new ``np.empty`` each call, whose page faults are timed, as for any new output
     array; ``"warm"``: one buffer written beforehand, as a reused block buffer is.
@@ -317,7 +351,7 @@ def copy_contenders(workload: Workload, mode: str, pool: ThreadPoolExecutor) -> 
     return [
         Contender(f"copy-{mode}-{threads}", f"copy → {mode} memory, {threads} thread{'s' * (threads > 1)}",
                   functools.partial(_copy_into, dst, src, threads, pool), nbytes)
-        for threads in COPY_THREADS
+        for threads in copy_threads()
     ]
 
 
@@ -394,9 +428,28 @@ def xbatcher_contender(workload: Workload, image: np.ndarray, count: int) -> Con
                      lambda: copy_each(itertools.islice(generator, count)), count * workload.patch_nbytes, note)
 
 
+def tensorflow_contenders(workload: Workload, image: np.ndarray) -> list[Contender]:
+    """``tf.image.extract_patches`` on a tensor of ``image`` made beforehand: its cold (first) call and warm calls.
+
+    Both favour TensorFlow: the conversion to a tensor is not timed, and the result stays a tensor.
+    :func:`host_worker` makes the cold call alone, before any other contender's, then races the warm
+    one with patchkit's in the same process.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    images = tf.constant(image)
+    k, s = workload.size, workload.stride
+    run = functools.partial(tf.image.extract_patches, images, sizes=[1, k, k, 1], strides=[1, s, s, 1],
+                            rates=[1, 1, 1, 1], padding="VALID")
+    note = f"TensorFlow {tf.__version__}"
+    return [Contender("tf-cold", "tf.image.extract_patches, cold (1st call)", run, workload.output_nbytes, note),
+            Contender("tf-warm", "tf.image.extract_patches, warm", run, workload.output_nbytes, note)]
+
+
 def make_contenders(workload: Workload, key: str, source, pool: ThreadPoolExecutor,
                     xbatcher_patches: int) -> list[Contender]:
-    """The contenders called ``key`` (``copy-fresh``, ``copy-warm``, ``extract``, ``iter``, ``xbatcher``)."""
+    """The contenders called ``key`` (``copy-fresh``, ``copy-warm``, ``extract``, ``iter``, ``xbatcher``, ``tf``)."""
     if key.startswith("copy-"):
         return copy_contenders(workload, key.removeprefix("copy-"), pool)
     if key == "extract":
@@ -405,30 +458,29 @@ def make_contenders(workload: Workload, key: str, source, pool: ThreadPoolExecut
         return [iter_contender(workload, source)]
     if key == "xbatcher":
         return [xbatcher_contender(workload, source, xbatcher_patches)]
+    if key == "tf":
+        return tensorflow_contenders(workload, source)
     raise ValueError(f"unknown contender {key!r}")
 
 
 def host_worker(workload: Workload, keys: tuple[str, ...], rounds: int, xbatcher_patches: int) -> list[dict]:
-    """Make the input (an ndarray, or the dask scene) and the contenders ``keys``, then :func:`race` them."""
+    """Make the input (an ndarray, or the dask scene) and the contenders ``keys``, then :func:`race` them.
+
+    With ``"tf"`` among the keys, TensorFlow's cold call is made first, alone (it is the first
+    call of any contender in this process); its warm calls then take turns with the others.
+    """
     source = make_scene(workload) if workload.chunks else make_image(workload)
-    with ThreadPoolExecutor(max(COPY_THREADS)) as pool:
+    with ThreadPoolExecutor(max(copy_threads())) as pool:
         contenders = [c for key in keys for c in make_contenders(workload, key, source, pool, xbatcher_patches)]
-        return race(contenders, rounds)
+        cold = [c for c in contenders if c.key == "tf-cold"]
+        return race(cold, 1) + race([c for c in contenders if c.key != "tf-cold"], rounds)
 
 
-def tensorflow_worker(workload: Workload, repeats: int) -> list[dict]:
-    """``tf.image.extract_patches`` on a tensor made beforehand: its first call, then the best of the rest."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
+def has_tensorflow() -> bool:
+    """Whether TensorFlow is installed (without importing it)."""
+    import importlib.util
 
-    images = tf.constant(make_image(workload))
-    k, s = workload.size, workload.stride
-    run = functools.partial(tf.image.extract_patches, images, sizes=[1, k, k, 1], strides=[1, s, s, 1],
-                            rates=[1, 1, 1, 1], padding="VALID")
-    note = f"TensorFlow {tf.__version__}; own process"
-    cold = Contender("tf-cold", "tf.image.extract_patches, cold (1st call)", run, workload.output_nbytes, note)
-    warm = Contender("tf-warm", "tf.image.extract_patches, warm", run, workload.output_nbytes, note)
-    return race([cold], 1) + race([warm], repeats)
+    return importlib.util.find_spec("tensorflow") is not None
 
 
 def measure(workload: Workload, keys: tuple[str, ...], args: argparse.Namespace) -> list[dict]:
@@ -454,12 +506,16 @@ def measure(workload: Workload, keys: tuple[str, ...], args: argparse.Namespace)
 
 @dataclass
 class Ratio:
-    """A ratio of two measurements and, where the issue sets one, its target."""
+    """A ratio of two measurements and, where the issue sets one, its target.
+
+    ``caveat`` says how the two differ where they do not do the same work (printed under the ratio).
+    """
 
     name: str
     value: float
     target: float | None = None
     op: str = ">="
+    caveat: str = ""
 
     @property
     def met(self) -> bool | None:
@@ -489,40 +545,58 @@ class CaseResult:
         """The row ``key``."""
         return next(r for r in self.rows if r["key"] == key)
 
-    def copy_limit(self, mode: str) -> float:
-        """The best copy throughput into ``mode`` ("fresh" or "warm") memory, over the thread counts."""
-        return max(r["gbps"] for r in self.rows if r["key"].startswith(f"copy-{mode}-"))
+    def has(self, key: str) -> bool:
+        """Whether there is a row ``key`` (TensorFlow's are missing where it is not installed)."""
+        return any(r["key"] == key for r in self.rows)
+
+    def copy_limit(self, mode: str) -> tuple[float, str]:
+        """The best copy throughput into ``mode`` ("fresh" or "warm") memory, and its ``"N threads"``."""
+        best = max((r for r in self.rows if r["key"].startswith(f"copy-{mode}-")), key=lambda r: r["gbps"])
+        threads = int(best["key"].rsplit("-", 1)[1])
+        return best["gbps"], f"{threads} thread{'s' * (threads > 1)}"
 
     def as_dict(self) -> dict:
         return {"workload": asdict(self.workload), "rows": self.rows, "ratios": [r.as_dict() for r in self.ratios]}
 
 
+#: Said of every ratio of ``iter_patches`` to TensorFlow: the two do not do the same work.
+ITER_VS_TF = ("different work: iter_patches fills a reused buffer band by band, nothing copied out; "
+              "TensorFlow builds its whole output anew")
+
+
+def tensorflow_keys() -> tuple[str, ...]:
+    """``("tf",)`` where TensorFlow is installed: its rows then join the case's race; else nothing."""
+    return ("tf",) if has_tensorflow() else ()
+
+
 def run_large(workload: Workload, args: argparse.Namespace) -> CaseResult:
     """Whole-image extraction and streaming of large patches against TensorFlow and the copy limit."""
-    rows = (measure(workload, ("copy-fresh", "copy-warm", "extract", "iter"), args)
-            + isolated(tensorflow_worker, workload, args.repeats))
-    case = CaseResult("large", workload, rows)
-    fresh, warm = case.copy_limit("fresh"), case.copy_limit("warm")
+    case = CaseResult("large", workload,
+                      measure(workload, ("copy-fresh", "copy-warm", "extract", "iter", *tensorflow_keys()), args))
+    (fresh, fresh_threads), (warm, warm_threads) = case.copy_limit("fresh"), case.copy_limit("warm")
     case.ratios = [
-        Ratio("extract_patches / tf warm", case.gbps("extract") / case.gbps("tf-warm"), 5.0),
-        Ratio(f"extract_patches / fresh-copy limit ({fresh:.2f} GB/s)", case.gbps("extract") / fresh, 0.9),
-        Ratio(f"iter_patches / warm-copy limit ({warm:.2f} GB/s)", case.gbps("iter") / warm, 0.75),
-        Ratio("iter_patches / tf warm", case.gbps("iter") / case.gbps("tf-warm")),
+        Ratio(f"extract_patches / fresh-copy limit ({fresh:.2f} GB/s, {fresh_threads})",
+              case.gbps("extract") / fresh, 0.9),
+        Ratio(f"iter_patches / warm-copy limit ({warm:.2f} GB/s, {warm_threads})", case.gbps("iter") / warm, 0.75),
     ]
+    if case.has("tf-warm"):
+        case.ratios[:0] = [Ratio("extract_patches / tf warm", case.gbps("extract") / case.gbps("tf-warm"), 5.0)]
+        case.ratios.append(Ratio("iter_patches / tf warm", case.gbps("iter") / case.gbps("tf-warm"), caveat=ITER_VS_TF))
     return case
 
 
 def run_small(workload: Workload, args: argparse.Namespace) -> CaseResult:
     """Streaming many small patches against the warm-copy limit, xbatcher and TensorFlow."""
-    rows = (measure(workload, ("copy-warm", "iter", "xbatcher"), args)
-            + isolated(tensorflow_worker, workload, args.repeats))
-    case = CaseResult("small", workload, rows)
-    warm = case.copy_limit("warm")
+    case = CaseResult("small", workload, measure(workload, ("copy-warm", "iter", "xbatcher", *tensorflow_keys()), args))
+    warm, warm_threads = case.copy_limit("warm")
     case.ratios = [
-        Ratio(f"iter_patches / warm-copy limit ({warm:.2f} GB/s)", case.gbps("iter") / warm, 0.7),
-        Ratio("iter_patches / xbatcher", case.gbps("iter") / case.gbps("xbatcher"), 50.0),
-        Ratio("iter_patches / tf warm", case.gbps("iter") / case.gbps("tf-warm")),
+        Ratio(f"iter_patches / warm-copy limit ({warm:.2f} GB/s, {warm_threads})", case.gbps("iter") / warm, 0.7),
+        Ratio("iter_patches / xbatcher", case.gbps("iter") / case.gbps("xbatcher"), 50.0,
+              caveat="different work: xbatcher copies each patch out into a new array; iter_patches's blocks "
+                     "are consumed in place"),
     ]
+    if case.has("tf-warm"):
+        case.ratios.append(Ratio("iter_patches / tf warm", case.gbps("iter") / case.gbps("tf-warm"), caveat=ITER_VS_TF))
     return case
 
 
@@ -574,8 +648,11 @@ def print_header(args: argparse.Namespace) -> None:
     print(f"patchkit {patchkit.__version__}, numpy {np.__version__}, Python {platform.python_version()} "
           f"on {platform.machine()}, {cores} cores, {format_size(psutil.virtual_memory().total)} RAM")
     mode = "quick (shrunk workloads: not for numbers)" if args.quick else "full"
-    print(f"mode: {mode}; times: best of {args.repeats} rounds in which a case's contenders take turns in one "
-          "process (TensorFlow in its own)")
+    tf = ("TensorFlow included, its cold call first" if has_tensorflow()
+          else "TensorFlow not installed: its rows and ratios are left out")
+    print(f"mode: {mode}; times: best of {args.repeats} rounds in which a case's contenders take turns in the same "
+          f"process ({tf}); copy limits with {', '.join(map(str, copy_threads()))} threads (patchkit uses "
+          f"{max(copy_threads())})")
     print("GB/s: bytes of output per second (1 GB = 10^9 B); peak RSS: the contender alone in a fresh process; "
           "growth: that peak above the RSS just before the call")
 
@@ -590,7 +667,9 @@ def print_case(case: CaseResult) -> None:
         print(f"{row['label']:<58} {row['seconds']:8.3f} {row['gbps']:7.2f} {peak:>10} {growth:>10}  {row['note']}")
     print("ratios:")
     for ratio in case.ratios:
-        print(f"  {ratio.name:<56} {format_ratio(ratio)}")
+        print(f"  {ratio.name:<60} {format_ratio(ratio)}")
+        if ratio.caveat:
+            print(f"      ({ratio.caveat})")
 
 
 def print_summary(results: Iterable[CaseResult]) -> None:
@@ -598,7 +677,8 @@ def print_summary(results: Iterable[CaseResult]) -> None:
     targeted = [(case.name, r) for case in results for r in case.ratios if r.target is not None]
     print("\n== summary: ratios vs targets")
     for name, ratio in targeted:
-        print(f"  {name:<6} {ratio.name:<56} {format_ratio(ratio)}")
+        caveat = "  [different work]" if ratio.caveat else ""
+        print(f"  {name:<6} {ratio.name:<60} {format_ratio(ratio)}{caveat}")
     met = sum(bool(r.met) for _, r in targeted)
     print(f"{met} of {len(targeted)} targets met")
 
@@ -628,8 +708,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true",
                         help="shrink every case (1024×1024 images, a 2048×2048 dask scene, 2 repeats, "
-                             "200 xbatcher patches): about 20 s, most of it importing TensorFlow twice; checks "
-                             "that the script works, its figures mean little")
+                             "200 xbatcher patches): about 35 s, most of it importing TensorFlow four times (the "
+                             "race's process and TensorFlow's memory run, per case); checks that the script works, "
+                             "its figures mean little")
     parser.add_argument("--case", nargs="+", action="extend", choices=CASE_NAMES, metavar="NAME",
                         help=f"cases to run, in order (any of {', '.join(CASE_NAMES)}; default: all); "
                              "repeatable")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,12 +13,19 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def run_script(script: str, *args: str, timeout: int = 300) -> str:
+    """Run ``benchmarks/<script>`` with ``args``; its stdout, after checking that it exited 0."""
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], capture_output=True, text=True,
+                          timeout=timeout)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
 @pytest.mark.parametrize(
     "script, args, expect",
     [
         ("bench_extract.py", ["--quick", "--case", "dask"], "RSS growth"),
         ("bench_xarray.py", ["--quick", "--repeats", "1"], "lazy, in memory"),
-        ("bench_sinks.py", ["--quick"], "stitch in memory"),
         ("classic_uses.py", ["--repeats", "1"], "every result equal to TensorFlow's, bit for bit"),
     ],
 )
@@ -24,6 +33,32 @@ def test_script_runs(script, args, expect):
     """Each script exits 0 and prints its figures."""
     if script == "classic_uses.py":
         pytest.importorskip("tensorflow")
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert expect in done.stdout
+    assert expect in run_script(script, *args)
+
+
+def test_sinks_rows(tmp_path):
+    """bench_sinks --quick prints every row (sinks, xarray's two ways, the limits, stitching) with its ratios.
+
+    Its own check runs too: xarray's rolling windows hold the scene's pixels at patchkit's VALID positions.
+    """
+    out = run_script("bench_sinks.py", "--quick", "--dir", str(tmp_path), "--json", str(tmp_path / "rows.json"))
+    rows = ["to_zarr raw", "to_zarr zstd", "to_geotiffs", "xarray raw", "xarray zstd", "xarray lazy raw",
+            "xarray lazy zstd", "limit: write zarr raw", "limit: write zarr zstd", "limit: zstd+write zarr",
+            "limit: write chips", "stitch -> tif", "stitch in memory"]
+    if importlib.util.find_spec("tensorflow") is not None:
+        rows += ["to_tfrecord", "limit: write tfrecord"]
+    for name in rows:
+        assert re.search(rf"^{re.escape(name)}\s+\d", out, re.MULTILINE), f"no row {name!r} in:\n{out}"
+    assert re.search(r"^to_zarr zstd(\s+\S+){2}\s+\d+\.\d\dx\s+\d+\.\d\dx", out, re.MULTILINE), out  # vs limit, vs xarray
+    assert "vs limit" in out and "/ max_mem" in out
+    assert (tmp_path / "rows.json").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["rows.json"]  # the run's folder is removed
+
+
+def test_extract_tensorflow_interleaved():
+    """bench_extract's TensorFlow rows come from the same process as patchkit's, taking turns with them."""
+    pytest.importorskip("tensorflow")
+    out = run_script("bench_extract.py", "--quick", "--case", "large", "--repeats", "1")
+    assert "tf.image.extract_patches, warm" in out
+    assert "extract_patches / tf warm" in out
+    assert "same process" in out
