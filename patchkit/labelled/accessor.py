@@ -225,7 +225,7 @@ class PatchesAccessor:
                     max_memory: int | str = DEFAULT_MAX_MEMORY, mode: str | None = None,
                     max_nodata_fraction: float | None = None, compress: str | None = "deflate", backend: str = "auto",
                     progress: bool = True, spatial_dims: Sequence[str] | None = None,
-                    channel_dims: Sequence[str] | None = None) -> Path:
+                    channel_dims: Sequence[str] | None = None, scheduler: Any = None) -> Path:
         """Write one GeoTIFF chip per (kept) patch, and a GeoJSON index of them, resumably.
 
         Each chip ``r{row}_c{col}.tif`` has the patch's transform, the CRS and nodata; its bands are
@@ -243,7 +243,11 @@ class PatchesAccessor:
         compress : str or None, default "deflate"
             GDAL compression ("deflate", "lzw", "zstd", ...); None for none.
         progress : bool
-            Show a tqdm progress bar over chips.
+            Show a tqdm progress bar: patches, bytes written and GB/s.
+        scheduler : None, str or distributed.Client
+            Where the bands run, as :meth:`to_zarr`: on a cluster each band is a task that reads its
+            input rows and writes its chips (the folder must be reachable from the workers); the
+            driver logs each band and writes the index. The chips are the same, byte for byte.
 
         Returns
         -------
@@ -252,7 +256,7 @@ class PatchesAccessor:
         """
         return self.to("geotiff", folder, sizes, strides, rates, padding, max_memory=max_memory, mode=mode,
                        max_nodata_fraction=max_nodata_fraction, compress=compress, backend=backend, progress=progress,
-                       spatial_dims=spatial_dims, channel_dims=channel_dims)
+                       spatial_dims=spatial_dims, channel_dims=channel_dims, scheduler=scheduler)
 
     def to_tfrecord(self, prefix: str | Path, sizes, strides, rates=1, padding: str = "VALID", **kwargs) -> Path:
         """Sharded, resumable TFRecord files of ``tf.train.Example`` patches, and a manifest.

@@ -161,8 +161,8 @@ def band_tasks(client: Any, prepared: Any, plan_bands: tuple, names: dict, backe
 def make_band(spec, rows: slice, parts: tuple, backend: str, keep: np.ndarray | None, halos: list):
     """The band of output rows ``rows`` made from its halos ``[(first input row, rows), ...]`` (runs on a worker).
 
-    A Dataset of one variable per part with the output's dims, and the ``patch_row`` of each kept
-    patch when ``keep`` selects them: what a sink writes and :func:`~patchkit.sinks._store.row_digests` reads.
+    A Dataset of one variable per part with the output's dims and each patch's ``patch_row`` and
+    ``patch_col``: what a sink writes and :func:`~patchkit.sinks._store.row_digests` reads.
     A lazy halo is read here, a column of chunks at a time, its errors named as the local run names them.
     """
     import dask
@@ -179,7 +179,11 @@ def make_band(spec, rows: slice, parts: tuple, backend: str, keep: np.ndarray | 
         block = _band_from_halo(halo, row0, part.shape, spec, rows, backend, keep)
         data = unarrange(block, part, part.layout, tuple(block.shape[1:-1]), spec.sizes)
         variables[part.name] = (part.layout.dims(grid), data)
-    coords = {} if keep is None else {"patch_row": ("patch", np.nonzero(keep)[0] + rows.start)}
+    if keep is None:
+        coords = {"patch_row": np.arange(rows.start, rows.stop), "patch_col": np.arange(spec.grid_shape(parts[0].shape)[1])}
+    else:
+        r, c = np.nonzero(keep)
+        coords = {"patch_row": ("patch", r + rows.start), "patch_col": ("patch", c)}
     return xr.Dataset(variables, coords=coords)
 
 

@@ -22,20 +22,26 @@ import hashlib
 import math
 import os
 import uuid
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..core.backends._threads import num_threads
 from ..core.budget import DEFAULT_MAX_MEMORY
 from ..errors import DamagedOutputError, DimensionError, IncompleteStoreError, PatchkitValueError, UnsupportedDtypeError, shown
+from ..labelled.cluster import check_scheduler, client_for
 from ..labelled.geo import crs_of
 from ..labelled.layout import bands, patch_table, prepare
 from ..labelled.nodata import nodata_values
 from ..core.spec import PatchSpec
 from ._store import (RowLog, check_mode, check_path, check_resume, check_source, check_verify, combine, fingerprint,
                      raw_bytes, read_json, refuse_foreign, remove, row_digests, short_write, source_files, write_error, write_json)
-from .base import Progress, Sink
+from ._pipeline import finished, pipelined
+from ._progress import JobBar, band_patches
+from .base import Pipeline, Progress, Sink
 
 __all__ = ["GeoTiffSink", "to_geotiffs", "read_index", "MANIFEST", "INDEX"]
 
@@ -76,11 +82,12 @@ def _descriptions(obj, dims: tuple[str, ...]) -> list[str]:
 
 def to_geotiffs(obj: Any, folder: str | Path, spec: PatchSpec, *, max_memory: int | str = DEFAULT_MAX_MEMORY,
                 mode: str | None = None, max_nodata_fraction: float | None = None, compress: str | None = "deflate",
-                backend: str = "auto", progress: bool = True, spatial_dims=None, channel_dims=None) -> Path:
+                backend: str = "auto", progress: bool = True, spatial_dims=None, channel_dims=None, scheduler: Any = None) -> Path:
     """Write one GeoTIFF chip per (kept) patch of a DataArray; see ``DataArray.patches.to_geotiffs``."""
     import xarray as xr
 
     check_source(obj, spec, "to_geotiffs")
+    check_scheduler(scheduler)
     if isinstance(obj, xr.Dataset):
         raise DimensionError(
             f"obj is a Dataset of the variables {[str(n) for n in obj.data_vars]}, but to_geotiffs writes one DataArray; "
@@ -95,12 +102,14 @@ def to_geotiffs(obj: Any, folder: str | Path, spec: PatchSpec, *, max_memory: in
     table = patch_table(prepared)  # also refuses irregular or rotated grids, before any file
     mark = fingerprint(obj, spec, max_nodata_fraction=max_nodata_fraction, compress=compress,
                        spatial_dims=spatial_dims, channel_dims=channel_dims)
-    manifest = _start(folder, mark, mode, prepared, len(table), max_memory)
-    if manifest is None:
-        return folder
-    digits = max(3, len(str(max(prepared.grid_shape) - 1)))
-    table["file"] = [chip_name(r, c, digits) for r, c in zip(table["row"], table["col"])]
-    _write_chips(folder, obj, prepared, table, manifest, compress, max_memory, backend, progress)
+    pipe, _ = _SINK.write_pipeline(prepared, max_memory, backend, compress=compress)
+    with client_for(scheduler) as client:  # connected (or refused) before the folder is made
+        manifest = _start(folder, mark, mode, prepared, len(table), max_memory)
+        if manifest is None:
+            return folder
+        digits = max(3, len(str(max(prepared.grid_shape) - 1)))
+        table["file"] = [chip_name(r, c, digits) for r, c in zip(table["row"], table["col"])]
+        _write_chips(folder, obj, prepared, table, manifest, compress, pipe, backend, progress, client)
     try:
         _write_index(folder, table)
         sizes = {name: (folder / name).stat().st_size for name in table["file"]}
@@ -173,37 +182,95 @@ def _resume_log(folder: Path, prepared, table, manifest: dict) -> tuple[RowLog, 
     return log, repair
 
 
-def _write_chips(folder: Path, obj, prepared, table, manifest, compress, max_memory, backend, progress) -> None:
-    import rasterio
-    from tqdm.auto import tqdm
+@dataclass(frozen=True)
+class _Chips:
+    """How the chips of a band are written: by the driver's threads, or by a worker (so it pickles)."""
 
+    folder: Path
+    profile: dict
+    descriptions: list
+    order: tuple
+    grid: tuple
+
+    def writes(self, band, todo: dict) -> list:
+        """One callable per chip of ``band`` in ``todo`` (``{(row, col): (file, transform)}``) that writes it."""
+        if hasattr(band, "data_vars"):  # a band made on a worker
+            band = band[next(iter(band.data_vars))]
+        ordered = band.transpose(*self.order)
+        rows_of, cols_of = band["patch_row"].values, band["patch_col"].values
+        sizes = ordered.shape[-2:]
+        writes = []
+        for index in np.ndindex(*ordered.shape[: len(self.grid)]):
+            r, c = int(rows_of[index[0]]), int(cols_of[index[-1]])  # (i, j) on the grid, (k,) when filtered
+            if (r, c) in todo:
+                name, transform = todo[(r, c)]
+                chip = ordered.data[index].reshape(-1, *sizes)
+                writes.append(partial(_write_chip, self.folder / name, chip, {**self.profile, "transform": transform},
+                                      self.descriptions))
+        return writes
+
+    def on_worker(self, rows: slice, band, todo: dict) -> str:
+        """Write the band's chips in ``todo`` (a task on a cluster); the band's content digest."""
+        for write in self.writes(band, todo):
+            write()
+        return combine(row_digests(band, rows).values())
+
+
+def _todo(folder: Path, table, rows: slice, log: RowLog, repair: set) -> dict:
+    """``{(row, col): (file, transform)}``: the chips of patch rows ``rows`` still to write."""
+    a, b = np.searchsorted(table["row"].values, [rows.start, rows.stop])
+    part = table.iloc[a:b]
+    return {(int(r), int(c)): (name, transform) for r, c, name, transform in zip(part["row"], part["col"], part["file"], part["transform"])
+            if not log.done[r] and not (r in repair and (folder / name).exists())}
+
+
+def _write_chips(folder: Path, obj, prepared, table, manifest, compress, pipe: Pipeline, backend, progress, client) -> None:
+    """Write the chips of every band not finished, locally (pipelined) or on the cluster of ``client``; log each band."""
     job = next(iter(prepared.jobs.values()))
     flat_dims = job.layout.leading + job.layout.channels
     descriptions = _descriptions(obj, flat_dims)
     profile = _profile(obj, prepared.spec, job.images.dtype, len(descriptions), compress, crs_of(obj))
-    where = {(r, c): i for i, (r, c) in enumerate(zip(table["row"], table["col"]))}
+    chips = _Chips(folder, profile, descriptions, (*prepared.grid, *flat_dims, job.layout.y, job.layout.x), prepared.grid)
     _drop_partials(folder)
     log, repair = _resume_log(folder, prepared, table, manifest)
-    with tqdm(total=len(table), unit="chip", desc=f"chips -> {folder.name}", disable=not progress or None) as bar:
-        bar.update(int(np.isin(table["row"], np.flatnonzero(log.done)).sum()))
-        for rows, band in bands(prepared, max_memory=max_memory, backend=backend, done=log.done):
-            ordered = band.transpose(*prepared.grid, *flat_dims, job.layout.y, job.layout.x)
-            rows_of, cols_of = band["patch_row"].values, band["patch_col"].values
-            for index in np.ndindex(*ordered.shape[: len(prepared.grid)]):
-                r, c = int(rows_of[index[0]]), int(cols_of[index[-1]])  # (i, j) on the grid, (k,) when filtered
-                entry = table.iloc[where[(r, c)]]
-                path = folder / entry["file"]
-                if log.done[r] or (r in repair and path.exists()):
-                    continue
-                chip = ordered.data[index].reshape(-1, *prepared.spec.sizes)
-                _write_chip(path, chip, {**profile, "transform": entry["transform"]}, descriptions, rasterio)
-                bar.update(1)
-            _log_band(folder, manifest, log, rows, band)
+    with JobBar(prepared, f"chips -> {folder.name}", log.done, progress) as bar:
+
+        def land(rows: slice, futures: list) -> None:
+            fresh = band_patches(prepared, rows, log.done)
+            for future in futures[1:]:
+                future.result()  # raises the first chip's error
+            _log_band(folder, manifest, log, rows, futures[0].result())
+            bar.add(fresh)
+
+        def submit(pool, rows: slice, band) -> list:
+            writes = chips.writes(band, _todo(folder, table, rows, log, repair))
+            return [pool.submit(lambda: combine(row_digests(band, rows).values()))] + [pool.submit(w) for w in writes]
+
+        if client is None:
+            stream = bands(prepared, max_memory=pipe.budget, backend=backend, done=log.done, in_flight=pipe.in_flight)
+            pipelined(stream, pipe.in_flight, pipe.writers, submit, land)
+        else:
+            _cluster_chips(client, chips, prepared, pipe, backend, log, lambda rows: _todo(folder, table, rows, log, repair),
+                           lambda rows, digest: land(rows, [finished(digest)]))
 
 
-def _log_band(folder: Path, manifest: dict, log: RowLog, rows: slice, band) -> None:
+def _cluster_chips(client, chips: _Chips, prepared, pipe: Pipeline, backend: str, log: RowLog, todo, land) -> None:
+    """The chips of every band not finished, each band a task on the cluster writing its own chips."""
+    import dask
+
+    from ..core.backends import get_backend
+    from ..labelled.cluster import band_tasks, run_tasks
+    from ..labelled.layout import stream_plan, todo_bands
+
+    plan = stream_plan(prepared, max_memory=pipe.budget, backend=backend, in_flight=pipe.in_flight)
+    chosen = get_backend(backend, next(iter(prepared.jobs.values())).source).name
+    tasks = band_tasks(client, prepared, todo_bands(prepared, plan.bands, log.done), {None: "chips"}, chosen)
+    run_tasks(client, [(rows, dask.delayed(chips.on_worker, pure=False)(rows, task, todo(rows))) for rows, task in tasks], land)
+
+
+def _log_band(folder: Path, manifest: dict, log: RowLog, rows: slice, digest: str) -> None:
     """Record a band's rows as finished, with their content digest, in the manifest (atomically)."""
-    log.add(rows, combine(row_digests(band, rows).values()))
+    log.add(rows, digest)
     manifest.update(rows_done=log.intervals(), bands=log.bands)
     try:
         write_json(folder / MANIFEST, manifest)
@@ -211,12 +278,14 @@ def _log_band(folder: Path, manifest: dict, log: RowLog, rows: slice, band) -> N
         raise write_error("the chip manifest", folder / MANIFEST, err, "the chips written so far") from err
 
 
-def _write_chip(path: Path, chip: np.ndarray, profile: dict, descriptions: list[str], rasterio) -> None:
+def _write_chip(path: Path, chip: np.ndarray, profile: dict, descriptions: list[str]) -> None:
     """One chip, written under a temporary name, read back whole, then renamed: a chip file that exists is whole.
 
     GDAL reports some failed writes (a file-size limit, a full disk) only as a short file: reading
     the chip back is what catches them.
     """
+    import rasterio
+
     tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex}.partial.tif")
     try:
         with rasterio.open(tmp, "w", **profile) as dst:
@@ -355,9 +424,21 @@ class GeoTiffSink(Sink):
     name = "geotiff"
     output = ("chips",)
     description = "a folder of GeoTIFF chips, one per patch, and index.geojson (read_index reads it)"
+    distributed = True
+    buffers = "the chips being written"
+    buffers_fix = "use smaller sizes"
 
     def write(self, obj: Any, path: str | Path, spec: PatchSpec, **options: Any) -> Path:
         return to_geotiffs(obj, path, spec, **options)
+
+    def reserve(self, spec: PatchSpec, shape: tuple[int, int, int, int], dtype: Any, *, filtered: bool = False,
+                writers: int = 1, **options: Any) -> int:
+        """Three chips for each of the ``writers`` threads: the chip in band order, GDAL's copy, and the chip read back."""
+        return writers * 3 * shape[0] * shape[3] * spec.sizes[0] * spec.sizes[1] * np.dtype(dtype).itemsize
+
+    def pipelines(self) -> tuple[tuple[int, int], ...]:
+        """Two bands in flight, a chip writer per core, when the budget allows; else one band at a time."""
+        return tuple(dict.fromkeys(((2, num_threads()), (2, 1), (1, 1))))
 
     def progress(self, path: str | Path, rows: int) -> Progress:
         """Chips written of the manifest's count (all of them once the folder is complete)."""
@@ -369,3 +450,6 @@ class GeoTiffSink(Sink):
 
     def open(self, path: str | Path, **kwargs: Any):
         return read_index(path, **kwargs)
+
+
+_SINK = GeoTiffSink()

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import itertools
 import math
-from concurrent.futures import Future, ThreadPoolExecutor, wait
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -41,6 +40,7 @@ from ..core.spec import PatchSpec
 from ..core.units import parse_bytes
 from ._store import (RowLog, check_mode, check_path, check_resume, check_source, combine, fingerprint,
                      move_into_place, partial_path, read_json, refuse_foreign, remove, row_digests, source_files, write_error)
+from ._pipeline import finished, pipelined
 from ._progress import JobBar, band_patches
 from .base import Pipeline, Progress, Sink
 from .zarr_store import BANDS, COMPLETE, FINGERPRINT, ROWS_DONE, SOURCE_FILES, _open_group, open_patches
@@ -222,22 +222,9 @@ def _write_bands(path: Path, prepared, names: list[str], log: RowLog, pipe: Pipe
     # every chunk is stored, fill values too, so that a missing chunk file means a lost chunk
     arrays = {name: group[name].with_config({"write_empty_chunks": True}) for name in names}
     stream = bands(prepared, max_memory=pipe.budget, backend=backend, done=log.done, in_flight=pipe.in_flight)
-    with JobBar(prepared, f"patches -> {path.name}", log.done, progress) as bar, \
-            ThreadPoolExecutor(max_workers=pipe.writers, thread_name_prefix="patchkit-zarr") as pool:
-        pending = None
-        try:
-            for rows, band in stream:  # band n + 1 is made while band n's chunks are written
-                if pending is not None:
-                    bar.add(_land(path, group, log, *pending))  # so no two bands write one stored chunk at once
-                pending = _start_band(pool, arrays, prepared, rows, band, band_patches(prepared, rows, log.done))
-                if pipe.in_flight == 1:
-                    bar.add(_land(path, group, log, *pending))
-                    pending = None
-            if pending is not None:
-                bar.add(_land(path, group, log, *pending))
-        finally:
-            if pending is not None:
-                wait(pending[1])  # no write of an unlogged band runs on after an error
+    with JobBar(prepared, f"patches -> {path.name}", log.done, progress) as bar:
+        pipelined(stream, pipe.in_flight, pipe.writers, partial(_start_band, arrays, prepared),
+                  lambda rows, futures: bar.add(_land(path, group, prepared, log, rows, futures)))
 
 
 def writers() -> int:
@@ -245,20 +232,21 @@ def writers() -> int:
     return num_threads()
 
 
-def _start_band(pool, arrays: dict, prepared, rows: slice, band, fresh: int) -> tuple:
-    """Submit the content digest and every stored chunk of a band; ``(rows, futures, fresh)``."""
+def _start_band(arrays: dict, prepared, pool, rows: slice, band) -> list:
+    """Submit the content digest and every stored chunk of a band to ``pool``; their futures."""
     dim, where = _region(prepared, rows)
     futures = [pool.submit(lambda: combine(row_digests(band, rows).values()))]
     for name, var in _as_dataset(band).data_vars.items():
         futures += [pool.submit(write) for write in _chunk_writes(arrays[str(name)], var, dim, where)]
-    return rows, futures, fresh
+    return futures
 
 
-def _land(path: Path, group, log: RowLog, rows: slice, futures: list, fresh: int) -> int:
+def _land(path: Path, group, prepared, log: RowLog, rows: slice, futures: list) -> int:
     """Wait for a band's chunks, then log it (rows and digest); its new patches, for the progress bar.
 
     A write that failed (permissions, a full disk) is :class:`~patchkit.errors.SinkWriteError`, saying what is kept.
     """
+    fresh = band_patches(prepared, rows, log.done)
     try:
         results = [future.result() for future in futures]  # raises the first write's error
         log.add(rows, results[0])
@@ -330,11 +318,10 @@ def _cluster_bands(client, path: Path, prepared, names: list[str], log: RowLog, 
               for rows, task in tasks]
 
     def land(rows: slice, result: tuple) -> None:
-        fresh = band_patches(prepared, rows, log.done)
         digest, pieces = result
         for name, target, data in pieces:
             _write_chunk(arrays[name], target, data, ())
-        bar.add(_land(path, group, log, rows, [_finished(digest)], fresh))
+        bar.add(_land(path, group, prepared, log, rows, [finished(digest)]))
 
     with JobBar(prepared, f"patches -> {path.name}", log.done, progress) as bar:
         try:
@@ -344,12 +331,6 @@ def _cluster_bands(client, path: Path, prepared, names: list[str], log: RowLog, 
         except OSError as err:  # a worker's write
 
             raise write_error("the Zarr store", path, err, f"the {log.count} finished patch rows") from err
-
-
-def _finished(value: Any) -> Future:
-    done = Future()
-    done.set_result(value)
-    return done
 
 
 def _write_on_worker(path: str, dim: str, where: slice, rows: slice, band) -> tuple[str, list]:

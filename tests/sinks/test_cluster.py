@@ -61,16 +61,19 @@ def _local(obj, path: Path, **kwargs) -> Path:
     return obj.patches.to_zarr(path, **SPEC, progress=False, scheduler="threads", **kwargs)
 
 
+@pytest.mark.parametrize("sink", ["zarr", "geotiff"])
 @pytest.mark.parametrize("options", [dict(max_memory="96KiB"), dict(max_memory="96KiB", max_nodata_fraction=0.2, chunk_patches=3)],
                          ids=["grid", "kept patches sharing chunks"])
-def test_cluster_store_equals_the_local_store(client, geotiffs, open_raster, tmp_path, options):
-    """Bands made and written by the workers give the local run's store, every file the same bytes."""
+def test_cluster_output_equals_the_local_output(client, geotiffs, open_raster, tmp_path, options, sink):
+    """Bands made and written by the workers give the local run's output, every file the same bytes."""
+    if sink == "geotiff":
+        options = {k: v for k, v in options.items() if k != "chunk_patches"}
     lazy = open_raster(geotiffs["nodata"], chunks={"x": 16, "y": 16})
-    local = _local(lazy, tmp_path / "local.zarr", **options)
+    local = lazy.patches.to(sink, tmp_path / "local", **SPEC, progress=False, scheduler="threads", **options)
     with distributed.get_task_stream(client) as stream:
-        lazy.patches.to_zarr(tmp_path / "cluster.zarr", **SPEC, progress=False, **options)  # the active client
-    _same_files(local, tmp_path / "cluster.zarr")
-    workers = {task["worker"] for task in stream.data if str(task["key"]).startswith("_write_on_worker")}
+        lazy.patches.to(sink, tmp_path / "cluster", **SPEC, progress=False, **options)  # the active client
+    _same_files(local, tmp_path / "cluster")
+    workers = {task["worker"] for task in stream.data if str(task["key"]).startswith(("_write_on_worker", "on_worker"))}
     assert workers <= set(client.scheduler_info()["workers"]) and workers  # written by the workers
 
 
@@ -167,7 +170,8 @@ def _patchkit(*args: str) -> subprocess.CompletedProcess:
 
 def test_cli_extract_and_template_on_the_cluster(client, cluster, geotiffs, open_raster, tmp_path):
     """``patchkit extract --scheduler`` and ``patchkit run extract_patches -p scheduler_address`` run the bands
-    on the cluster's workers; the store equals a local run's; a sink that writes here refuses --scheduler."""
+    on the cluster's workers; the store equals a local run's; a sink that writes only here (TFRecord)
+    refuses --scheduler."""
     pytest.importorskip("papermill")
     scene, address = geotiffs["projected"], cluster.scheduler_address
     with distributed.get_task_stream(client) as stream:
@@ -180,7 +184,7 @@ def test_cli_extract_and_template_on_the_cluster(client, cluster, geotiffs, open
     local = open_raster(scene).patches.to_zarr(tmp_path / "local.zarr", 8, 6, progress=False, scheduler="threads")
     _same_files(local, tmp_path / "cli.zarr")
     assert sum(str(task["key"]).startswith("_write_on_worker") for task in stream.data) >= 2
-    refused = _patchkit("extract", str(scene), "--sizes", "8", "--strides", "6", "--to", "geotiff", "--output",
-                        str(tmp_path / "chips"), "--scheduler", address)
-    assert refused.returncode != 0 and "--scheduler runs the bands of sinks that write on a cluster (zarr)" in refused.stderr
-    assert not (tmp_path / "chips").exists()
+    refused = _patchkit("extract", str(scene), "--sizes", "8", "--strides", "6", "--to", "tfrecord", "--output",
+                        str(tmp_path / "records" / "p"), "--scheduler", address)
+    assert refused.returncode != 0 and "sinks that write on a cluster (geotiff, zarr); the 'tfrecord' sink" in refused.stderr
+    assert not (tmp_path / "records").exists()
