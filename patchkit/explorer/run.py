@@ -1,6 +1,9 @@
 """Running a sink from the explorer: a background thread, progress from what the sink has written, a cancel
 that stops it at the next chunk read.
 
+With a ``distributed.Client`` active (or ``scheduler=`` given), a sink that can runs its bands on the
+cluster; the cancel is then a cluster-wide ``distributed.Event`` that the workers' chunk reads check.
+
 The sink is the real one, found by name in :mod:`patchkit.sinks` and called as
 ``obj.patches.to(sink, path, sizes, strides, rates, padding, progress=False, ...)``; its progress is
 its own :meth:`~patchkit.sinks.Sink.progress`. Sinks are resumable, so a cancelled run finishes when
@@ -23,6 +26,7 @@ from ..core.budget import DEFAULT_MAX_MEMORY
 from ..core.spec import PatchSpec
 from ..core.units import parse_bytes
 from ..errors import PatchkitValueError, RunCancelled
+from ..labelled.cluster import check_scheduler, client_for
 from ..labelled.dims import Layout, find_layout
 from ..sinks import Progress
 from .model import check_spec
@@ -34,9 +38,12 @@ CANCEL_CHUNK = "32MiB"
 
 
 class _Gate:
-    """A dask block function that passes blocks through and raises :class:`RunCancelled` once ``event`` is set."""
+    """A dask block function that passes blocks through and raises :class:`RunCancelled` once ``event`` is set.
 
-    def __init__(self, event: threading.Event):
+    ``event`` is a ``threading.Event``, or a ``distributed.Event`` when the blocks are read on a cluster.
+    """
+
+    def __init__(self, event: Any):
         self.event = event
         self.token = uuid.uuid4().hex
 
@@ -49,7 +56,7 @@ class _Gate:
         return self.token
 
 
-def cancellable(obj: Any, event: threading.Event, layout: Layout | None = None):
+def cancellable(obj: Any, event: Any, layout: Layout | None = None):
     """``obj`` with dask data that raises :class:`RunCancelled` on any chunk read once ``event`` is set.
 
     Dims, coordinates, attrs, name and encoding are kept, so a sink's fingerprint is that of
@@ -97,15 +104,21 @@ class SinkRun:
         Seconds between progress polls.
     layout : Layout, optional
         The dims of ``obj`` (found when not given).
+    scheduler : None, str or distributed.Client
+        Where a sink that can (``Sink.distributed``) runs its bands: None, on the active client if
+        any (else here); an address or a client, on that cluster; ``"threads"``, here.
     """
 
     def __init__(self, obj: Any, sink: str, path: str | Path, spec: PatchSpec, *,
                  max_memory: int | str = DEFAULT_MAX_MEMORY, max_nodata_fraction: float | None = None,
                  mode: str | None = None, backend: str = "auto",
                  on_progress: Callable[[int, int, str], None] | None = None,
-                 on_finish: Callable[["SinkRun"], None] | None = None, poll: float = 0.2, layout: Layout | None = None):
+                 on_finish: Callable[["SinkRun"], None] | None = None, poll: float = 0.2, layout: Layout | None = None,
+                 scheduler: Any = None):
         self._sink = sinks.get(sink)
         check_spec(spec)
+        check_scheduler(scheduler)
+        self.scheduler = scheduler
         self.obj, self.sink, self.path, self.spec = obj, sink, Path(path), spec
         self.options = dict(max_memory=max_memory, max_nodata_fraction=max_nodata_fraction, mode=mode, backend=backend)
         self.on_progress, self.on_finish, self.poll = on_progress, on_finish, poll
@@ -115,6 +128,7 @@ class SinkRun:
         self.result: Path | None = None
         self.seconds: float | None = None
         self._cancel = threading.Event()
+        self._cluster_cancel: Any = None
         self._done = threading.Event()
         layout = layout or find_layout(obj)
         self._rows = spec.grid_shape((obj.sizes[layout.y], obj.sizes[layout.x]))[0]
@@ -134,6 +148,8 @@ class SinkRun:
     def cancel(self) -> None:
         """Ask the run to stop at its next chunk read (returns at once; :meth:`join` waits)."""
         self._cancel.set()
+        if self._cluster_cancel is not None:
+            self._cluster_cancel.set()
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the run (and the last progress report) to end; True when it has."""
@@ -154,10 +170,8 @@ class SinkRun:
     def _work(self) -> None:
         start = time.perf_counter()
         try:
-            gated = cancellable(self.obj, self._cancel, self.layout)
-            spec = self.spec
-            self.result = gated.patches.to(self.sink, self.path, spec.sizes, spec.strides, spec.rates, spec.padding,
-                                           progress=False, **self.options)
+            with client_for(self.scheduler if self._sink.distributed else "threads") as client:
+                self.result = self._run(client)
             self.state = "done"
         except RunCancelled:
             self.state = "cancelled"
@@ -166,6 +180,20 @@ class SinkRun:
         finally:
             self.seconds = time.perf_counter() - start
             self._done.set()
+
+    def _run(self, client: Any) -> Path:
+        """The sink's own call on the gated scene, on ``client``'s cluster or (None) here."""
+        event = self._cancel
+        if client is not None:
+            from distributed import Event
+
+            event = self._cluster_cancel = Event(f"patchkit-cancel-{uuid.uuid4().hex}", client=client)
+            if self._cancel.is_set():
+                event.set()
+        gated = cancellable(self.obj, event, self.layout)
+        spec, options = self.spec, dict(self.options, **({} if client is None else {"scheduler": client}))
+        return gated.patches.to(self.sink, self.path, spec.sizes, spec.strides, spec.rates, spec.padding,
+                                progress=False, **options)
 
     def _monitor(self) -> None:
         while not self._done.wait(self.poll):

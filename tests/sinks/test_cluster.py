@@ -188,3 +188,26 @@ def test_cli_extract_and_template_on_the_cluster(client, cluster, geotiffs, open
                         str(tmp_path / "records" / "p"), "--scheduler", address)
     assert refused.returncode != 0 and "sinks that write on a cluster (geotiff, zarr); the 'tfrecord' sink" in refused.stderr
     assert not (tmp_path / "records").exists()
+
+
+def test_explorer_run_on_the_cluster_and_its_cancel(client, tmp_path):
+    """The explorer's Run writes on the active cluster; its cancel (a cluster-wide event) stops the workers'
+    reads, the store stays incomplete, and the plain call finishes it."""
+    from patchkit.core.spec import PatchSpec
+    from patchkit.explorer.run import SinkRun
+
+    da = xr.DataArray(np.arange(2 * 64 * 40, dtype="float32").reshape(2, 64, 40), dims=("band", "y", "x")).chunk({"y": 8})
+    with distributed.get_task_stream(client) as stream:
+        run = SinkRun(da, "zarr", tmp_path / "all.zarr", PatchSpec(8, 8), max_memory="16KiB").start()
+        assert run.join(120) and run.state == "done", run.error
+    assert any(str(task["key"]).startswith("_write_on_worker") for task in stream.data)
+    np.testing.assert_array_equal(patchkit.open_patches(tmp_path / "all.zarr")["pixels"].values, da.patches.extract(8, 8).values)
+
+    run = SinkRun(da, "zarr", tmp_path / "cut.zarr", PatchSpec(8, 8), max_memory="16KiB")
+    run.cancel()  # before it starts: the workers' first read stops it
+    run.start()
+    assert run.join(120) and run.state == "cancelled", run.error
+    with pytest.raises(IncompleteStoreError):
+        patchkit.open_patches(tmp_path / "cut.zarr")
+    da.patches.to_zarr(tmp_path / "cut.zarr", 8, 8, max_memory="16KiB", progress=False)
+    _same_files(tmp_path / "all.zarr", tmp_path / "cut.zarr")
