@@ -248,9 +248,14 @@ def best_time(fn: Callable[[], object], repeats: int) -> float:
     return min(timed(fn)[0] for _ in range(max(repeats, 1)))
 
 
-def isolated(worker: Callable[..., list[dict]], *args) -> list[dict]:
-    """Run ``worker(*args)`` in a freshly spawned Python process and return its rows."""
-    context = multiprocessing.get_context("spawn")
+def isolated(worker: Callable[..., list[dict]], *args, start_method: str = "spawn") -> list[dict]:
+    """Run ``worker(*args)`` in a new Python process and return its rows.
+
+    ``start_method`` is multiprocessing's: ``"spawn"`` starts a new interpreter; ``"forkserver"``
+    forks a process from a server that has only imported the modules given to
+    ``multiprocessing.set_forkserver_preload`` (a fresh process as well, its imports already made).
+    """
+    context = multiprocessing.get_context(start_method)
     with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
         return pool.submit(worker, *args).result()
 

@@ -6,7 +6,8 @@ The scene is a tiled 4-band uint16 GeoTIFF (4096 x 4096, 512 x 512 tiles, as in 
 written once (untimed) into ``--dir``, opened lazily by rioxarray (dask chunks 1024 x 1024) inside every
 timed call, and cut into 256-pixel patches at stride 128 (VALID: 31 x 31 patches, 481 MiB). patchkit
 runs under ``max_memory`` 64 MiB. ``--quick`` shrinks all that (512 x 512, 128-pixel patches, stride 64,
-one round: about 40 s, nearly all of it starting processes; its figures mean nothing).
+one round, processes forked from a server that has made the imports: 15-20 s; its figures mean
+nothing).
 
 Every output (and the scene) goes to ``--dir`` (default: a temporary folder), so that one run on a
 memory-backed filesystem (``--dir /dev/shm/...``, as fast as a good NVMe disk) and one on a disk show
@@ -33,13 +34,18 @@ Rows, each the best of ``--repeats`` calls:
 * ``limit: zstd+write zarr``: the chunks of ``to_zarr zstd``'s store, decoded into memory (untimed),
   encoded again with the codec zarr used (numcodecs' Zstd, the level and checksum read from the store)
   on the same thread pool and written as plain files (the store's other files written as they are).
-  The chips' deflate has no such limit: ``to_geotiffs`` is compared with writing its files.
+* ``limit: deflate+write chips``: ``to_geotiffs``'s chips read back into their raw blocks (the strips or
+  tiles GDAL compressed, in its interleave; untimed), deflated as GDAL does (a zlib stream per block,
+  level 6, with libdeflate, the library rasterio's GDAL uses, through ctypes; Python's zlib where it is
+  not found, as the header then says) on the same thread pool and written, a file per chip (its blocks
+  end to end: no TIFF header or directory); the index and manifest as they are.
 * ``stitch -> tif``: ``patchkit.stitch`` of ``to_zarr zstd``'s store into a GeoTIFF under ``max_memory``;
   ``stitch in memory``: ``patchkit.stitch`` of the same patches loaded beforehand (untimed).
 
 Fairness: every call runs in a freshly spawned process (imports and inputs made before the clock
-starts), and the rounds take turns across contenders (A B C, A B C, ...), so the drift of a busy
-machine touches every row alike; each row keeps its best call.
+starts; ``--quick`` forks them from a fork server instead, see ``--start-method``), and the rounds
+take turns across contenders (A B C, A B C, ...), so the drift of a busy machine touches every row
+alike; each row keeps its best call. Each call's time goes to stderr as it comes.
 
 Columns: ``best s``; ``GB/s``: bytes of patches (not of files) per second, 1 GB = 10**9 B, the same
 numerator for every row; ``vs limit``: the limit's seconds over the row's (1.00 = as fast as the
@@ -56,6 +62,7 @@ import contextlib
 import functools
 import importlib.util
 import json
+import multiprocessing
 import os
 import shutil
 import sys
@@ -74,7 +81,7 @@ from bench_extract import GB, PeakRSS, format_size, isolated, timed  # noqa: E40
 from bench_xarray import write_scene  # noqa: E402
 
 FULL = dict(bands=4, size=4096, patch=256, stride=128, chunks=1024, max_memory="64MiB", repeats=3)
-QUICK = dict(bands=4, size=512, patch=128, stride=64, chunks=128, max_memory="4MiB", repeats=1)
+QUICK = dict(bands=4, size=512, patch=128, stride=64, chunks=128, max_memory="16MiB", repeats=1)
 #: What every call that reads the scene imports before the clock starts (the rest is imported by makers).
 LIBRARIES = ("rioxarray", "dask.array", "zarr", "numcodecs", "patchkit")
 
@@ -206,7 +213,7 @@ def sink_contenders() -> list[Contender]:
         Contender("to_zarr zstd", functools.partial(patchkit_sink, method="to_zarr", compression="default"),
                   "patchkit", "zstd", "limit: zstd+write zarr", budgeted=True, keep=True),
         Contender("to_geotiffs", functools.partial(patchkit_sink, method="to_geotiffs"), "patchkit",
-                  limit="limit: write chips", budgeted=True, keep=True),
+                  limit="limit: deflate+write chips", budgeted=True, keep=True),
         Contender("to_tfrecord", functools.partial(patchkit_sink, method="to_tfrecord"), "patchkit",
                   limit="limit: write tfrecord", budgeted=True, keep=True, needs=("tensorflow",)),
     ]
@@ -390,13 +397,117 @@ def limit_encode_write(run: Run, out: Path, source: str) -> Iterator[Callable[[]
         yield functools.partial(write_files, out, files, pool)
 
 
+#: GDAL's deflate level (``ZLEVEL``) when none is given, as for patchkit's chips.
+GDAL_ZLEVEL = 6
+
+
+def _libdeflate():
+    """libdeflate, which rasterio's GDAL deflates TIFF blocks with, through ctypes; None where it is not found."""
+    import ctypes
+    import ctypes.util
+    import glob
+
+    import rasterio
+
+    found = glob.glob(os.path.join(os.path.dirname(rasterio.__file__), os.pardir, "rasterio.libs", "libdeflate*"))
+    name = found[0] if found else ctypes.util.find_library("deflate")
+    if not name:
+        return None
+    lib = ctypes.CDLL(name)  # its calls release the GIL
+    lib.libdeflate_alloc_compressor.restype = ctypes.c_void_p
+    lib.libdeflate_alloc_compressor.argtypes = [ctypes.c_int]
+    lib.libdeflate_zlib_compress_bound.restype = ctypes.c_size_t
+    lib.libdeflate_zlib_compress_bound.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    lib.libdeflate_zlib_compress.restype = ctypes.c_size_t
+    lib.libdeflate_zlib_compress.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p,
+                                             ctypes.c_size_t]
+    return lib
+
+
+class Deflate:
+    """TIFF's deflate (a zlib stream per block) at ``level``: libdeflate as GDAL uses it, else Python's zlib.
+
+    Attributes
+    ----------
+    name : str
+        ``"libdeflate"`` or ``"zlib"`` (slower than libdeflate: then the limit may not bound GDAL).
+    """
+
+    def __init__(self, level: int = GDAL_ZLEVEL):
+        import threading
+
+        self.level, self.lib, self._local = level, _libdeflate(), threading.local()
+        self.name = "zlib" if self.lib is None else "libdeflate"
+
+    def encode(self, block: np.ndarray) -> bytes:
+        """One block (C-contiguous) deflated, with the compressor of this thread."""
+        import ctypes
+        import zlib
+
+        if self.lib is None:
+            return zlib.compress(block, self.level)
+        local = self._local
+        if not hasattr(local, "compressor"):
+            local.compressor = self.lib.libdeflate_alloc_compressor(self.level)
+            local.out = ctypes.create_string_buffer(0)
+        bound = self.lib.libdeflate_zlib_compress_bound(local.compressor, block.nbytes)
+        if len(local.out) < bound:
+            local.out = ctypes.create_string_buffer(bound)  # kept for the thread's next blocks
+        size = self.lib.libdeflate_zlib_compress(local.compressor, block.ctypes.data, block.nbytes, local.out, bound)
+        return ctypes.string_at(local.out, size)
+
+    def encode_all(self, blocks: list[np.ndarray]) -> bytes:
+        """Every block of a chip deflated, end to end."""
+        return b"".join(self.encode(block) for block in blocks)
+
+
+def chip_blocks(path: Path) -> list[np.ndarray] | None:
+    """The raw blocks (strips or tiles, edge tiles padded) GDAL deflated into the chip; None if not deflated."""
+    import rasterio
+    from rasterio.enums import Compression, Interleaving
+
+    with rasterio.open(path) as src:
+        if src.compression != Compression.deflate or "PREDICTOR" in src.tags(ns="IMAGE_STRUCTURE"):
+            return None
+        pixels, windows = src.read(), [w for _, w in src.block_windows(1)]
+        layers = [pixels.transpose(1, 2, 0)] if src.interleaving == Interleaving.pixel else list(pixels)
+        shape, tiled = src.block_shapes[0], src.is_tiled
+    blocks = []
+    for layer in layers:
+        for w in windows:
+            block = layer[w.row_off:w.row_off + w.height, w.col_off:w.col_off + w.width]
+            if tiled and block.shape[:2] != shape:
+                block = np.pad(block, [(0, shape[0] - block.shape[0]), (0, shape[1] - block.shape[1])]
+                               + [(0, 0)] * (block.ndim - 2))
+            blocks.append(np.ascontiguousarray(block))
+    return blocks
+
+
+@contextlib.contextmanager
+def limit_deflate_write(run: Run, out: Path, source: str) -> Iterator[Callable[[], object]]:
+    """``source``'s chips, their raw blocks in memory, deflated as GDAL does and written, a thread per core.
+
+    Each chip is written as its deflated blocks end to end (no TIFF header or directory, a few KiB);
+    the folder's other files are written as they are.
+    """
+    codec, folder = Deflate(), run.kept(source)
+    files = {}
+    for rel, data in read_files(folder).items():
+        blocks = chip_blocks(folder / rel) if rel.endswith(".tif") else None
+        files[rel] = functools.partial(_same, data) if blocks is None else functools.partial(codec.encode_all, blocks)
+    with ThreadPoolExecutor(os.cpu_count()) as pool:
+        yield functools.partial(write_files, out, files, pool)
+
+
 def limit_contenders() -> list[Contender]:
-    """The write limit of every patchkit output, and the encode-and-write limit of the zstd store."""
+    """The write limit of every patchkit output, and the encode-and-write limits of the compressed ones."""
     writes = {"zarr raw": "to_zarr raw", "zarr zstd": "to_zarr zstd", "chips": "to_geotiffs", "tfrecord": "to_tfrecord"}
     rows = [Contender(f"limit: write {what}", functools.partial(limit_write, source=source), "limit", reads=source)
             for what, source in writes.items()]
     rows.insert(2, Contender("limit: zstd+write zarr", functools.partial(limit_encode_write, source="to_zarr zstd"),
                              "limit", reads="to_zarr zstd"))
+    rows.insert(4, Contender("limit: deflate+write chips", functools.partial(limit_deflate_write, source="to_geotiffs"),
+                             "limit", reads="to_geotiffs"))
     return rows
 
 
@@ -475,18 +586,28 @@ def call_once(name: str, run: Run) -> list[dict]:
     return [row]
 
 
-def run_rounds(contenders: list[Contender], scene: str, folder: str, params: dict) -> list[dict]:
+def run_rounds(contenders: list[Contender], scene: str, folder: str, params: dict,
+               start_method: str = "spawn") -> list[dict]:
     """``repeats`` rounds in which every contender makes one call, in a fresh process, in turn.
 
+    ``start_method`` ``"spawn"`` starts each process anew; ``"forkserver"`` forks it from a server
+    that imported :data:`LIBRARIES` once (and ran nothing else): fresh too, started in milliseconds
+    rather than seconds, but the RSS growth then also counts the library pages the call maps for the
+    first time in its process (10-20 MiB here), so full runs spawn.
+
     Returns one row per contender: its ``seconds`` of every round and the best, the highest RSS
-    growth and the first round's ``written`` bytes.
+    growth and the first round's ``written`` bytes. Each call's time goes to stderr as it comes.
     """
     rows = {c.name: {"name": c.name, "family": c.family, "rounds": [], "growth": 0, "written": None}
             for c in contenders}
+    if start_method == "forkserver":
+        multiprocessing.get_context("forkserver").set_forkserver_preload(["__main__", *LIBRARIES])
     for index in range(params["repeats"]):
         run = Run(scene, folder, params, index)
         for contender in contenders:
-            (got,) = isolated(call_once, contender.name, run)
+            (got,) = isolated(call_once, contender.name, run, start_method=start_method)
+            print(f"  round {index + 1}/{params['repeats']}  {contender.name:<28}{got['seconds']:8.2f} s",
+                  file=sys.stderr, flush=True)
             row = rows[contender.name]
             row["rounds"].append(got["seconds"])
             row["growth"] = max(row["growth"], got["growth"])
@@ -536,14 +657,15 @@ def filesystem(path: str) -> str:
     return f"{best[0]} on {best[1] or '?'}"
 
 
-def print_header(params: dict, folder: str, skipped: list[str]) -> None:
+def print_header(params: dict, folder: str, skipped: list[str], start_method: str) -> None:
     """The scene, the folder and its filesystem, how the rounds run, and the rows left out."""
     scene = 2 * params["bands"] * params["size"] ** 2
     print(f"scene: {params['bands']} bands x {params['size']}x{params['size']} uint16 GeoTIFF ({format_size(scene)}), "
           f"read lazily in {params['chunks']}x{params['chunks']} chunks; VALID patches {params['patch']} stride "
           f"{params['stride']} ({format_size(patches_nbytes(params))}); patchkit max_memory {params['max_memory']}")
     print(f"folder: {folder} ({filesystem(folder)}); {os.cpu_count()} cores; best of {params['repeats']} "
-          "round(s), each call in a fresh process, contenders taking turns")
+          f"round(s), each call in a fresh process ({start_method}), contenders taking turns")
+    print(f"deflate limit with {Deflate().name}")
     for line in skipped:
         print(f"skipped: {line}")
 
@@ -564,10 +686,10 @@ def size_cell(nbytes: int | None, width: int) -> str:
 
 def print_table(rows: list[dict]) -> None:
     """One line per row: seconds, GB/s of patches, ratios, bytes written, RSS growth and its budget ratio."""
-    print(f"\n{'contender':<24}{'best s':>8}{'GB/s':>7}{'vs limit':>10}{'vs xarray':>11}{'written':>12}"
+    print(f"\n{'contender':<28}{'best s':>8}{'GB/s':>7}{'vs limit':>10}{'vs xarray':>11}{'written':>12}"
           f"{'RSS growth':>12}{'/ max_mem':>11}")
     for row in rows:
-        print(f"{row['name']:<24}{row['seconds']:>8.2f}{row['gbps']:>7.2f}{cell(row['vs_limit'], 10)}"
+        print(f"{row['name']:<28}{row['seconds']:>8.2f}{row['gbps']:>7.2f}{cell(row['vs_limit'], 10)}"
               f"{cell(row['vs_xarray'], 11)}{size_cell(row['written'] or None, 12)}{size_cell(row['growth'], 12)}"
               f"{cell(row['growth_vs_budget'], 11)}")
     print("vs limit: the limit's seconds / the row's (1.00x = as fast as the limit); vs xarray: the faster xarray "
@@ -585,8 +707,12 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, dict]:
                              "default: a temporary folder. Try /dev/shm/... and a folder on disk")
     parser.add_argument("--repeats", type=int, metavar="N",
                         help="rounds; each row's best call counts (default 3; 1 with --quick)")
+    parser.add_argument("--start-method", choices=("spawn", "forkserver"),
+                        help="how each call's process starts (default spawn; forkserver with --quick): forkserver "
+                             "saves 2-3 s of imports a call but adds library pages to the RSS growth")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write every row to this JSON file")
     args = parser.parse_args(argv)
+    args.start_method = args.start_method or ("forkserver" if args.quick else "spawn")
     params = dict(QUICK if args.quick else FULL)
     if args.repeats is not None:
         if args.repeats < 1:
@@ -628,14 +754,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="bench_sinks-") as folder:
         scene = str(write_scene(Path(folder) / "scene.tif", params["bands"], params["size"]))
-        print_header(params, folder, skipped)
-        rows = run_rounds(contenders, scene, folder, params)
+        print_header(params, folder, skipped, args.start_method)
+        rows = run_rounds(contenders, scene, folder, params, args.start_method)
         fs = filesystem(folder)
     add_ratios(rows, contenders, params)
     print_table(rows)
     print(f"total {time.perf_counter() - started:.0f} s")
     if args.json:
         args.json.write_text(json.dumps({"params": params, "filesystem": fs, "cores": os.cpu_count(),
+                                         "start_method": args.start_method,
                                          "contenders": [{k: v for k, v in asdict(c).items() if k != "make"}
                                                         for c in contenders],
                                          "rows": rows}, indent=2))

@@ -44,7 +44,7 @@ def test_sinks_rows(tmp_path):
     out = run_script("bench_sinks.py", "--quick", "--dir", str(tmp_path), "--json", str(tmp_path / "rows.json"))
     rows = ["to_zarr raw", "to_zarr zstd", "to_geotiffs", "xarray raw", "xarray zstd", "xarray lazy raw",
             "xarray lazy zstd", "limit: write zarr raw", "limit: write zarr zstd", "limit: zstd+write zarr",
-            "limit: write chips", "stitch -> tif", "stitch in memory"]
+            "limit: write chips", "limit: deflate+write chips", "stitch -> tif", "stitch in memory"]
     if importlib.util.find_spec("tensorflow") is not None:
         rows += ["to_tfrecord", "limit: write tfrecord"]
     for name in rows:
