@@ -7,10 +7,13 @@ store that is not complete and that a rerun finishes identically.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -211,3 +214,40 @@ def test_explorer_run_on_the_cluster_and_its_cancel(client, tmp_path):
         patchkit.open_patches(tmp_path / "cut.zarr")
     da.patches.to_zarr(tmp_path / "cut.zarr", 8, 8, max_memory="16KiB", progress=False)
     _same_files(tmp_path / "all.zarr", tmp_path / "cut.zarr")
+
+
+def _slow(block: np.ndarray) -> np.ndarray:
+    time.sleep(0.1)
+    return block
+
+
+def test_a_scheduler_lost_mid_run_names_it_and_a_rerun_resumes(tmp_path):
+    """A scheduler process killed (SIGKILL) part way: ClusterError naming its address; the store is not
+    complete; the same call on another scheduler (here: local threads) finishes it identically."""
+    file = tmp_path / "scheduler.json"
+    quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    scheduler = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--port", "0", "--no-dashboard",
+                                  "--scheduler-file", str(file)], **quiet)
+    worker = None
+    try:
+        for _ in range(300):
+            if file.exists() and file.stat().st_size:
+                break
+            time.sleep(0.1)
+        worker = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", "--scheduler-file", str(file),
+                                   "--nthreads", "1", "--no-dashboard"], **quiet)
+        address = json.loads(file.read_text())["address"]
+        da = xr.DataArray(np.arange(2 * 256 * 64, dtype="float32").reshape(2, 256, 64), dims=("band", "y", "x")).chunk({"y": 8})
+        slow = da.copy(data=da.data.map_blocks(_slow, dtype=da.dtype))
+        threading.Timer(3, scheduler.kill).start()
+        with pytest.raises(ClusterError, match=rf"lost the dask scheduler at '{address}' while patch rows \d+-\d+(?s:.)*rerun"):
+            slow.patches.to_zarr(tmp_path / "p.zarr", 8, 8, max_memory="256KiB", progress=False, scheduler=address)
+    finally:
+        scheduler.kill()
+        if worker is not None:
+            worker.kill()
+    with pytest.raises(IncompleteStoreError):
+        patchkit.open_patches(tmp_path / "p.zarr")
+    slow.patches.to_zarr(tmp_path / "p.zarr", 8, 8, max_memory="256KiB", progress=False)
+    local = da.patches.to_zarr(tmp_path / "local.zarr", 8, 8, max_memory="256KiB", progress=False, scheduler="threads")
+    _same_files(local, tmp_path / "p.zarr")
