@@ -347,9 +347,17 @@ case("zarr-existing-file", ZARR, "store = an existing file", ForeignStoreError, 
      r"mode='w'", output="zarr", at=lambda c, o: c.file, call=lambda c, o: c.da.patches.to_zarr(c.file, 4, 4, progress=False))
 case("zarr-memory-tiny", ZARR, "max_memory='100B'", BudgetTooSmallError, r"max_memory", r"='100B'", output="zarr",
      call=lambda c, o: c.da.patches.to_zarr(o, 4, 4, max_memory="100B", progress=False))
+case("zarr-scheduler-type", ZARR, "scheduler=42", PatchkitTypeError, r"scheduler", r"=42\b", r"address|Client",
+     output="zarr", call=lambda c, o: c.da.patches.to_zarr(o, 4, 4, scheduler=42, progress=False))
+case("zarr-scheduler-blank", ZARR, "scheduler=' '", PatchkitTypeError, r"scheduler", r"=' '", r"address|Client",
+     output="zarr", call=lambda c, o: c.da.patches.to_zarr(o, 4, 4, scheduler=" ", progress=False))
 case("zarr-truncated", ZARR, "a truncated GeoTIFF, read in dask chunks", SourceReadError, r"truncated\.tif",
      r"failed", r"re-download|re-create", output="zarr",
      call=lambda c, o: __import__("rioxarray").open_rasterio(c.truncated, chunks={"y": 10}).patches.to_zarr(o, 4, 4, progress=False))
+case("zarr-remote-500", ZARR, "a COG over HTTP whose tile reads the server answers with 500", SourceReadError,
+     r"'http://127\.0\.0\.1:<port>/broken\.tif'", r"HTTP 500 Internal Server Error", r"Check the URL, the server and the network",
+     output="zarr", call=lambda c, o: quick_http(lambda: __import__("rioxarray").open_rasterio(c.url_broken, chunks={"y": 128})
+                                                 .patches.to_zarr(o, 64, 64, progress=False)))
 case("zarr-fraction", ZARR, "max_nodata_fraction=2", PatchkitValueError, r"max_nodata_fraction", r"=2\b",
      output="zarr", call=lambda c, o: c.da.patches.to_zarr(o, 4, 4, max_nodata_fraction=2, progress=False))
 case("zarr-store-none", ZARR, "store=None", PatchkitTypeError, r"store", r"None",
@@ -758,6 +766,9 @@ cli("cli-extract-foreign", "extract --output a folder of other files", 1, r"Zarr
 cli("cli-extract-truncated", "extract a truncated GeoTIFF", 1, r"truncated\.tif", r"failed|damaged",
     r"re-download|re-create", output="zarr", argv=lambda c, o: ["extract", str(c.truncated) if c else "t.tif", *SPEC_ARGS,
                                                                 "--output", str(o)], sub=True)
+cli("cli-extract-url-missing", "extract an http URL the server answers 404 to", 1, r"'http://127\.0\.0\.1:<port>/missing\.tif'",
+    r"404", r"check the URL, the server and the network", output="zarr",
+    argv=lambda c, o: ["extract", c.url_missing if c else "http://127.0.0.1:8000/missing.tif", *SPEC_ARGS, "--output", str(o)])
 cli("cli-extract-fraction-high", "extract --max-nodata-fraction 2", 1, r"max_nodata_fraction", r"=2\.0", output="zarr",
     argv=lambda c, o: extract_argv(c, o, "--max-nodata-fraction", "2"))
 cli("cli-extract-fraction-nan", "extract --max-nodata-fraction nan", 1, r"max_nodata_fraction", r"nan", output="zarr",
@@ -765,6 +776,9 @@ cli("cli-extract-fraction-nan", "extract --max-nodata-fraction nan", 1, r"max_no
 cli("cli-extract-geotiff-read-only", "extract --to geotiff into a read-only folder", 1, r"chip folder|folder",
     r"<read-only>|chips", output="geotiff", at=lambda c, o: c.readonly / "chips", needs=("readonly",),
     argv=lambda c, o: extract_argv(c, o, to="geotiff", output=c.readonly / "chips" if c else None))
+cli("cli-extract-scheduler-tfrecord", "extract --to tfrecord --scheduler tcp://h:8786", 1, r"--scheduler",
+    r"'tfrecord'", r"leave out --scheduler", output="tfrecord",
+    argv=lambda c, o: extract_argv(c, o, "--scheduler", "tcp://h:8786", to="tfrecord"))
 cli("cli-run-unknown-template", "run nope", 1, r"template", r"'nope'", r"patchkit templates",
     argv=lambda c, o: ["run", "nope", "--output-dir", str(o) if o else "out"], output="path", sub=True)
 cli("cli-run-unknown-parameter", "run extract_patches -p sizez 12", 1, r"parameter", r"'sizez'", r"its parameters are",
@@ -814,6 +828,8 @@ class Ctx:
     patches: Any = None
     tif: Path | None = None
     truncated: Path | None = None
+    url_missing: str | None = None
+    url_broken: str | None = None
     text_file: Path | None = None
     file: Path | None = None
     readonly: Path | None = None
@@ -857,6 +873,39 @@ def _read_only_folder(tmp: Path) -> Path | None:
     return None
 
 
+def _serve(c: Ctx, tmp: Path) -> None:
+    """A loopback HTTP server (it stops with this process) serving ``broken.tif``, a tiled GeoTIFF whose tile reads
+    it answers with 500, and no ``missing.tif``."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    from .helpers import write_geotiff
+    from .http_server import LoopbackServer
+
+    (tmp / "served").mkdir()
+    broken = write_geotiff(tmp / "served" / "broken.tif", np.arange(3 * 256 * 256, dtype=np.uint16).reshape(3, 256, 256),
+                           from_origin(500000.0, 4200000.0, 30.0, 30.0))
+    with rasterio.open(broken) as src:
+        first_block = int(src.get_tag_item("BLOCK_OFFSET_0_0", "TIFF", bidx=1))
+    server = LoopbackServer(tmp / "served").start()
+    server.fault("broken.tif", "status", code=500, after=first_block)
+    c.url_missing, c.url_broken = server.url("missing.tif"), server.url("broken.tif")
+
+
+def quick_http(call: Callable[[], Any]) -> Any:
+    """``call()`` with GDAL retrying an HTTP error once, 50 ms later (patchkit's defaults take seconds)."""
+    saved = {k: os.environ.get(k) for k in ("GDAL_HTTP_MAX_RETRY", "GDAL_HTTP_RETRY_DELAY")}
+    os.environ.update(GDAL_HTTP_MAX_RETRY="1", GDAL_HTTP_RETRY_DELAY="0.05")
+    try:
+        return call()
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                del os.environ[key]
+            else:
+                os.environ[key] = value
+
+
 def make_ctx(tmp: Path) -> Ctx:
     """Everything the cases use, under ``tmp``: rasters, stores of every sink (finished and not), files."""
     import rioxarray
@@ -880,6 +929,7 @@ def make_ctx(tmp: Path) -> Ctx:
     data = big.read_bytes()
     c.truncated = tmp / "truncated.tif"
     c.truncated.write_bytes(data[: len(data) // 2])
+    _serve(c, tmp)
     c.text_file = tmp / "notes.txt"
     c.text_file.write_text("not a raster\n")
     c.file = tmp / "a-file.txt"
@@ -1092,6 +1142,7 @@ def normalise(c: Ctx, message: str) -> str:
     if c.readonly is not None:
         text = text.replace(str(c.readonly), "<read-only>")
     text = text.replace(str(c.tmp), "<tmp>")
+    text = re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:<port>", text)  # the loopback server's
     # a long path errors.shown cut in the middle: where the cut falls depends on the length of <tmp>
     text = re.sub(r"'(?:/|<tmp>)[^'\s]*?\.\.\.", "'<tmp>/...", text)
     text = re.sub(r"only [\d.]+ [KMGTPE]?i?B is (available|free)", r"only <free> is \1", text)
@@ -1220,7 +1271,8 @@ def render(c: Ctx) -> str:
         "```",
         "",
         "Rows marked ⚠ are known gaps (the test marks them `xfail` with the fix to make).",
-        "`<tmp>` stands for the test's temporary folder, `<read-only>` for a folder that takes no new files.",
+        "`<tmp>` stands for the test's temporary folder, `<read-only>` for a folder that takes no new files,",
+        "`<port>` for the port of the test's HTTP server on the loopback.",
         "",
         "| entry point | input | error | what the message says |",
         "| --- | --- | --- | --- |",
