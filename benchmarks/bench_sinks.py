@@ -1,16 +1,17 @@
 """Writing patches with patchkit's sinks, against xarray alone and against the speed of the hardware.
 
-Run ``python benchmarks/bench_sinks.py [--quick] [--dir PATH] [--repeats N] [--json PATH]``.
+Run ``python benchmarks/bench_sinks.py [--quick] [--dir PATH] [--repeats N] [--start-method M] [--json PATH]``.
 
 The scene is a tiled 4-band uint16 GeoTIFF (4096 x 4096, 512 x 512 tiles, as in ``bench_xarray.py``),
 written once (untimed) into ``--dir``, opened lazily by rioxarray (dask chunks 1024 x 1024) inside every
-timed call, and cut into 256-pixel patches at stride 128 (VALID: 31 x 31 patches, 481 MiB). patchkit
-runs under ``max_memory`` 64 MiB. ``--quick`` shrinks all that (512 x 512, 128-pixel patches, stride 64,
+timed call (reading the file is part of every row but the limits and stitching), and cut into
+256-pixel patches at stride 128 (VALID: 31 x 31 patches, 480 MiB). patchkit runs under ``max_memory``
+64 MiB, which does not bound GDAL's block cache. ``--quick`` shrinks all that (512 x 512, 128-pixel patches, stride 64,
 one round, processes forked from a server that has made the imports: 15-20 s; its figures mean
 nothing).
 
 Every output (and the scene) goes to ``--dir`` (default: a temporary folder), so that one run on a
-memory-backed filesystem (``--dir /dev/shm/...``, as fast as a good NVMe disk) and one on a disk show
+memory-backed filesystem (``--dir /dev/shm/...``, standing in for a fast NVMe disk) and one on a disk show
 what the filesystem costs. Nothing is synced (``fsync``): on a disk the figures include the page cache.
 
 Rows, each the best of ``--repeats`` calls:
@@ -26,11 +27,13 @@ Rows, each the best of ``--repeats`` calls:
 * ``xarray lazy raw`` / ``xarray lazy zstd``: the lazy way with xarray alone, ``da.rolling(y=k, x=k,
   center=True).construct(y="ky", x="kx", stride=s, fill_value=0)``, the windows of patchkit's VALID
   patches kept (centred windows sit at multiples of the stride because k // 2 is one), ``.chunk(...)``
-  into chunks of whole patches as patchkit stores them (one patch row, about 4 MiB) and ``.to_zarr(...)``.
+  into chunks of whole patches as patchkit stores them (one patch row, at most 4 MiB of patches along
+  it) and ``.to_zarr(...)``.
   Three of its patches are checked against the scene's pixels after the first call (untimed).
 * ``limit: write <output>``: the files that patchkit's sink wrote in the first round (store, chips or
   shards), read once into memory (untimed), written as plain files into a fresh folder on the same
-  filesystem by a ``ThreadPoolExecutor(os.cpu_count())``: no sink can write those bytes faster.
+  filesystem by a ``ThreadPoolExecutor(os.cpu_count())``: a ceiling for anything that writes those
+  bytes through the filesystem.
 * ``limit: zstd+write zarr``: the chunks of ``to_zarr zstd``'s store, decoded into memory (untimed),
   encoded again with the codec zarr used (numcodecs' Zstd, the level and checksum read from the store)
   on the same thread pool and written as plain files (the store's other files written as they are).
@@ -42,6 +45,8 @@ Rows, each the best of ``--repeats`` calls:
 * ``stitch -> tif``: ``patchkit.stitch`` of ``to_zarr zstd``'s store into a GeoTIFF under ``max_memory``;
   ``stitch in memory``: ``patchkit.stitch`` of the same patches loaded beforehand (untimed).
 
+LocalCluster rows have a reserved place: :func:`cluster_contenders`.
+
 Fairness: every call runs in a freshly spawned process (imports and inputs made before the clock
 starts; ``--quick`` forks them from a fork server instead, see ``--start-method``), and the rounds
 take turns across contenders (A B C, A B C, ...), so the drift of a busy machine touches every row
@@ -49,10 +54,12 @@ alike; each row keeps its best call. Each call's time goes to stderr as it comes
 
 Columns: ``best s``; ``GB/s``: bytes of patches (not of files) per second, 1 GB = 10**9 B, the same
 numerator for every row; ``vs limit``: the limit's seconds over the row's (1.00 = as fast as the
-limit); ``vs xarray``: the faster of xarray's two ways with the same compression, its seconds over the
-row's (above 1 = faster than xarray); ``written``: bytes of the output files; ``RSS growth``: peak RSS
-of the call above the RSS on entry (the kernel's high-water mark); ``/ max_mem``: that growth over
-``max_memory``, for the rows that run under it.
+limit; xarray's rows against the limit of patchkit's store of the same compression); ``vs xarray``:
+the faster of xarray's two ways with the same compression, its seconds over the row's (above 1 =
+faster than xarray); ``written``: bytes of the output files; ``RSS growth``: peak RSS of the call
+above the RSS on entry (the kernel's high-water mark, the highest of the rounds); ``/ max_mem``:
+that growth over ``max_memory``, for the rows that run under it. ``--json PATH`` writes every row
+(with each round's seconds), the parameters, the filesystem and the contenders' settings.
 """
 
 from __future__ import annotations
@@ -70,7 +77,7 @@ import tempfile
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Callable, ContextManager, Iterator
 
@@ -761,10 +768,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     print_table(rows)
     print(f"total {time.perf_counter() - started:.0f} s")
     if args.json:
+        settings = [{f.name: getattr(c, f.name) for f in fields(c) if f.name != "make"} for c in contenders]
         args.json.write_text(json.dumps({"params": params, "filesystem": fs, "cores": os.cpu_count(),
-                                         "start_method": args.start_method,
-                                         "contenders": [{k: v for k, v in asdict(c).items() if k != "make"}
-                                                        for c in contenders],
+                                         "start_method": args.start_method, "contenders": settings,
                                          "rows": rows}, indent=2))
     return rows
 
