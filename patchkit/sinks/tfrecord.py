@@ -55,6 +55,7 @@ from ..labelled.nodata import check_fraction
 from ..labelled.tfdata import band_arrays, scene_features, tensorflow
 from ._store import (EMPTY_ROW, check_mode, check_path, check_resume, check_verify, combine, read_json, remove, row_digests,
                      write_error, write_json)
+from ._progress import JobBar
 from .base import Progress, Sink
 from .tfcodec import FORMAT, PatchTransforms, RecordFile, count_records, difference, examples, file_sha256, new_manifest, parse
 
@@ -318,7 +319,7 @@ def to_tfrecord(
         when that run is complete; it refuses a prefix holding another run. ``"w"`` deletes the
         prefix's manifest and shards first.
     progress : bool, default True
-        A progress bar over patch rows (shown where the output is a terminal or a notebook).
+        A progress bar: patches, bytes written and GB/s (shown where the output is a terminal or a notebook).
     backend : {"auto", "numpy", "tensorflow"}
 
     Returns
@@ -365,8 +366,6 @@ def to_tfrecord(
 
 def _write_shards(tf, target: _Target, manifest: dict, prepared, features, compression, max_memory, backend, progress) -> None:
     """Write every shard not done, band by band; TensorFlow's and the file system's errors as SinkWriteError."""
-    from tqdm.auto import tqdm
-
     per_shard, oh = manifest["rows_per_shard"], manifest["grid_shape"][0]
     done = np.zeros(oh, bool)
     for shard in manifest["shards"]:
@@ -374,8 +373,7 @@ def _write_shards(tf, target: _Target, manifest: dict, prepared, features, compr
     digests: dict[int, str] = {}
     writer = _ShardWriter(tf, target, manifest, compression, digests)
     transforms = PatchTransforms(prepared)
-    with tqdm(total=oh, initial=int(done.sum()), unit="row", desc=f"patch rows -> {target.name}",
-              disable=not progress or None) as bar:
+    with JobBar(prepared, f"patches -> {target.name}", done, progress) as bar:
         try:
             for band_rows, band in bands(prepared, max_memory=max_memory, backend=backend, done=done):
                 digests.update(row_digests(band, band_rows))
@@ -388,12 +386,11 @@ def _write_shards(tf, target: _Target, manifest: dict, prepared, features, compr
                         continue
                     coefficients = transforms(rows, cols) if coefficients is None else coefficients
                     writer.write(k, examples(tf, features, rows, cols, arrays, coefficients, piece))
-                bar.update(int((~done[band_rows]).sum()))
+                bar.band(band_rows, done)
             writer.close()
         except BaseException:
             writer.abort()
             raise
-        bar.update(oh - bar.n)
 
 
 # --------------------------------------------------------------------------------------------------
