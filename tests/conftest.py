@@ -111,3 +111,59 @@ def stacked(geotiffs, open_raster):
 
     dates = pd.date_range("2026-06-01", periods=len(geotiffs["stack"]), freq="10D")
     return xr.concat([open_raster(p) for p in geotiffs["stack"]], dim=pd.Index(dates, name="time"))
+
+
+# ---- remote rasters: a Cloud-Optimized GeoTIFF served over HTTP on the loopback --------------------
+
+
+@pytest.fixture(scope="session")
+def cog(tmp_path_factory):
+    """A Cloud-Optimized GeoTIFF: 3 bands uint16, 512 x 768, 256 x 256 tiles, deflate, no overviews, UTM 33N.
+
+    Written as ``write_geotiff`` writes every test raster, then copied into GDAL's COG layout (header
+    and tile index first, then the tiles, row by row).
+    """
+    pytest.importorskip("rasterio")
+    import rasterio.shutil
+    from rasterio.transform import from_origin
+
+    folder = tmp_path_factory.mktemp("cog")
+    rng = np.random.default_rng(11)
+    plain = write_geotiff(folder / "plain.tif", rng.integers(0, 4000, (3, 512, 768), dtype=np.uint16),
+                          from_origin(500000.0, 4200000.0, 10.0, 10.0))
+    rasterio.shutil.copy(plain, folder / "scene.tif", driver="COG", blocksize=256, compress="deflate", overviews="none")
+    return folder / "scene.tif"
+
+
+@pytest.fixture(scope="session")
+def loopback(tmp_path_factory):
+    """A :class:`tests.http_server.LoopbackServer` serving a folder of its own, for the whole session."""
+    from .http_server import LoopbackServer
+
+    with LoopbackServer(tmp_path_factory.mktemp("served")) as server:
+        yield server
+
+
+@pytest.fixture
+def served_cog(cog, loopback, request):
+    """``cog`` served by ``loopback`` under a name of this test's own: ``(url, local path, first tile offset)``.
+
+    Each test its own name, because GDAL caches what it fetched by URL for the life of the process.
+    The GDAL options patchkit sets for remote sources are removed from the environment after the test.
+    """
+    import re
+    import shutil
+
+    import rasterio
+
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", request.node.name) + ".tif"
+    shutil.copy(cog, loopback.folder / name)
+    with rasterio.open(cog) as src:
+        first_tile = int(src.get_tag_item("BLOCK_OFFSET_0_0", "TIFF", bidx=1))
+    with pytest.MonkeyPatch.context() as patch:
+        from patchkit.core.remote import DEFAULTS
+
+        for key in DEFAULTS:  # restored to unset afterwards, should patchkit set them
+            patch.setenv(key, "")
+            patch.delenv(key)
+        yield loopback.url(name), cog, first_tile

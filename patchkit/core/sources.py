@@ -57,14 +57,26 @@ def reading(origin: str | None) -> Iterator[None]:
     :class:`SourceReadError` that names the file ``origin`` (when known) and says what to do.
 
     Patchkit's own errors and errors that are not about reading (a ``MemoryError``) pass unchanged.
+    A remote ``origin`` (a URL, ``/vsicurl/``...: :mod:`patchkit.core.remote`) gets GDAL's bounded HTTP
+    defaults before it is read, and its error says what the server answered, what to check, and that a
+    rerun resumes.
     """
+    from contextlib import nullcontext
+
+    from .remote import configure, is_remote, listening, read_error
+
+    remote = is_remote(origin)
+    configure(origin)
     try:
-        yield
+        with listening(origin) if remote else nullcontext([]) as codes:
+            yield
     except PatchkitError:
         raise
     except Exception as err:
         if not _is_read_error(err):
             raise
+        if remote:
+            raise read_error(origin, err, codes, _causes(err)) from err
         where = f"the file {origin!r}" if origin else "the source data (no file name is recorded)"
         raise SourceReadError(
             f"reading {where} failed: {type(err).__name__}: {err}{_causes(err)}; the file is probably damaged or "

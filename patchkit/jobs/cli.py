@@ -67,12 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--log-output", action="store_true", help="echo the notebook's output while it runs")
 
     inspect = commands.add_parser("inspect", help="grid, patch count, bytes and row-band plan of a raster, without extracting")
-    inspect.add_argument("path", help="a raster rioxarray opens (GeoTIFF...), or 'sample'")
+    inspect.add_argument("path", help="a raster rioxarray opens (GeoTIFF, an http(s) URL, /vsicurl/...), or 'sample'")
     _spec_options(inspect)
     _sink_option(inspect, "the sink whose plan to show (default zarr)")
 
     extract = commands.add_parser("extract", help="stream a raster's patches to a sink, with a progress bar")
-    extract.add_argument("path", help="a raster rioxarray opens (GeoTIFF...), or 'sample'")
+    extract.add_argument("path", help="a raster rioxarray opens (GeoTIFF, an http(s) URL, /vsicurl/...), or 'sample'")
     _spec_options(extract)
     _sink_option(extract, "the sink: built in or installed (patchkit.sinks entry points); default zarr")
     extract.add_argument("--output", type=Path, required=True, help="the store, chip folder or TFRecord prefix")
@@ -93,11 +93,14 @@ def _sink_option(parser: argparse.ArgumentParser, help: str) -> None:
 
 
 def _open(path: str, lazy: bool):
-    """The raster at ``path`` (or the sample scene): read lazily with dask, or just opened (no pixels read)."""
+    """The raster at ``path`` (a file, a URL or ``/vsicurl/`` path, or the sample scene): read lazily with dask,
+    or just opened (no pixels read). A remote one gets GDAL's bounded HTTP retries and timeouts first."""
     import rioxarray
 
+    from ..core.remote import configure, is_remote
     from ..sample import sample_path
 
+    configure(path)
     chunks = {"band": -1, "y": 1024, "x": 1024} if lazy else None
     try:
         return rioxarray.open_rasterio(sample_path() if path == "sample" else path, chunks=chunks)
@@ -106,7 +109,8 @@ def _open(path: str, lazy: bool):
     except Exception as err:  # rasterio's errors: a missing file, or one GDAL does not read
         if not (isinstance(err, OSError) or (type(err).__module__ or "").startswith("rasterio")):
             raise
-        raise SourceReadError(f"cannot open {path!r} as a raster: {err}; check the path, and pass a raster GDAL "
+        check = "check the URL, the server and the network" if is_remote(path) else "check the path"
+        raise SourceReadError(f"cannot open {path!r} as a raster: {err}; {check}, and pass a raster GDAL "
                               "opens (a GeoTIFF...), or 'sample'") from err
 
 

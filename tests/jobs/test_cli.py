@@ -86,6 +86,30 @@ def test_extract_to_zarr(geotiffs, tmp_path):
     xr.testing.assert_identical(stored, expected.rename("pixels"))
 
 
+def test_extract_from_url(served_cog, loopback, tmp_path):
+    """extract takes an http(s) URL (nothing refuses it as a missing file) and writes the store the accessor
+    writes from the local file, reading the COG in byte ranges from the server."""
+    url, path, _ = served_cog
+    done = patchkit_command("extract", url, "--sizes", "64", "--strides", "48", "--max-memory", "8MiB",
+                            "--output", str(tmp_path / "p.zarr"))
+    assert done.returncode == 0, done.stderr
+    stored = patchkit.open_patches(tmp_path / "p.zarr", verify="full")["pixels"].compute()
+    xr.testing.assert_identical(stored, rioxarray.open_rasterio(path).patches.extract(64, 48).rename("pixels"))
+    assert any(r.path.endswith(url.rsplit("/", 1)[1]) and r.status == 206 for r in loopback.log)
+
+
+def test_extract_from_vsicurl_path(served_cog, tmp_path, capsys):
+    """extract takes GDAL's /vsicurl/ form of a URL too (run in this process: the command's imports are paid
+    once, by the test above)."""
+    from patchkit.jobs.cli import main
+
+    url, path, _ = served_cog
+    assert main(["extract", "/vsicurl/" + url, "--sizes", "64", "--strides", "48", "--output", str(tmp_path / "p.zarr")]) == 0
+    assert "wrote" in capsys.readouterr().out
+    stored = patchkit.open_patches(tmp_path / "p.zarr", verify="full")["pixels"].compute()
+    xr.testing.assert_identical(stored, rioxarray.open_rasterio(path).patches.extract(64, 48).rename("pixels"))
+
+
 def test_failing_notebook_exits_1(tmp_path):
     """A template whose cell raises exits 1 with the cell's error on stderr."""
     done = patchkit_command("run", "extract_patches", "-p", "input_path", str(tmp_path / "missing.tif"),
