@@ -8,12 +8,14 @@ fills one reused buffer per band. :func:`lazy_patches` builds the same bands as 
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any, Iterator
 
 import numpy as np
 
 from .backends import aligned_empty, get_backend, tensor_to_numpy, to_tensor
+from .gdal import bounded_cache
 from .sources import Source, as_source
 from .budget import DEFAULT_MAX_MEMORY, LAZY_CHUNK_MEMORY, Budget, Plan, check_row_fits, min_memory, plan_for
 from .spec import PatchSpec
@@ -98,19 +100,14 @@ def _bands(source: Source, spec: PatchSpec, plan: Plan, backend, buffers: int = 
     tensor_out = source.kind == "tensorflow"
     reuse = backend.name == "numpy" and not tensor_out
     block_bufs = [np.empty(plan.band_rows * b * ow * depth, source.dtype) for _ in range(buffers)] if reuse else []
-    halo_buf = None
-    if source.lazy:
-        most = max(stop - start for start, stop in (spec.input_rows(r, shape, clip=True) for r in plan.bands))
-        halo_buf = np.empty(b * most * w * c, source.dtype)
-    whole = None if source.lazy else (source.data if backend.name == "tensorflow" else source.numpy())
-    for k, rows in enumerate(plan.bands):
+    if source.lazy:  # the halos first: once the last is read, their generator ends (and its threads with it)
+        inputs = ((halo, spec.input_rows(rows, shape, clip=True)[0], rows)
+                  for halo, rows in zip(_read_halos(source, spec, plan), plan.bands))
+    else:
+        whole = source.data if backend.name == "tensorflow" else source.numpy()
+        inputs = ((whole, 0, rows) for rows in plan.bands)
+    for k, (src, row0, rows) in enumerate(inputs):
         n = rows.stop - rows.start
-        if source.lazy:
-            ya, yb = spec.input_rows(rows, shape, clip=True)
-            halo = halo_buf[: b * (yb - ya) * w * c].reshape(b, yb - ya, w, c)
-            src, row0 = source.read_rows(ya, yb, out=halo), ya
-        else:
-            src, row0 = whole, 0
         if reuse:
             out = block_bufs[k % buffers][: b * n * ow * depth].reshape(b, n, ow, depth)
         else:  # a tensor shares its block: aligned for TensorFlow's kernels, never reused
@@ -120,6 +117,37 @@ def _bands(source: Source, spec: PatchSpec, plan: Plan, backend, buffers: int = 
             yield rows, (to_tensor(block) if tensor_out else block)
         else:
             yield rows, (block if tensor_out else tensor_to_numpy(block))
+
+
+def _read_halos(source: Source, spec: PatchSpec, plan: Plan) -> Iterator[np.ndarray]:
+    """The clipped halo of each band of ``plan``, read from a lazy ``source`` into a reused buffer, in order.
+
+    With ``plan.prefetch`` the next band's halo is read into a second buffer, on a thread, while the
+    caller makes a band from this one (whose buffer is read into again only once the caller asks for
+    the band after next). ``plan.readers`` pieces of a halo are read at once; GDAL's block cache is
+    bounded to ``plan.gdal_cache`` while the halos are read (:func:`patchkit.core.gdal.bounded_cache`).
+    """
+    b, _, w, c = source.shape
+    spans = [spec.input_rows(rows, source.shape, clip=True) for rows in plan.bands]
+    most = max(yb - ya for ya, yb in spans)
+    buffers = [np.empty(b * most * w * c, source.dtype) for _ in range(2 if plan.prefetch else 1)]
+
+    def read(k: int) -> np.ndarray:
+        ya, yb = spans[k]
+        halo = buffers[k % len(buffers)][: b * (yb - ya) * w * c].reshape(b, yb - ya, w, c)
+        return source.read_rows(ya, yb, out=halo, readers=plan.readers)
+
+    with bounded_cache(plan.gdal_cache):
+        if not plan.prefetch:
+            yield from (read(k) for k in range(len(spans)))
+            return
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="patchkit-prefetch") as pool:
+            ahead = pool.submit(read, 0)
+            for k in range(len(spans)):
+                halo = ahead.result()
+                if k + 1 < len(spans):
+                    ahead = pool.submit(read, k + 1)  # into the other buffer, while band k is made
+                yield halo
 
 
 def compact(block: np.ndarray, keep: np.ndarray) -> np.ndarray:
@@ -191,7 +219,7 @@ def lazy_patches(source: Source, spec: PatchSpec, backend, chunk_memory: int | s
     if minimum > chunk_memory:
         check_row_fits(spec, source, lazy=True, chunks=source.chunks)  # a chunk must fit where it is computed
     budget = max(chunk_memory, minimum)
-    plan = plan_for(spec, source, backend, budget)
+    plan = plan_for(spec, source, backend, budget, streamed=False)
     b, _, ow, depth = spec.output_shape(shape)
     blocks = []
     for rows in plan.bands:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 import sys
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
-from typing import Any, Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -129,6 +129,10 @@ class Source:
         Block sizes along each axis (dask style) when reading materialises whole blocks.
     origin : str, optional
         The file the data is read from, named by read errors (:func:`reading`).
+    rows : callable, optional
+        ``rows(start, stop)``: image rows ``[start, stop)`` of a dask source as a dask array cut before
+        ``data`` was arranged, so that dask reads only those rows of each chunk (after a reshape it
+        reads whole chunks); None: ``data`` is sliced.
     """
 
     data: Any
@@ -137,11 +141,19 @@ class Source:
     dtype: np.dtype
     chunks: tuple[tuple[int, ...], ...] | None = None
     origin: str | None = None
+    rows: Callable[[int, int], Any] | None = field(default=None, repr=False, compare=False)
 
     @property
     def lazy(self) -> bool:
         """Whether reading rows makes a copy (so the rows read count against ``max_memory``)."""
         return self.kind in ("dask", "lazy")
+
+    @property
+    def concurrent(self) -> bool:
+        """Whether its rows may be read on threads, beside other work and several pieces at once: a dask array
+        (dask graphs are made to be computed on threads). Not other lazy arrays: an h5py or netCDF4
+        variable may not be safe to read from two threads."""
+        return self.kind == "dask"
 
     @property
     def device(self) -> str:
@@ -157,11 +169,14 @@ class Source:
                                      "or compute it first")
         return self.data
 
-    def read_rows(self, start: int, stop: int, out: np.ndarray | None = None) -> np.ndarray:
+    def read_rows(self, start: int, stop: int, out: np.ndarray | None = None, readers: int = 1) -> np.ndarray:
         """Image rows ``[start, stop)`` (inside the image) as an ndarray, written into ``out`` if given.
 
-        Lazy sources are read one column of chunks at a time, so the temporaries a read makes stay
-        those :meth:`PatchSpec.band_memory` counts.
+        A dask source computed on dask's local threads (its default for arrays) or synchronously is
+        stored into ``out`` chunk by chunk (``dask.array.store``), ``readers`` chunks at once on local
+        threads; other lazy sources, and dask sources under another scheduler (a distributed client),
+        are read one column of chunks at a time. Each piece is copied into ``out`` as it comes, so the
+        temporaries a read makes stay those :meth:`PatchSpec.band_memory` counts.
         """
         if not self.lazy:
             rows = self.numpy()[:, start:stop]
@@ -172,14 +187,41 @@ class Source:
         b, _, w, c = self.shape
         if out is None:
             out = np.empty((b, stop - start, w, c), dtype=self.dtype)
-        edges = np.cumsum((0,) + tuple(self.chunks[2])) if self.chunks is not None else np.array([0, w])
         with reading(self.origin):
-            for x0, x1 in zip(edges[:-1].tolist(), edges[1:].tolist()):
-                piece = self.data[:, start:stop, x0:x1]
-                piece = piece.compute() if self.kind == "dask" else piece
-                out[:, :, x0:x1] = np.asarray(piece)
-                del piece
+            if self.kind != "dask":
+                _copy_columns(self.data, start, stop, self.chunks, out)
+                return out
+            rows = self.data[:, start:stop] if self.rows is None else self.rows(start, stop)
+            local = _local_scheduler(self.data)
+            if local is None:  # computed where the user's scheduler computes
+                _copy_columns(rows, 0, stop - start, self.chunks, out, compute=True)
+            elif stop > start:
+                import dask.array as da
+
+                threads = local == "threads" and readers > 1
+                da.store(rows, out, lock=False, scheduler="threads" if threads else "sync", num_workers=readers)
         return out
+
+
+def _copy_columns(data: Any, start: int, stop: int, chunks, out: np.ndarray, compute: bool = False) -> None:
+    """Copy rows ``[start, stop)`` of ``data`` into ``out`` one column of ``chunks`` at a time (``compute``: a
+    dask array's)."""
+    edges = np.cumsum((0,) + tuple(chunks[2])) if chunks is not None else np.array([0, out.shape[2]])
+    for x0, x1 in zip(edges[:-1].tolist(), edges[1:].tolist()):
+        piece = data[:, start:stop, x0:x1]
+        out[:, :, x0:x1] = np.asarray(piece.compute() if compute else piece)
+        del piece
+
+
+def _local_scheduler(data: Any) -> str | None:
+    """``"threads"`` or ``"sync"`` when dask would compute ``data`` on its local threads or synchronously; None
+    under another scheduler (a distributed client, processes)."""
+    import dask.local
+    import dask.threaded
+    from dask.base import get_scheduler
+
+    scheduler = get_scheduler(collections=[data])
+    return {dask.threaded.get: "threads", dask.local.get_sync: "sync"}.get(scheduler)
 
 
 def _normalize_chunks(chunks: Any, shape: tuple[int, ...]) -> tuple[tuple[int, ...], ...] | None:

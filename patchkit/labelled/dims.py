@@ -25,7 +25,7 @@ from typing import Any, Sequence
 
 from ..errors import DimensionError
 
-__all__ = ["Layout", "find_layout", "arrange", "unarrange", "SPATIAL_NAMES", "CHANNEL_NAMES"]
+__all__ = ["Layout", "find_layout", "arrange", "arranged_rows", "unarrange", "SPATIAL_NAMES", "CHANNEL_NAMES"]
 
 SPATIAL_NAMES = (("y", "x"), ("lat", "lon"), ("latitude", "longitude"))
 CHANNEL_NAMES = ("band", "bands", "channel", "channels", "variable", "wavelength")
@@ -117,6 +117,16 @@ def arrange(obj: Any, layout: Layout):
     lead, chan = math.prod(_sizes(obj, layout.leading)), math.prod(_sizes(obj, layout.channels))
     h, w = obj.sizes[layout.y], obj.sizes[layout.x]
     return data.reshape((lead, h, w, chan) if layout.channels_last else (lead * chan, h, w, 1))
+
+
+def arranged_rows(obj: Any, layout: Layout, start: int, stop: int):
+    """Rows ``[start, stop)`` of ``arrange(obj, layout)``, cut from ``obj`` before it is arranged.
+
+    The same pixels; but for dask-backed data the cut comes first in the graph, where dask merges it
+    into the read of each chunk (a rioxarray chunk then reads only those rows from the file): cut
+    after the reshape, every chunk the rows touch is read whole.
+    """
+    return arrange(obj.isel({layout.y: slice(start, stop)}), layout)
 
 
 def unarrange(out, obj: Any, layout: Layout, grid: tuple[int, ...], sizes: tuple[int, int]):

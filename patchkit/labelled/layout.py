@@ -24,7 +24,7 @@ from ..core.extract import extract_patches
 from ..core.sources import Source, as_source, origin_of, reading
 from ..core.spec import PatchSpec
 from ..errors import DimensionError
-from .dims import Layout, _spatial_dims, arrange, find_layout, unarrange
+from .dims import Layout, _spatial_dims, arrange, arranged_rows, find_layout, unarrange
 from .geo import crs_of, geotransform_of, grid_table, source_transform, write_grid
 from .labels import SPEC_ATTR, _check_labels, _Labels, _labels, _wrap, recorded_spec
 from .nodata import check_fraction, nodata_counts, nodata_values
@@ -54,8 +54,10 @@ class _Job:
 
     @functools.cached_property
     def source(self) -> Source:
-        """``images`` as a :class:`Source` whose read errors name the file ``obj`` was opened from."""
-        return as_source(self.images, origin=origin_of(self.obj))
+        """``images`` as a :class:`Source` whose read errors name the file ``obj`` was opened from (and, for dask
+        data, whose rows are cut before they are arranged: :func:`~patchkit.labelled.dims.arranged_rows`)."""
+        source = as_source(self.images, origin=origin_of(self.obj))
+        return replace(source, rows=functools.partial(arranged_rows, self.obj, self.layout)) if source.kind == "dask" else source
 
 
 def _jobs(obj: Any, spec: PatchSpec, spatial_dims, channel_dims) -> dict:

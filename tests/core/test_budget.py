@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import pickle
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -106,3 +108,56 @@ def test_require_memory_names_what_and_the_fix(monkeypatch):
     with pytest.raises(OutputTooLargeError, match=r"the thing would need 1.95 KiB \(2000 bytes, all of it\), but only "
                                                   r"1000 B is available; have 1000"):
         require_memory(2000, "the thing", lambda free: f"have {free}", verb="would need", detail="all of it")
+
+
+def test_reading_ahead_and_readers_are_counted():
+    """A band of a chunked lazy source holds its block, its halo and one column of chunks with the piece read
+    from them; each further reader holds another column of chunks (no more readers than columns), and reading
+    the next band ahead holds a second halo, its read temporaries beside the padding temporaries."""
+    spec, shape = PatchSpec(8, 8), (1, 64, 64, 1)
+    chunks = ((1,), (16,) * 4, (16,) * 4, (1,))
+    block, halo, column = 8 * 64, 8 * 64, (16 + 8) * 16  # one row of 8 patches; 8 input rows; a chunk + the piece
+    memory = functools.partial(spec.band_memory, (0, 1), shape, "uint8", lazy=True, chunks=chunks)
+    assert memory() == block + halo + column
+    assert [memory(readers=k) for k in (2, 4, 9)] == [block + halo + k * column for k in (2, 4, 4)]
+    assert memory(prefetch=True) == block + 2 * halo + column
+    assert memory(readers=3, prefetch=True) == block + 2 * halo + 3 * column
+
+
+def _touched_rows(spec: PatchSpec, plan, shape, chunk: int) -> int:
+    """Source rows of the chunks that the halos of ``plan``'s bands touch (chunks of ``chunk`` rows)."""
+    spans = [spec.input_rows(rows, shape, clip=True) for rows in plan.bands]
+    return sum((-(-yb // chunk) - ya // chunk) * chunk for ya, yb in spans if yb > ya)
+
+
+def test_dask_sources_read_ahead_and_on_threads_as_the_budget_allows(monkeypatch):
+    """For a dask source the planner counts GDAL's cache (1/16 of the budget), then reads ahead and on up to a
+    thread per column of chunks where that fits, within the budget, reading at most READ_AGAIN more source rows
+    than bands made one at a time; at the minimum budget it reads one piece at a time, without a cache."""
+    import patchkit.core.budget as budget_module
+    from patchkit.core.budget import GDAL_CACHE_SHARE, READ_AGAIN, min_memory, plan
+    from patchkit.testing import lazy_scene
+
+    monkeypatch.setattr(budget_module, "num_threads", lambda: 3)
+    spec, shape = PatchSpec(32, 16), (1, 1024, 512, 4)
+    source = as_source(lazy_scene(shape, chunks=(128, 128)))
+    numpy = get_backend("numpy", source)
+    kwargs = dict(lazy=True, chunks=source.chunks)
+    tight = min_memory(spec, shape, source.dtype, **kwargs)
+    assert plan_for(spec, source, numpy, tight) == replace(plan(spec, shape, source.dtype, tight, **kwargs),
+                                                            gdal_cache=0)
+    roomy = Budget.of("16MiB")
+    found = plan_for(spec, source, numpy, roomy)
+    assert (found.readers, found.prefetch, found.gdal_cache) == (3, True, roomy // GDAL_CACHE_SHARE)
+    held = max(spec.band_memory(rows, shape, source.dtype, readers=3, prefetch=True, **kwargs) for rows in found.bands)
+    assert held + found.gdal_cache <= found.peak <= roomy
+    one_at_a_time = plan(spec, shape, source.dtype, roomy.less(found.gdal_cache), **kwargs)
+    assert _touched_rows(spec, found, shape, 128) <= (1 + READ_AGAIN) * _touched_rows(spec, one_at_a_time, shape, 128)
+
+
+def test_other_lazy_sources_are_read_one_piece_at_a_time():
+    """A lazy array that is not dask (zarr, h5py...) is read on the caller's thread, one piece after another,
+    whatever the budget, and GDAL's cache is left alone."""
+    source = as_source(RecordingArray(np.zeros((1, 256, 256, 2), np.uint8), chunks=(1, 32, 32, 2)))
+    found = plan_for(PatchSpec(16, 8), source, get_backend("numpy", source), "64MiB")
+    assert (found.readers, found.prefetch, found.gdal_cache) == (1, False, None)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 import tracemalloc
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -11,7 +13,8 @@ from hypothesis import strategies as st
 
 from patchkit import PatchSpec, extract_patches, iter_patches
 from patchkit.core.backends import get_backend
-from patchkit.core.chunking import compact, kept_patches, lazy_patches
+from patchkit.core.budget import plan_for
+from patchkit.core.chunking import _bands, compact, kept_patches, lazy_patches
 from patchkit.core.sources import as_source
 from patchkit.errors import BudgetTooSmallError, InvalidMemoryError, KernelTooLargeError
 from patchkit.testing import assert_patches_equal, lazy_scene
@@ -248,3 +251,38 @@ def test_kept_patches_equal_selection(lazy, padding):
     else:
         got = kept_patches(source, spec, keep, backend, "16KiB")
     assert_patches_equal(got, full[:, keep])
+
+
+@pytest.mark.parametrize("spec", HALO_SPECS, ids=str)
+def test_dask_bands_read_ahead_on_threads_equal_tensorflow(spec, sentinel_buffers):
+    """Bands of a dask source read ahead (the next halo into a second buffer while a band is made) by two readers
+    (ragged chunks, rates and strides above 1, both paddings) still equal TensorFlow's patches, bit for bit."""
+    da = pytest.importorskip("dask.array")
+    images = random_image(HALO_SHAPE, "float32", seed=9)
+    source = as_source(da.from_array(images, chunks=(2, 7, 5, 2)))
+    backend = get_backend("numpy", source)
+    plan = plan_for(spec, source, backend, 2 * spec.min_memory(HALO_SHAPE, images.dtype, lazy=True, chunks=source.chunks))
+    assert len(plan.bands) > 2
+    blocks = [block.copy() for _, block in _bands(source, spec, replace(plan, prefetch=True, readers=2), backend)]
+    expected = tf_reference_patches(images, spec.sizes, spec.strides, spec.rates, spec.padding)
+    assert_patches_equal(np.concatenate(blocks, axis=1), expected)
+
+
+def test_next_band_is_read_while_one_is_handed_on():
+    """Reading ahead, the next band's halo is read while a band is handed to the caller: rows past the first
+    band's halo are read before the caller asks for the second band (one band at a time, they never are)."""
+    da = pytest.importorskip("dask.array")
+    images = random_image((1, 256, 32, 2), "uint16")
+    array = RecordingArray(images)
+    source = as_source(da.from_array(array, chunks=(1, 32, 32, 2), meta=np.empty((0, 0, 0, 0), images.dtype)))
+    spec, backend = PatchSpec(16, 8), get_backend("numpy", source)
+    plan = replace(plan_for(spec, source, backend, "32KiB"), prefetch=True)
+    assert len(plan.bands) > 2
+    bands = _bands(source, spec, plan, backend)
+    rows, _ = next(bands)
+    first = spec.input_rows(rows, images.shape, clip=True)[1]
+    deadline = time.monotonic() + 10
+    while not any(stop > first for _, stop in array.reads) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert any(stop > first for _, stop in array.reads)
+    assert rows.stop + sum(block.shape[1] for _, block in bands) == spec.grid_shape(images.shape)[0]

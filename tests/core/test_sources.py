@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import numpy as np
 import pytest
 
@@ -75,3 +78,57 @@ def test_rejects(images, error, match):
     """Non-arrays, wrong ranks and dtypes are refused before anything is read."""
     with pytest.raises(error, match=match):
         as_source(images)
+
+
+class _Meeting:
+    """A lazily read array whose reads of pixels wait for ``parties`` reads at once (or time out), and that counts
+    the most reads it saw at once."""
+
+    def __init__(self, data: np.ndarray, parties: int):
+        self._data, self.shape, self.dtype, self.ndim = data, data.shape, data.dtype, data.ndim
+        self._barrier = threading.Barrier(parties, timeout=10) if parties > 1 else None
+        self._lock, self._now, self.most = threading.Lock(), 0, 0
+
+    def __getitem__(self, key):
+        piece = self._data[key]
+        if not piece.size:
+            return piece.copy()
+        with self._lock:
+            self._now += 1
+            self.most = max(self.most, self._now)
+        try:
+            if self._barrier is not None:
+                self._barrier.wait()  # BrokenBarrierError when no other read comes
+            else:
+                time.sleep(0.01)  # room for another read to begin, were one running
+            return piece.copy()
+        finally:
+            with self._lock:
+                self._now -= 1
+
+
+@pytest.mark.parametrize("readers", [1, 2])
+def test_dask_rows_are_read_by_as_many_readers(readers):
+    """A dask source's rows are stored chunk by chunk into the buffer, ``readers`` chunks at once on dask's local
+    threads (two reads meet at a barrier, which one read at a time never passes), and one at a time with one
+    reader; the rows are those of the image."""
+    da = pytest.importorskip("dask.array")
+    image = random_image((1, 32, 64, 2), "uint8")
+    array = _Meeting(image, readers)
+    source = as_source(da.from_array(array, chunks=(1, 16, 16, 2), meta=np.empty((0, 0, 0, 0), np.uint8)))
+    out = np.empty((1, 20, 64, 2), np.uint8)
+    assert source.read_rows(4, 24, out=out, readers=readers) is out
+    np.testing.assert_array_equal(out, image[:, 4:24])
+    assert array.most == readers
+
+
+def test_dask_rows_follow_a_synchronous_scheduler():
+    """Under dask's synchronous scheduler (set by the user) the chunks are read one at a time, whatever readers."""
+    dask = pytest.importorskip("dask")
+    da = pytest.importorskip("dask.array")
+    image = random_image((1, 32, 64, 2), "uint8")
+    array = _Meeting(image, 1)
+    source = as_source(da.from_array(array, chunks=(1, 16, 16, 2), meta=np.empty((0, 0, 0, 0), np.uint8)))
+    with dask.config.set(scheduler="synchronous"):
+        np.testing.assert_array_equal(source.read_rows(0, 32, readers=4), image)
+    assert array.most == 1

@@ -7,7 +7,7 @@ import pytest
 
 import patchkit
 from patchkit.errors import DimensionError
-from patchkit.labelled.dims import Layout, arrange, find_layout, unarrange
+from patchkit.labelled.dims import Layout, arrange, arranged_rows, find_layout, unarrange
 
 from ..helpers import dims_array, tf_grid
 
@@ -83,3 +83,34 @@ def test_arrange_round_trip(dims, lazy):
         inside = 0 <= rows[i, a] < ordered.shape[nl] and 0 <= cols[j, b] < ordered.shape[nl + 1]
         expected = ordered[lead + (rows[i, a], cols[j, b])] if inside else np.zeros(ordered.shape[nl + 2:], ordered.dtype)
         np.testing.assert_array_equal(patches[lead + (i, j)][(Ellipsis, a, b)], expected)
+
+
+class _Reads:
+    """A (band, y, x) array read lazily, recording the rows of every read (as rioxarray's reader would serve)."""
+
+    def __init__(self, data: np.ndarray):
+        self._data, self.shape, self.dtype, self.ndim = data, data.shape, data.dtype, data.ndim
+        self.rows: list[tuple[int, int]] = []
+
+    def __getitem__(self, key):
+        piece = self._data[key]
+        if piece.size:
+            rows = range(self.shape[1])[key[1]]
+            self.rows.append((rows.start, rows.stop))
+        return piece.copy()
+
+
+def test_arranged_rows_read_only_those_rows():
+    """Rows cut before the data is arranged are the arranged data's rows, and dask reads only them from each chunk
+    it touches (as from a rioxarray scene, band, y, x); cut after the arrangement (a reshape), it reads every
+    chunk whole."""
+    dask_array = pytest.importorskip("dask.array")
+    plain = dims_array(("band", "y", "x"), {"band": 3, "y": 40, "x": 12})
+    reads = _Reads(plain.values)
+    da = plain.copy(data=dask_array.from_array(reads, chunks=(-1, 16, 6), meta=np.empty((0, 0, 0), np.float32)))
+    layout = find_layout(da)
+    cut = arranged_rows(da, layout, 10, 20).compute()
+    assert set(reads.rows) == {(10, 16), (16, 20)}
+    reads.rows.clear()
+    np.testing.assert_array_equal(cut, arrange(da, layout)[:, 10:20].compute())
+    assert set(reads.rows) == {(0, 16), (16, 32)}
