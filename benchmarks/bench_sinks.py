@@ -226,19 +226,33 @@ def sink_contenders() -> list[Contender]:
     ]
 
 
-def cluster_contenders() -> list[Contender]:
-    """RESERVED for the dask LocalCluster rows; none yet.
+@contextlib.contextmanager
+def cluster_sink(run: Run, out: Path, workers: int) -> Iterator[Callable[[], object]]:
+    """``.patches.to_zarr(..., compression=None)`` on a ``distributed.LocalCluster`` of ``workers`` processes
+    (one thread each), started before the clock and closed after; the tasks it ran go to stderr."""
+    preload()
+    import distributed
 
-    To add ``to_zarr(..., scheduler=...)`` on a ``distributed.LocalCluster`` with 1 and 2 workers:
-    write a maker that starts the cluster and its ``Client``, then enters :func:`patchkit_sink` with
-    ``method="to_zarr", scheduler=...`` (extra keywords go to the sink) and yields its call (so the
-    cluster's start-up is not timed), closing them after the ``yield``; and return a
-    ``Contender(..., family="patchkit", compression=..., limit=..., budgeted=True)`` per worker count
-    here. They then join the rounds, the ratios and the JSON like every other row (``keep`` stays
-    False: the limits read the single-process stores). Mind that the workers' memory is in other
-    processes: the RSS growth column sees only the client's.
+    with distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                                  silence_logs=50) as cluster, distributed.Client(cluster) as client:
+        client.run(preload)  # the workers import what the tasks use before the clock, as the other rows do
+        with patchkit_sink(run, out, "to_zarr", compression=None, scheduler=client) as call:
+            def timed_call():
+                with distributed.get_task_stream(client) as stream:
+                    result = call()
+                print(f"  cluster {workers} worker(s): {len(stream.data)} tasks", file=sys.stderr)
+                return result
+
+            yield timed_call
+
+
+def cluster_contenders() -> list[Contender]:
+    """``to_zarr raw`` on a dask ``LocalCluster`` of 1 and 2 worker processes (the store is the local one's).
+
+    The workers' memory is in other processes: the RSS growth column sees only the driver's.
     """
-    return []
+    return [Contender(f"to_zarr raw, {n} worker{'s' * (n > 1)}", functools.partial(cluster_sink, workers=n), "patchkit", "raw",
+                      "limit: write zarr raw", needs=("distributed",)) for n in (1, 2)]
 
 
 # --------------------------------------------------------------------------------------------------

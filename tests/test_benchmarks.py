@@ -26,6 +26,7 @@ def run_script(script: str, *args: str, timeout: int = 300) -> str:
     [
         ("bench_extract.py", ["--quick", "--case", "dask"], "RSS growth"),
         ("bench_xarray.py", ["--quick", "--repeats", "1"], "lazy, in memory"),
+        ("bench_remote.py", ["--quick"], "range GETs"),
         ("classic_uses.py", ["--repeats", "1"], "every result equal to TensorFlow's, bit for bit"),
     ],
 )
@@ -44,7 +45,8 @@ def test_sinks_rows(tmp_path):
     out = run_script("bench_sinks.py", "--quick", "--dir", str(tmp_path), "--json", str(tmp_path / "rows.json"))
     rows = ["to_zarr raw", "to_zarr zstd", "to_geotiffs", "xarray raw", "xarray zstd", "xarray lazy raw",
             "xarray lazy zstd", "limit: write zarr raw", "limit: write zarr zstd", "limit: zstd+write zarr",
-            "limit: write chips", "limit: deflate+write chips", "stitch -> tif", "stitch in memory"]
+            "limit: write chips", "limit: deflate+write chips", "stitch -> tif", "stitch in memory",
+            "to_zarr raw, 1 worker", "to_zarr raw, 2 workers"]
     if importlib.util.find_spec("tensorflow") is not None:
         rows += ["to_tfrecord", "limit: write tfrecord"]
     for name in rows:
