@@ -45,7 +45,10 @@ Rows, each the best of ``--repeats`` calls:
 * ``stitch -> tif``: ``patchkit.stitch`` of ``to_zarr zstd``'s store into a GeoTIFF under ``max_memory``;
   ``stitch in memory``: ``patchkit.stitch`` of the same patches loaded beforehand (untimed).
 
-LocalCluster rows have a reserved place: :func:`cluster_contenders`.
+* ``to_zarr raw, 1 worker`` / ``2 workers``: ``to_zarr`` without compression on a dask ``LocalCluster``
+  of that many worker processes (one thread each; the cluster started and the workers' imports made
+  before the clock), each band a task on a worker; the tasks a call ran go to stderr. The RSS
+  columns see only the driver.
 
 Fairness: every call runs in a freshly spawned process (imports and inputs made before the clock
 starts; ``--quick`` forks them from a fork server instead, see ``--start-method``), and the rounds
