@@ -2,11 +2,12 @@
 
 GDAL reads a remote raster in byte ranges through curl, and by default may wait on a stalled server for
 ever. :func:`configure` sets bounded defaults for GDAL's HTTP configuration options (:data:`DEFAULTS`:
-retries, their delay, timeouts) in the process environment, only those the user has not set, and only
-when a source's origin is remote. It runs when patchkit starts reading a source
-(:func:`patchkit.core.sources.reading`) and before ``patchkit extract`` opens one. The environment,
-not ``rasterio.Env``: GDAL reads its configuration options from the environment in every thread, dask's
-workers included, and at each request, while ``rasterio.Env`` holds them for one thread.
+retries, their delay, timeouts, how the ranges of one read are fetched) in the process environment,
+only those the user has not set, and only when a source's origin is remote. It runs when patchkit
+starts reading a source (:func:`patchkit.core.sources.reading`) and before ``patchkit extract`` opens
+one. The environment, not ``rasterio.Env``: GDAL falls back on the environment in every thread (dask's
+workers included) and at each request, so the defaults hold for reads already opened and for every
+read after, while a ``rasterio.Env``'s options end with its ``with`` block.
 
 When a read fails anyway, :func:`read_error` says what the server answered (the HTTP status in GDAL's
 retry warnings, which :func:`listening` collects; a body cut short; bytes that do not decode), what
@@ -35,6 +36,10 @@ __all__ = ["is_remote", "configure", "DEFAULTS", "listening", "read_error", "for
 #: GDAL's HTTP configuration options patchkit sets when a source is remote and the user has not:
 #: at most 3 retries (of 429, 5xx and connection errors), 1 s apart and then longer (GDAL backs off),
 #: 30 s to connect, a transfer that moves no byte for 30 s abandoned, and 300 s for one request at most.
+#: And the byte ranges of one read fetched one after the other (``SERIAL``) through GDAL's cache of
+#: fetched ranges: GDAL's default fetches them in parallel, past that cache, so that a row band whose
+#: rows span two rows of tiles fetched again the tiles the band before had fetched (twice the bytes,
+#: 1.7 times the requests, in ``benchmarks/bench_remote.py``).
 DEFAULTS = {
     "GDAL_HTTP_MAX_RETRY": "3",
     "GDAL_HTTP_RETRY_DELAY": "1",
@@ -42,6 +47,7 @@ DEFAULTS = {
     "GDAL_HTTP_LOW_SPEED_TIME": "30",
     "GDAL_HTTP_LOW_SPEED_LIMIT": "1",
     "GDAL_HTTP_TIMEOUT": "300",
+    "GDAL_HTTP_MULTIRANGE": "SERIAL",
 }
 
 #: URL schemes and GDAL virtual file systems that read over the network (``zip+https://``, ``/vsizip//vsicurl/`` too).

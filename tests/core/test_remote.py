@@ -24,7 +24,7 @@ import xarray as xr  # noqa: E402
 import patchkit  # noqa: E402
 
 SPEC = (64, 48)  # sizes, strides: 10 x 15 patches, several row bands under MAX_MEMORY
-CHUNKS = {"band": -1, "y": 256, "x": 256}
+CHUNKS = {"band": -1, "y": 512, "x": 512}  # two rows of tiles a chunk, as users chunk COGs
 MAX_MEMORY = "4MiB"
 #: A fault's read ends within this many seconds (GDAL retries once, 1 s timeout: see ``quick_retries``).
 BOUND_SECONDS = 12
