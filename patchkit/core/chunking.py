@@ -48,7 +48,9 @@ def iter_patches(
         As :func:`patchkit.extract_patches` (and ``tf.image.extract_patches``).
     max_memory : int or str, default "512MiB"
         Bound on everything the extraction holds at once: the block buffer, the input rows read
-        from a lazy source, and the temporaries of reading and padding. Integers are bytes; strings
+        from a lazy source, and the temporaries of reading and padding; for a dask source also
+        GDAL's block cache while it is read, and the next band's input rows when the budget leaves
+        room to read them ahead (and on several threads). Integers are bytes; strings
         such as ``"512MiB"`` or ``"2GB"`` are parsed. It is a bound, not a target: an image held in
         memory streams in bands of about 64 MiB, which is faster (:data:`IN_MEMORY_BAND`).
     backend : {"auto", "numpy", "tensorflow"}

@@ -176,7 +176,9 @@ class Source:
         stored into ``out`` chunk by chunk (``dask.array.store``), ``readers`` chunks at once on local
         threads; other lazy sources, and dask sources under another scheduler (a distributed client),
         are read one column of chunks at a time. Each piece is copied into ``out`` as it comes, so the
-        temporaries a read makes stay those :meth:`PatchSpec.band_memory` counts.
+        temporaries a read makes stay those :meth:`PatchSpec.band_memory` counts. (A raster opened by
+        ``rioxarray.open_rasterio(..., chunks=...)`` with its default lock is read by one thread at a
+        time, all files alike; ``lock=False`` gives each thread its own handle: the same pixels.)
         """
         if not self.lazy:
             rows = self.numpy()[:, start:stop]
