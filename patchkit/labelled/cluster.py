@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from ..core.chunking import _band_from_halo
+from ..core.gdal import bounded_cache
 from ..errors import ClusterError, PatchkitError, PatchkitTypeError, shown
 from .dims import Layout, unarrange
 
@@ -131,16 +132,20 @@ def _halo(client: Any, source, start: int, stop: int) -> Any:
     (the graph cut down to them), or the rows of an in-memory array put on the cluster."""
     import dask
 
-    if source.kind == "dask":
-        return _Halo(dask.optimize(source.data[:, start:stop])[0])
+    if source.kind == "dask":  # rows cut before they are arranged, so each chunk's read reads only them
+        rows = source.data[:, start:stop] if source.rows is None else source.rows(start, stop)
+        return _Halo(dask.optimize(rows)[0])
     return client.scatter(source.read_rows(start, stop), hash=False)
 
 
-def band_tasks(client: Any, prepared: Any, plan_bands: tuple, names: dict, backend: str) -> list:
+def band_tasks(client: Any, prepared: Any, plan_bands: tuple, names: dict, backend: str,
+               gdal_cache: int | None = None) -> list:
     """``[(rows, task), ...]``: a ``dask.delayed`` per band that makes the band's patches (:func:`make_band`) on a worker.
 
     ``names`` maps each job of ``prepared`` to the name of its variable in the output; ``backend``
-    is the backend's name. Each task reads only the input rows of its band (its halo).
+    is the backend's name; ``gdal_cache`` bounds GDAL's block cache on the worker while it reads (the
+    plan's share, :attr:`~patchkit.core.budget.Plan.gdal_cache`). Each task reads only the input rows
+    of its band (its halo).
     """
     import dask
 
@@ -154,16 +159,18 @@ def band_tasks(client: Any, prepared: Any, plan_bands: tuple, names: dict, backe
             ya, yb = spec.input_rows(rows, job.images.shape, clip=True)
             halos.append((ya, _halo(client, job.source, ya, yb)))
         band_keep = None if keep is None else keep[rows]
-        tasks.append((rows, dask.delayed(make_band, pure=False)(spec, rows, parts, backend, band_keep, halos)))
+        tasks.append((rows, dask.delayed(make_band, pure=False)(spec, rows, parts, backend, band_keep, halos, gdal_cache)))
     return tasks
 
 
-def make_band(spec, rows: slice, parts: tuple, backend: str, keep: np.ndarray | None, halos: list):
+def make_band(spec, rows: slice, parts: tuple, backend: str, keep: np.ndarray | None, halos: list,
+              gdal_cache: int | None = None):
     """The band of output rows ``rows`` made from its halos ``[(first input row, rows), ...]`` (runs on a worker).
 
     A Dataset of one variable per part with the output's dims and each patch's ``patch_row`` and
     ``patch_col``: what a sink writes and :func:`~patchkit.sinks._store.row_digests` reads.
-    A lazy halo is read here, a column of chunks at a time, its errors named as the local run names them.
+    A lazy halo is read here, on this thread, its errors named as the local run names them, with GDAL's
+    block cache bounded to ``gdal_cache``.
     """
     import dask
     import xarray as xr
@@ -173,8 +180,8 @@ def make_band(spec, rows: slice, parts: tuple, backend: str, keep: np.ndarray | 
     grid = ("patch_row", "patch_col") if keep is None else ("patch",)
     variables = {}
     for part, (row0, halo) in zip(parts, halos):
-        if isinstance(halo, _Halo):
-            with dask.config.set(scheduler="synchronous"):  # on this worker's thread, not on the cluster
+        if isinstance(halo, _Halo):  # on this worker's thread, not on the cluster
+            with bounded_cache(gdal_cache), dask.config.set(scheduler="synchronous"):
                 halo = as_source(halo.data, origin=part.origin).read_rows(0, halo.data.shape[1])
         block = _band_from_halo(halo, row0, part.shape, spec, rows, backend, keep)
         data = unarrange(block, part, part.layout, tuple(block.shape[1:-1]), spec.sizes)

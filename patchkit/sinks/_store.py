@@ -26,6 +26,7 @@ import errno
 import glob
 import hashlib
 import json
+import math
 import os
 import shutil
 import uuid
@@ -162,9 +163,35 @@ def _patch_arrays(band: Any) -> list:
     return out
 
 
+#: Bytes a hash is fed at a time, at least, where the data lies in pieces (:func:`hash_into`).
+HASH_PIECE = 1 << 16
+
+
 def raw_bytes(array: np.ndarray) -> np.ndarray:
     """The bytes of ``array`` in C order, as a uint8 array (any dtype: bfloat16 has no buffer format)."""
     return np.ascontiguousarray(array).reshape(-1).view(np.uint8)
+
+
+def hash_into(h: Any, array: np.ndarray) -> None:
+    """Feed ``h`` the bytes of ``array`` in C order, without copying where they lie in pieces of at least
+    :data:`HASH_PIECE` bytes (a patch row of a band buffer is a view whose patches lie apart); smaller
+    pieces are copied in blocks of about that size."""
+    array = np.asarray(array)
+    split = _contiguous_from(array)
+    while split > 0 and math.prod(array.shape[split:]) * array.itemsize < HASH_PIECE:
+        split -= 1
+    for index in np.ndindex(*array.shape[:split]):
+        h.update(raw_bytes(array[index]))
+
+
+def _contiguous_from(array: np.ndarray) -> int:
+    """The first axis from which ``array``'s trailing axes are laid out in C order without gaps."""
+    expected = array.itemsize
+    for axis in range(array.ndim - 1, -1, -1):
+        if array.shape[axis] != 1 and array.strides[axis] != expected:
+            return axis + 1
+        expected *= array.shape[axis]
+    return 0
 
 
 def row_digests(band: Any, rows: slice) -> dict[int, str]:
@@ -181,10 +208,10 @@ def row_digests(band: Any, rows: slice) -> dict[int, str]:
             starts = np.searchsorted(places, list(hashes), side="left")
             stops = np.searchsorted(places, list(hashes), side="right")
             for (row, h), a, b in zip(hashes.items(), starts, stops):
-                h.update(raw_bytes(data[a:b]))
+                hash_into(h, data[a:b])
         else:
             for i, h in enumerate(hashes.values()):
-                h.update(raw_bytes(data[i]))
+                hash_into(h, data[i])
     return {row: h.hexdigest() for row, h in hashes.items()}
 
 

@@ -264,7 +264,7 @@ def _cluster_chips(client, chips: _Chips, prepared, pipe: Pipeline, backend: str
 
     plan = stream_plan(prepared, max_memory=pipe.budget, backend=backend, in_flight=pipe.in_flight)
     chosen = get_backend(backend, next(iter(prepared.jobs.values())).source).name
-    tasks = band_tasks(client, prepared, todo_bands(prepared, plan.bands, log.done), {None: "chips"}, chosen)
+    tasks = band_tasks(client, prepared, todo_bands(prepared, plan.bands, log.done), {None: "chips"}, chosen, plan.gdal_cache)
     run_tasks(client, [(rows, dask.delayed(chips.on_worker, pure=False)(rows, task, todo(rows))) for rows, task in tasks], land)
 
 

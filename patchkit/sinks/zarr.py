@@ -313,7 +313,7 @@ def _cluster_bands(client, path: Path, prepared, names: list[str], log: RowLog, 
         arrays[name][...] = prepared.obj[name].values
     plan = stream_plan(prepared, max_memory=pipe.budget, backend=backend, in_flight=pipe.in_flight)
     chosen = get_backend(backend, next(iter(prepared.jobs.values())).source).name
-    tasks = band_tasks(client, prepared, todo_bands(prepared, plan.bands, log.done), outputs, chosen)
+    tasks = band_tasks(client, prepared, todo_bands(prepared, plan.bands, log.done), outputs, chosen, plan.gdal_cache)
     writes = [(rows, dask.delayed(_write_on_worker, pure=False)(str(path), *_region(prepared, rows), rows, task))
               for rows, task in tasks]
 

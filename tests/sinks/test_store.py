@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 
 import numpy as np
 import pytest
@@ -65,3 +66,25 @@ def test_write_error_says_what_to_do(code, fix):
     error = write_error("the Zarr store", "/data/p.zarr", OSError(code, "boom"), "the 3 finished patch rows")
     assert isinstance(error, SinkWriteError) and error.errno == code
     assert fix in str(error) and "/data/p.zarr" in str(error) and "3 finished patch rows are kept" in str(error)
+
+
+@pytest.mark.parametrize(("shape", "order", "cut", "views"), [
+    ((4, 2, 5, 32768), (1, 2, 0, 3), (), True),              # a patch row of a band buffer: 64 KiB patches apart
+    ((4, 2, 5, 32768), (1, 2, 0, 3), (slice(1, 2),), True),
+    ((3, 4, 5), (2, 0, 1), (Ellipsis, slice(None, None, 2)), False),  # pieces too small: copied in blocks
+    ((2, 3, 1, 7), (0, 1, 2, 3), (), True),                  # contiguous: fed as it is
+    ((0, 3), (1, 0), (), False),                             # empty: no bytes to share
+])
+def test_hash_into_feeds_the_bytes_in_c_order(shape, order, cut, views, monkeypatch):
+    """The hash of a strided view is that of its C-order bytes; pieces of HASH_PIECE bytes or more are fed
+    as views of the array (no copy), smaller ones as copies."""
+    from patchkit.sinks import _store
+
+    view = np.random.default_rng(0).integers(0, 1000, size=shape).astype(np.uint16).transpose(order)[cut]
+    fed = []
+    real = _store.raw_bytes
+    monkeypatch.setattr(_store, "raw_bytes", lambda a: fed.append(np.shares_memory(real(a), view)) or real(a))
+    h = hashlib.sha256()
+    _store.hash_into(h, view)
+    assert h.hexdigest() == hashlib.sha256(np.ascontiguousarray(view).tobytes()).hexdigest()
+    assert fed and all(fed) == views
