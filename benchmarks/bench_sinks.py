@@ -6,7 +6,7 @@ The scene is a tiled 4-band uint16 GeoTIFF (4096 x 4096, 512 x 512 tiles, as in 
 written once (untimed) into ``--dir``, opened lazily by rioxarray (dask chunks 1024 x 1024) inside every
 timed call (reading the file is part of every row but the limits and stitching), and cut into
 256-pixel patches at stride 128 (VALID: 31 x 31 patches, 480 MiB). patchkit runs under ``max_memory``
-64 MiB, which does not bound GDAL's block cache. ``--quick`` shrinks all that (512 x 512, 128-pixel patches, stride 64,
+64 MiB, which also bounds GDAL's block cache while a band is read (its share of the budget). ``--quick`` shrinks all that (512 x 512, 128-pixel patches, stride 64,
 one round, processes forked from a server that has made the imports: 15-20 s; its figures mean
 nothing).
 
@@ -718,7 +718,7 @@ def print_table(rows: list[dict]) -> None:
               f"{cell(row['growth_vs_budget'], 11)}")
     print("vs limit: the limit's seconds / the row's (1.00x = as fast as the limit); vs xarray: the faster xarray "
           "way's seconds (same compression) / the row's;\nGB/s: bytes of patches per second; / max_mem: RSS growth "
-          "over max_memory (it does not bound GDAL's block cache)")
+          "over max_memory (GDAL's block cache included: the plan gives it a share)")
 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, dict]:

@@ -34,9 +34,8 @@ RSS against GiB processed over the second half (least squares). A phase is *flat
 
 * growth, end minus warm-up, is at most ``--growth-limit`` (64 MiB);
 * the slope times the phase's GiB is at most ``--growth-limit`` too (the trend, not the noise);
-* the peak is at most the phase's starting RSS + ``max_memory`` + ``--allowance`` (64 MiB; for
-  ``to_zarr`` also GDAL's block cache, at most the GeoTIFF's size, which ``max_memory`` does not
-  cover).
+* the peak is at most the phase's starting RSS + ``max_memory`` + ``--allowance`` (64 MiB; GDAL's
+  block cache is inside ``max_memory``: a streamed lazy raster's plan bounds it to a share).
 
 Writes ``soak_<date>.txt``, ``.json`` (every figure and every sample) and ``.png`` (RSS against GiB
 processed, one line per phase, and against time) under ``--out``; ``--quick`` runs write
@@ -391,7 +390,6 @@ def run_zarr(phase: Phase, sampler: Sampler, tqdm, folder: Path, size: int, comp
     reference = in_memory.values
     store_bytes = _store_patch_bytes(size)
     chunks = {"band": -1, "y": ZARR_CHUNKS, "x": ZARR_CHUNKS}
-    phase.allowance += min(max(sampler.gdal.limit(), 0), tif.stat().st_size)
     phase.start = phase.snapshot(sampler.gdal, sampler.rss)
     progress = StoreProgress()
     rng = np.random.default_rng(0)
