@@ -8,7 +8,6 @@ import json
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 pytest.importorskip("rioxarray")
@@ -47,27 +46,15 @@ print(json.dumps({"growth": status("VmHWM") - before, "seconds": time.perf_count
 """
 
 
-def _tiled_scene(path, bands: int, size: int):
-    """A tiled uint16 GeoTIFF (512 x 512 blocks, pixel interleaved) with a pattern no two blocks share."""
-    import rasterio
-    from rasterio.transform import from_origin
-
-    profile = dict(driver="GTiff", width=size, height=size, count=bands, dtype="uint16", crs="EPSG:32633",
-                   transform=from_origin(500000.0, 4200000.0, 10.0, 10.0), tiled=True, blockxsize=512, blockysize=512)
-    y = np.arange(size, dtype=np.uint32)[:, None]
-    with rasterio.open(path, "w", **profile) as dst:
-        for band in range(bands):
-            dst.write(((31 * y + 17 * np.arange(size, dtype=np.uint32) + 7 * band) % 65536).astype(np.uint16), band + 1)
-    return path
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the kernel's peak RSS (VmHWM) from /proc")
 def test_to_zarr_of_a_lazy_geotiff_stays_within_max_memory(tmp_path):
     """to_zarr of a lazily read 128 MiB GeoTIFF (496 MiB of patches) under max_memory=64MiB grows the process's
     resident memory by at most 1.25 x max_memory, at its peak. Before GDAL's block cache was bounded and counted
     (it kept every block it decoded, up to 5 % of the RAM) this run grew by about 200 MiB."""
-    scene = _tiled_scene(tmp_path / "scene.tif", 4, 4096)
+    from benchmarks.bench_xarray import write_scene  # the benchmarks' scene: tiled, 512 x 512 blocks
+
+    scene = write_scene(tmp_path / "scene.tif", 4, 4096)
     assert scene.stat().st_size >= 128 * 2**20
     done = subprocess.run([sys.executable, "-c", SCRIPT, str(scene), str(tmp_path), str(MAX_MEMORY)],
                           capture_output=True, text=True, timeout=300)
