@@ -15,27 +15,31 @@ dims other than y, x folded into ``C``), with the features:
   rounds a UTM northing of 4,200,000 m to the nearest 0.5 m.
 
 :func:`examples` makes records, :class:`RecordFile` writes them to a file that is whole once it is
-at its path, and :func:`parse` reads them back as tensors with static shapes. TensorFlow is passed
-in by the caller, never imported here.
+at its path, and :func:`parse` reads them back as tensors with static shapes; :class:`Target` names a
+set's files and keeps its manifest. TensorFlow is passed in by the caller, never imported here.
 """
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import math
 import os
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from ..core.spec import PatchSpec
-from ..errors import GeoreferenceError
+from ..errors import ForeignStoreError, GeoreferenceError, PatchkitValueError
 from ..labelled.geo import crs_of, geotransform_of, patch_transforms, source_transform
 from ..labelled.tfdata import Feature
-from ._store import describe, digest, move_into_place, partial_path, remove, short_write, source_files
+from ._store import (check_path, describe, digest, move_into_place, partial_path, read_json, remove, short_write, source_files,
+                     write_json)
 
-__all__ = ["FORMAT", "VERSION", "PatchTransforms", "RecordFile", "new_manifest", "difference", "feature_record", "examples", "decode", "record_bytes", "parse", "count_records",
+__all__ = ["FORMAT", "VERSION", "Target", "DEFAULT_NAME", "PatchTransforms", "RecordFile", "new_manifest", "difference", "feature_record", "examples", "decode", "record_bytes", "parse", "count_records",
            "file_sha256"]
 
 #: ``format`` of the manifest; ``version`` changes when the record layout does.
@@ -316,3 +320,79 @@ class RecordFile:
         """Close and delete the unfinished file."""
         self._writer.close()
         remove(self.partial, strict=False)
+
+
+# --------------------------------------------------------------------------------------------------
+# The set on disk
+# --------------------------------------------------------------------------------------------------
+
+#: The name of the files when the prefix names a folder (``"out/"``, or a folder that exists).
+DEFAULT_NAME = "patches"
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a TFRecord set lives: ``{folder}/{name}.json`` and ``{folder}/{name}-KKKKK-of-NNNNN.tfrecord``."""
+
+    folder: Path
+    name: str
+
+    @classmethod
+    def of(cls, prefix: str | os.PathLike) -> "Target":
+        """The target of ``prefix``; one ending in a separator, or naming a folder, holds ``patches-*`` files."""
+        check_path(prefix, "prefix", "out/scene")
+        text = os.fspath(prefix)
+        if not isinstance(text, str):
+            raise PatchkitValueError(f"prefix={prefix!r} names no file; pass a path such as 'out/scene'")
+        path = Path(text)
+        if text.endswith(("/", os.sep)) or path.is_dir() or path.name in ("", ".", ".."):
+            return cls(path, DEFAULT_NAME)
+        return cls(path.parent, path.name)
+
+    @property
+    def manifest(self) -> Path:
+        return self.folder / f"{self.name}.json"
+
+    def shard(self, k: int, count: int) -> str:
+        return f"{self.name}-{k:05d}-of-{count:05d}.tfrecord"
+
+    def existing_shards(self) -> list[Path]:
+        """Every shard file of this prefix, whatever its count (and the ``{file}.partial`` older runs wrote)."""
+        if not self.folder.is_dir():
+            return []
+        pattern = re.compile(re.escape(self.name) + r"-\d{5}-of-\d{5}\.tfrecord(\.partial)?")
+        return sorted(p for p in self.folder.iterdir() if pattern.fullmatch(p.name))
+
+    def load(self) -> dict | None:
+        """The manifest, None when there is none; an unreadable one is :class:`ForeignStoreError`."""
+        manifest = read_json(self.manifest)
+        if manifest is None and not self.manifest.exists():
+            return None
+        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+            why = f"format {manifest.get('format')!r}" if isinstance(manifest, dict) else "it does not read as a JSON object"
+            raise ForeignStoreError(
+                f"{str(self.manifest)!r} is not a patchkit TFRecord manifest ({why}); choose another prefix, "
+                "or pass mode='w' to replace it"
+            )
+        return manifest
+
+    def save(self, manifest: dict) -> None:
+        """Replace the manifest atomically (:func:`~patchkit.sinks._store.write_json`)."""
+        write_json(self.manifest, manifest)
+
+    def partials(self) -> list[Path]:
+        """What killed runs left beside the set: shards being written and manifests being replaced."""
+        hidden = [f".{glob.escape(self.name)}-*.partial", f".{glob.escape(self.manifest.name)}.*.partial"]
+        found = [p for p in self.existing_shards() if p.suffix == ".partial"]
+        return found + [p for pattern in hidden for p in self.folder.glob(pattern)]
+
+    def drop_partials(self) -> None:
+        """Delete :meth:`partials` (call when nothing is being written)."""
+        for path in self.partials():
+            remove(path, strict=False)
+
+    def clear(self) -> None:
+        """Delete the set: its shards and its manifest."""
+        for path in self.existing_shards():
+            remove(path)
+        self.manifest.unlink(missing_ok=True)

@@ -36,10 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import glob
 import os
-import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -53,19 +50,17 @@ from ..errors import DamagedOutputError, ForeignStoreError, IncompleteStoreError
 from ..labelled.layout import bands, prepare
 from ..labelled.nodata import check_fraction
 from ..labelled.tfdata import band_arrays, scene_features, tensorflow
-from ._store import (EMPTY_ROW, check_mode, check_path, check_resume, check_verify, combine, read_json, remove, row_digests,
-                     write_error, write_json)
+from ._store import EMPTY_ROW, check_mode, check_path, check_resume, check_verify, combine, read_json, row_digests, write_error
 from ._progress import JobBar
-from .base import Progress, Sink
-from .tfcodec import FORMAT, PatchTransforms, RecordFile, count_records, difference, examples, file_sha256, new_manifest, parse
+from ._pipeline import pipelined
+from .base import Pipeline, Progress, Sink
+from .tfcodec import FORMAT, PatchTransforms, Target as _Target, RecordFile, count_records, difference, examples, file_sha256, new_manifest, parse
 
 __all__ = ["to_tfrecord", "read_tfrecord", "TFRecordSink", "FORMAT", "DEFAULT_SHARD_SIZE"]
 
 DEFAULT_SHARD_SIZE = "128MiB"
 #: ``verify`` values of :func:`read_tfrecord`.
 VERIFY = ("cheap", "full", False)
-#: The name of the files when the prefix names a folder (``"out/"``, or a folder that exists).
-DEFAULT_NAME = "patches"
 _COMPRESSIONS = ("GZIP", "ZLIB")
 
 
@@ -96,74 +91,6 @@ def _check_mode(mode: str | None) -> None:
 # --------------------------------------------------------------------------------------------------
 # The set on disk: its files, manifest and resume
 # --------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Target:
-    """Where a TFRecord set lives: ``{folder}/{name}.json`` and ``{folder}/{name}-KKKKK-of-NNNNN.tfrecord``."""
-
-    folder: Path
-    name: str
-
-    @classmethod
-    def of(cls, prefix: str | os.PathLike) -> "_Target":
-        """The target of ``prefix``; one ending in a separator, or naming a folder, holds ``patches-*`` files."""
-        check_path(prefix, "prefix", "out/scene")
-        text = os.fspath(prefix)
-        if not isinstance(text, str):
-            raise PatchkitValueError(f"prefix={prefix!r} names no file; pass a path such as 'out/scene'")
-        path = Path(text)
-        if text.endswith(("/", os.sep)) or path.is_dir() or path.name in ("", ".", ".."):
-            return cls(path, DEFAULT_NAME)
-        return cls(path.parent, path.name)
-
-    @property
-    def manifest(self) -> Path:
-        return self.folder / f"{self.name}.json"
-
-    def shard(self, k: int, count: int) -> str:
-        return f"{self.name}-{k:05d}-of-{count:05d}.tfrecord"
-
-    def existing_shards(self) -> list[Path]:
-        """Every shard file of this prefix, whatever its count (and the ``{file}.partial`` older runs wrote)."""
-        if not self.folder.is_dir():
-            return []
-        pattern = re.compile(re.escape(self.name) + r"-\d{5}-of-\d{5}\.tfrecord(\.partial)?")
-        return sorted(p for p in self.folder.iterdir() if pattern.fullmatch(p.name))
-
-    def load(self) -> dict | None:
-        """The manifest, None when there is none; an unreadable one is :class:`ForeignStoreError`."""
-        manifest = read_json(self.manifest)
-        if manifest is None and not self.manifest.exists():
-            return None
-        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-            why = f"format {manifest.get('format')!r}" if isinstance(manifest, dict) else "it does not read as a JSON object"
-            raise ForeignStoreError(
-                f"{str(self.manifest)!r} is not a patchkit TFRecord manifest ({why}); choose another prefix, "
-                "or pass mode='w' to replace it"
-            )
-        return manifest
-
-    def save(self, manifest: dict) -> None:
-        """Replace the manifest atomically (:func:`~patchkit.sinks._store.write_json`)."""
-        write_json(self.manifest, manifest)
-
-    def partials(self) -> list[Path]:
-        """What killed runs left beside the set: shards being written and manifests being replaced."""
-        hidden = [f".{glob.escape(self.name)}-*.partial", f".{glob.escape(self.manifest.name)}.*.partial"]
-        found = [p for p in self.existing_shards() if p.suffix == ".partial"]
-        return found + [p for pattern in hidden for p in self.folder.glob(pattern)]
-
-    def drop_partials(self) -> None:
-        """Delete :meth:`partials` (call when nothing is being written)."""
-        for path in self.partials():
-            remove(path, strict=False)
-
-    def clear(self) -> None:
-        """Delete the set: its shards and its manifest."""
-        for path in self.existing_shards():
-            remove(path)
-        self.manifest.unlink(missing_ok=True)
 
 
 def _resume(target: _Target, fresh: dict, mode: str | None) -> tuple[dict, list | None]:
@@ -340,7 +267,7 @@ def to_tfrecord(
     max_memory = Budget.of(max_memory)
     features, image = scene_features(obj, spec)
     prepared = prepare(obj, spec, max_nodata_fraction=fraction, max_memory=max_memory)
-    bands(prepared, max_memory=max_memory, backend=backend)  # checks the budget and the backend; reads nothing
+    pipe, _ = _SINK.write_pipeline(prepared, max_memory, backend)  # checks the budget and the backend; reads nothing
     target = _Target.of(prefix)
     shard_bytes = parse_bytes(shard_size, "shard_size")
     fresh = new_manifest(obj, features, spec, image, fraction, compression, shard_bytes, target.shard)
@@ -356,7 +283,7 @@ def to_tfrecord(
             target.save(manifest)
         except OSError as err:  # the folder takes no new file (permissions, a read-only disk, no space)
             raise write_error("the TFRecord set", target.manifest, err, "no shards") from err
-        _write_shards(tf, target, manifest, prepared, features, compression, max_memory, backend, progress)
+        _write_shards(tf, target, manifest, prepared, features, compression, pipe, backend, progress)
     target.drop_partials()
     if not manifest["complete"]:
         manifest.update(count=sum(s["count"] for s in manifest["shards"]), complete=True)
@@ -364,8 +291,9 @@ def to_tfrecord(
     return target.manifest
 
 
-def _write_shards(tf, target: _Target, manifest: dict, prepared, features, compression, max_memory, backend, progress) -> None:
-    """Write every shard not done, band by band; TensorFlow's and the file system's errors as SinkWriteError."""
+def _write_shards(tf, target: _Target, manifest: dict, prepared, features, compression, pipe: Pipeline, backend, progress) -> None:
+    """Write every shard not done, band by band in the pipeline ``pipe``; TensorFlow's and the file system's errors as
+    SinkWriteError."""
     per_shard, oh = manifest["rows_per_shard"], manifest["grid_shape"][0]
     done = np.zeros(oh, bool)
     for shard in manifest["shards"]:
@@ -373,20 +301,27 @@ def _write_shards(tf, target: _Target, manifest: dict, prepared, features, compr
     digests: dict[int, str] = {}
     writer = _ShardWriter(tf, target, manifest, compression, digests)
     transforms = PatchTransforms(prepared)
+
+    def write_band(band_rows: slice, band) -> None:
+        digests.update(row_digests(band, band_rows))
+        rows, cols, arrays = band_arrays(band, features)
+        shard_of = rows // per_shard
+        coefficients = None
+        for piece in np.split(np.arange(rows.size), np.flatnonzero(np.diff(shard_of)) + 1):
+            k = int(shard_of[piece[0]]) if piece.size else None
+            if k is None or not writer.pending(k):
+                continue
+            coefficients = transforms(rows, cols) if coefficients is None else coefficients
+            writer.write(k, examples(tf, features, rows, cols, arrays, coefficients, piece))
+
+    def land(band_rows: slice, futures: list) -> None:
+        futures[0].result()
+        bar.band(band_rows, done)
+
     with JobBar(prepared, f"patches -> {target.name}", done, progress) as bar:
-        try:
-            for band_rows, band in bands(prepared, max_memory=max_memory, backend=backend, done=done):
-                digests.update(row_digests(band, band_rows))
-                rows, cols, arrays = band_arrays(band, features)
-                shard_of = rows // per_shard
-                coefficients = None
-                for piece in np.split(np.arange(rows.size), np.flatnonzero(np.diff(shard_of)) + 1):
-                    k = int(shard_of[piece[0]]) if piece.size else None
-                    if k is None or not writer.pending(k):
-                        continue
-                    coefficients = transforms(rows, cols) if coefficients is None else coefficients
-                    writer.write(k, examples(tf, features, rows, cols, arrays, coefficients, piece))
-                bar.band(band_rows, done)
+        try:  # band n's records are written on one thread (in order) while band n + 1 is made
+            stream = bands(prepared, max_memory=pipe.budget, backend=backend, done=done, in_flight=pipe.in_flight)
+            pipelined(stream, pipe.in_flight, 1, lambda pool, rows, band: [pool.submit(write_band, rows, band)], land)
             writer.close()
         except BaseException:
             writer.abort()
@@ -478,9 +413,20 @@ class TFRecordSink(Sink):
     name = "tfrecord"
     output = ("tfrecord", "patches")
     description = "sharded TFRecord files of tf.train.Example patches and a manifest (read_tfrecord reads them)"
+    buffers = "the record being written"
+    buffers_fix = "use smaller sizes"
 
     def write(self, obj: Any, path: str | os.PathLike, spec: PatchSpec, **options: Any) -> Path:
         return to_tfrecord(obj, path, spec.sizes, spec.strides, spec.rates, spec.padding, **options)
+
+    def reserve(self, spec: PatchSpec, shape: tuple[int, int, int, int], dtype: Any, *, filtered: bool = False,
+                writers: int = 1, **options: Any) -> int:
+        """Three copies of a patch for the writer: its HWC bytes, the ``tf.train.Example`` and its serialised record."""
+        return writers * 3 * shape[0] * shape[3] * spec.sizes[0] * spec.sizes[1] * np.dtype(dtype).itemsize
+
+    def pipelines(self) -> tuple[tuple[int, int], ...]:
+        """Two bands in flight (records of one written while the next is made) when the budget allows; else one."""
+        return ((2, 1), (1, 1))
 
     def progress(self, path: str | os.PathLike, rows: int) -> Progress:
         """Patch rows of the shards the manifest marks done (all of them once the set is complete)."""
@@ -492,3 +438,6 @@ class TFRecordSink(Sink):
 
     def open(self, path: str | os.PathLike, **kwargs: Any):
         return read_tfrecord(path, **kwargs)
+
+
+_SINK = TFRecordSink()

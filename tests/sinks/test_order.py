@@ -283,7 +283,9 @@ def test_tfrecord_manifest_complete_comes_after_every_shard(tf, scene, tmp_path,
         assert all(shard["done"] and (prefix.parent / shard["path"]).is_file() for shard in manifest["shards"])
         assert not list(prefix.parent.glob("*.partial"))
 
-    flags = spy_manifests(monkeypatch, tfrecord_sink, finished)
+    from patchkit.sinks import tfcodec
+
+    flags = spy_manifests(monkeypatch, tfcodec, finished)  # the set's manifest is kept by tfcodec.Target
     tfrecord_sink.to_tfrecord(scene, prefix, **SPEC, max_memory=MAX_MEMORY, shard_size=SHARD_SIZE, progress=False)
     assert flags[-1] and not any(flags[:-1]) and len(flags) > 7  # a manifest after every shard, 'complete' last
     manifest = _tfrecord_manifest(prefix)

@@ -339,3 +339,21 @@ def test_import_does_not_load_tensorflow():
     """Importing the sink, its codec (and patchkit) leaves TensorFlow unimported."""
     code = "import sys, patchkit.sinks.tfrecord, patchkit.sinks.tfcodec; sys.exit('tensorflow' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_pipelined_shards_equal_sequential_ones(tf, geotiffs, open_raster, tmp_path):
+    """Records written on a thread while the next band is made (two bands in flight) give the same files, byte for
+    byte, as one band at a time; the budget decides which runs."""
+    from patchkit.labelled.layout import prepare
+    from patchkit.sinks.tfrecord import _SINK
+
+    da = open_raster(geotiffs["projected"], chunks={"y": 16, "x": 16})
+    spec = patchkit.PatchSpec(8, 5, padding="SAME")
+    pipes = {budget: _SINK.write_pipeline(prepare(da, spec, max_memory=budget), budget, "auto")[0].in_flight
+             for budget in ("12KiB", "4MiB")}
+    assert pipes == {"12KiB": 1, "4MiB": 2}
+    files = {}
+    for budget in pipes:
+        to_tfrecord(da, tmp_path / budget / "p", 8, 5, padding="SAME", shard_size="12KiB", max_memory=budget, progress=False)
+        files[budget] = {p.name: p.read_bytes() for p in sorted((tmp_path / budget).iterdir())}
+    assert len(files["4MiB"]) > 2 and files["12KiB"] == files["4MiB"]
