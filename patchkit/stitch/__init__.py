@@ -4,7 +4,7 @@ Every patch pixel goes back to the input pixel it sampled (:meth:`PatchSpec.posi
 ``i * stride - pad_top + a * rate``, columns likewise); padded cells lie outside the image and are
 dropped. Where several patches sample a pixel their values are blended (:data:`BLENDS`):
 
-* ``"mean"``, ``"cosine"``, any ``scipy.signal.windows`` name (``"hamming"``, ``("tukey", 0.5)``,
+* ``"mean"``, ``"cosine"``, ``"gaussian"``, any ``scipy.signal.windows`` name (``"hamming"``, ``("tukey", 0.5)``,
   ``"hann"``...) and a callable add ``weight * value`` into a float64 (complex128 for complex
   data) accumulator and the weights into a second one, then divide. Weights may be 0 (windows
   with zero ends): a zero-weight tap adds nothing, so a pixel gets the weighted mean of its
@@ -63,9 +63,9 @@ from .inputs import is_labelled, resolve_geometry
 from .output import result, sink_for
 from .plan import band_height, make_job
 from .readers import reader_for
-from .windows import BLENDS, WINDOWS, blend_weights, normalize_crop, register_window
+from .windows import BLENDS, GAUSSIAN_FLOOR, SIGMA_SCALE, WINDOWS, blend_weights, gaussian, normalize_crop, register_window
 
-__all__ = ["stitch", "blend_weights", "normalize_crop", "register_window", "WINDOWS", "BLENDS", "SUFFIXES",
+__all__ = ["stitch", "blend_weights", "gaussian", "SIGMA_SCALE", "GAUSSIAN_FLOOR", "normalize_crop", "register_window", "WINDOWS", "BLENDS", "SUFFIXES",
            "axis_ops", "axis_coordinate"]
 
 
@@ -93,7 +93,8 @@ def stitch(
         ``image_shape``.
     blend : str, tuple or callable, default "mean"
         How overlapping patches combine: ``"mean"``, ``"cosine"`` (weights ``sin^2`` across each
-        patch: seams fade; never zero), ``"none"`` (the last patch in row-major order wins), a
+        patch: seams fade; never zero), ``"gaussian"`` (MONAI's Gaussian importance map, sigma an
+        eighth of the patch; :func:`gaussian` gives other sigmas), ``"none"`` (the last patch in row-major order wins), a
         ``scipy.signal.windows`` name such as ``"hamming"``, ``"hann"`` or ``("tukey", 0.5)``, or a
         callable ``(kh, kw) -> weights`` (sizes after ``crop``), or ``"sum"`` (no division:
         TensorFlow's ``fold`` and the gradient of extraction). Weights must be finite and at least

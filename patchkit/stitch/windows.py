@@ -14,7 +14,8 @@ import numpy as np
 
 from ..errors import MissingDependencyError, PatchkitTypeError, PatchkitValueError, shown
 
-__all__ = ["WINDOWS", "BLENDS", "register_window", "blend_weights", "normalize_crop"]
+__all__ = ["WINDOWS", "BLENDS", "register_window", "blend_weights", "normalize_crop", "gaussian", "SIGMA_SCALE",
+           "GAUSSIAN_FLOOR"]
 
 #: Weights of a scipy window this far below zero, relative to its largest, are round-off of a zero.
 _ROUND_OFF = 1e-12
@@ -30,12 +31,50 @@ def _ones(k: int) -> np.ndarray:
     return np.ones(k)
 
 
+#: The ``sigma_scale`` of ``blend="gaussian"`` (MONAI's default): sigma is this share of the patch's size, per axis.
+SIGMA_SCALE = 0.125
+#: The least weight of the Gaussian blend, as MONAI clamps its importance map away from 0 (its peak is 1).
+GAUSSIAN_FLOOR = 1e-3
+
+
+def gaussian(sigma_scale: float | tuple[float, float] = SIGMA_SCALE) -> Callable[[int, int], np.ndarray]:
+    """The Gaussian importance map of MONAI's ``sliding_window_inference(mode="gaussian")`` as a blend.
+
+    ``blend=gaussian(s)`` weighs tap ``i`` of ``k`` along an axis by ``exp(-(i - (k - 1) / 2)^2 / (2 sigma^2))``
+    with ``sigma = s * k`` (``s`` one number, or one per axis), the outer product of the two axes, then
+    every weight below :data:`GAUSSIAN_FLOOR` raised to it: the centre of a patch counts most, and no
+    pixel a patch covers is left without weight. ``blend="gaussian"`` is ``gaussian(SIGMA_SCALE)``.
+
+    Raises
+    ------
+    PatchkitValueError
+        When ``sigma_scale`` is not a positive finite number (or a pair of them).
+    """
+    scales = sigma_scale if isinstance(sigma_scale, (tuple, list)) else (sigma_scale, sigma_scale)
+    if len(scales) != 2 or not all(isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, bool)
+                                   and np.isfinite(v) and v > 0 for v in scales):
+        raise PatchkitValueError(
+            f"sigma_scale={shown(sigma_scale)} must be a positive number, or a (rows, cols) pair of them: sigma is "
+            f"sigma_scale times the patch size (MONAI's default {SIGMA_SCALE}); pass e.g. gaussian(0.25)"
+        )
+
+    def weights(kh: int, kw: int) -> np.ndarray:
+        axes = []
+        for k, scale in zip((kh, kw), scales):
+            x = np.arange(k) - (k - 1) / 2.0
+            axes.append(np.exp(x ** 2 / (-2.0 * (float(scale) * k) ** 2)))
+        return np.maximum(np.outer(*axes), GAUSSIAN_FLOOR)
+
+    weights.__name__ = f"gaussian({sigma_scale!r})"
+    return weights
+
+
 #: The blend windows by name: ``name -> window(k)``, ``k`` taps along one axis; a patch's weights are
 #: the outer product of its rows' and columns' windows. A new window is one function and one entry
 #: (:func:`register_window`). ``"sum"`` is not a mean (TensorFlow's fold); ``"none"`` is the last write.
 WINDOWS: dict[str, Callable[[int], np.ndarray]] = {"mean": _ones, "sum": _ones, "cosine": _cosine}
 #: The blends patchkit names itself; registered windows, any ``scipy.signal.windows`` name or a callable also work.
-BLENDS = (*WINDOWS, "none")
+BLENDS = (*WINDOWS, "gaussian", "none")
 
 
 def register_window(name: str, window: Callable[[int], Any]) -> None:
@@ -116,7 +155,8 @@ def blend_weights(blend: str | tuple | Callable, shape: tuple[int, int]) -> np.n
     blend : str, tuple or callable
         ``"mean"`` and ``"sum"`` (all 1), ``"cosine"`` (patchkit's ``sin^2(pi (i + 0.5) / k)`` per
         axis, outer product: it hides seams and is never zero; note that scipy's own ``"cosine"``
-        window is the square root of it), ``"none"``, any ``scipy.signal.windows`` name or
+        window is the square root of it), ``"gaussian"`` (MONAI's Gaussian importance map,
+        :func:`gaussian`; ``gaussian(sigma_scale)`` for another sigma), ``"none"``, any ``scipy.signal.windows`` name or
         ``(name, parameter)`` tuple (separable outer product of ``get_window(name, k,
         fftbins=False)``; round-off below zero at zero ends, as in ``"blackman"``, is taken as 0),
         or a callable ``(kh, kw) -> array of shape (kh, kw)``.
@@ -142,6 +182,8 @@ def blend_weights(blend: str | tuple | Callable, shape: tuple[int, int]) -> np.n
     kh, kw = shape
     if isinstance(blend, str) and blend.lower() == "none":
         return None
+    if isinstance(blend, str) and blend.lower() == "gaussian":
+        return _check_weights(gaussian()(kh, kw), blend, shape)
     if isinstance(blend, str) and blend.lower() in WINDOWS:
         window = WINDOWS[blend.lower()]
         return _check_weights(np.outer(window(kh), window(kw)), blend, shape)

@@ -27,7 +27,7 @@ def _ramp(kh: int, kw: int) -> np.ndarray:
     return 1.0 + np.add.outer(np.arange(kh), 2 * np.arange(kw)) ** 1.5
 
 
-BLENDS = ["mean", "cosine", "none", pytest.param("hamming", marks=needs_scipy), _ramp]
+BLENDS = ["mean", "cosine", "gaussian", "none", pytest.param("hamming", marks=needs_scipy), _ramp]
 SPECS = [
     dict(sizes=8, strides=4),
     dict(sizes=(7, 5), strides=(4, 3), padding="SAME"),
@@ -160,7 +160,7 @@ def test_tf_layout_round_trip(dtype, kwargs, as_dict):
 @given(
     case=spec_cases(height=14, kernel=5, stride=5, rate=3),
     dtype=st.sampled_from(ALL_DTYPES),
-    blend=st.sampled_from(["mean", "cosine", "none", _ramp]),
+    blend=st.sampled_from(["mean", "cosine", "gaussian", "none", _ramp]),
     crop=st.tuples(st.integers(0, 2), st.integers(0, 2)),
 )
 def test_extract_then_stitch_is_identity_where_covered(case, dtype, blend, crop):

@@ -72,3 +72,33 @@ def test_crop_is_a_pair_that_leaves_a_tap():
         normalize_crop(2, (5, 4))
     with pytest.raises(PatchkitValueError, match=r"crop=\(1, True\) must be an integer or a \(rows, cols\) pair"):
         normalize_crop((1, True), (5, 4))
+
+
+@pytest.mark.parametrize("shape", [(64, 48), (7, 8), (1, 5)])
+def test_gaussian_is_monais_importance_map(shape):
+    """``"gaussian"``: exp(-x^2 / (2 sigma^2)) per axis about the patch's centre, sigma = 0.125 x size, outer
+    product, floored at 1e-3 (MONAI's compute_importance_map, mode="gaussian"); symmetric, largest in the middle."""
+    from patchkit.stitch import GAUSSIAN_FLOOR, SIGMA_SCALE
+
+    weights = blend_weights("gaussian", shape)
+    axes = [np.exp(-((np.arange(k) - (k - 1) / 2) ** 2) / (2 * (SIGMA_SCALE * k) ** 2)) for k in shape]
+    np.testing.assert_allclose(weights, np.maximum(axes[0][:, None] * axes[1][None, :], GAUSSIAN_FLOOR), rtol=1e-12)
+    np.testing.assert_array_equal(weights, weights[::-1, ::-1])
+    assert weights.min() >= GAUSSIAN_FLOOR and weights.max() <= 1
+    assert weights[shape[0] // 2, shape[1] // 2] == weights.max()
+    if min(shape) >= 48:
+        assert weights[0, 0] == GAUSSIAN_FLOOR  # the corners are floored, never zero
+
+
+def test_gaussian_sigma_scale_and_bad_values():
+    """gaussian(s) widens with s, takes one scale per axis, and refuses what is not a positive number."""
+    from patchkit.errors import PatchkitValueError
+    from patchkit.stitch import gaussian
+
+    narrow, wide = blend_weights(gaussian(0.1), (32, 32)), blend_weights(gaussian(0.5), (32, 32))
+    assert (wide[0] > narrow[0]).all()
+    rows_only = blend_weights(gaussian((0.1, 10.0)), (32, 32))
+    assert np.ptp(rows_only[16]) < 1e-2 and np.ptp(rows_only[:, 16]) > 0.5
+    for bad in (0, -1, float("nan"), "wide", (0.1,), True):
+        with pytest.raises(PatchkitValueError, match=r"sigma_scale=.*positive number"):
+            gaussian(bad)
