@@ -20,10 +20,13 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from ..core.backends import get_backend
+from ..core.budget import Plan
 from ..core.chunking import _band_from_halo
 from ..core.gdal import bounded_cache
 from ..errors import ClusterError, PatchkitError, PatchkitTypeError, shown
 from .dims import Layout, unarrange
+from .layout import todo_bands
 
 __all__ = ["client_for", "check_scheduler", "band_tasks", "make_band", "run_tasks", "LOCAL", "CONNECT_TIMEOUT"]
 
@@ -138,22 +141,22 @@ def _halo(client: Any, source, start: int, stop: int) -> Any:
     return client.scatter(source.read_rows(start, stop), hash=False)
 
 
-def band_tasks(client: Any, prepared: Any, plan_bands: tuple, names: dict, backend: str,
-               gdal_cache: int | None = None) -> list:
-    """``[(rows, task), ...]``: a ``dask.delayed`` per band that makes the band's patches (:func:`make_band`) on a worker.
+def band_tasks(client: Any, prepared: Any, plan: Plan, done: np.ndarray, names: dict, backend: str) -> list:
+    """``[(rows, task), ...]``: a ``dask.delayed`` per band of ``plan`` left to make (:func:`~.layout.todo_bands`:
+    not all ``done``) that makes the band's patches (:func:`make_band`) on a worker.
 
-    ``names`` maps each job of ``prepared`` to the name of its variable in the output; ``backend``
-    is the backend's name; ``gdal_cache`` bounds GDAL's block cache on the worker while it reads (the
-    plan's share, :attr:`~patchkit.core.budget.Plan.gdal_cache`). Each task reads only the input rows
-    of its band (its halo).
+    ``names`` maps each job of ``prepared`` to the name of its variable in the output. Each task reads
+    only the input rows of its band (its halo), with GDAL's block cache bounded to the plan's share
+    (:attr:`~patchkit.core.budget.Plan.gdal_cache`), and extracts with ``backend`` as the local run does.
     """
     import dask
 
-    spec, keep = prepared.spec, prepared.keep
+    spec, keep, gdal_cache = prepared.spec, prepared.keep, plan.gdal_cache
+    backend = get_backend(backend, next(iter(prepared.jobs.values())).source).name
     parts = tuple(_Part(names[key], job.layout, dict(job.obj.sizes), tuple(job.images.shape), job.source.origin)
                   for key, job in prepared.jobs.items())
     tasks = []
-    for rows in plan_bands:
+    for rows in todo_bands(prepared, plan.bands, done):
         halos = []
         for job in prepared.jobs.values():
             ya, yb = spec.input_rows(rows, job.images.shape, clip=True)

@@ -20,11 +20,6 @@ def band_patches(prepared: Any, rows: slice, done: np.ndarray | None = None) -> 
     return int(prepared.keep[rows][fresh].sum())
 
 
-def _patch_bytes(spec: Any, images: Any) -> int:
-    b, _, _, depth = spec.output_shape(images.shape)
-    return b * depth * images.dtype.itemsize
-
-
 class JobBar:
     """A tqdm bar counting patches, with the bytes written this run and their rate as its postfix.
 
@@ -45,7 +40,7 @@ class JobBar:
 
         rows = slice(0, prepared.grid_shape[0])
         self._prepared = prepared
-        self._patch_bytes = sum(_patch_bytes(prepared.spec, job.images) for job in prepared.jobs.values())
+        self._patch_bytes = sum(prepared.spec.patch_nbytes(job.images.shape, job.images.dtype) for job in prepared.jobs.values())
         total = band_patches(prepared, rows)
         initial = total - band_patches(prepared, rows, done) if done is not None else 0
         self._bar = tqdm(total=total, initial=initial, unit="patch", desc=desc, disable=None if enabled else True)

@@ -40,7 +40,7 @@ from ..core.spec import PatchSpec
 
 __all__ = ["digest", "describe", "fingerprint", "write_json", "read_json", "RowLog", "refuse_foreign", "write_error", "MODES",
            "short_write", "check_resume", "row_digests", "combine", "EMPTY_ROW", "source_files", "check_content", "sample",
-           "check_path", "check_source", "check_verify", "check_mode", "remove", "partial_path", "move_into_place",
+           "check_path", "check_source", "check_verify", "check_mode", "remove", "partial_path", "move_into_place", "band_digest",
            "raw_bytes"]
 
 #: ``mode`` values of the sinks: None resumes a run with the same fingerprint, "w" starts afresh.
@@ -222,6 +222,11 @@ EMPTY_ROW = hashlib.sha256().hexdigest()
 def combine(digests: Iterable[str]) -> str:
     """One digest of several (of consecutive rows, in order)."""
     return hashlib.sha256("".join(digests).encode()).hexdigest()
+
+
+def band_digest(band: Any, rows: slice) -> str:
+    """The content digest of a labelled band: the :func:`combine` of its :func:`row_digests`, as a band is logged."""
+    return combine(row_digests(band, rows).values())
 
 
 def source_files(obj: Any) -> list[list]:

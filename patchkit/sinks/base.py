@@ -19,7 +19,7 @@ from ..core.budget import DEFAULT_MAX_MEMORY, Budget, Plan
 from ..core.units import format_bytes
 from ..errors import BudgetTooSmallError
 
-__all__ = ["Sink", "Progress", "Pipeline"]
+__all__ = ["Sink", "Progress", "Pipeline", "overlapped"]
 
 
 class Progress(NamedTuple):
@@ -36,6 +36,12 @@ class Pipeline(NamedTuple):
     in_flight: int
     writers: int
     budget: Budget
+
+
+def overlapped(writers: int) -> tuple[tuple[int, int], ...]:
+    """The :meth:`Sink.pipelines` of a sink that writes a band while the next is made: two bands in flight on
+    ``writers`` threads, else on one, else one band at a time."""
+    return tuple(dict.fromkeys(((2, writers), (2, 1), (1, 1))))
 
 
 class Sink(abc.ABC):

@@ -30,18 +30,18 @@ from typing import Any
 import numpy as np
 
 from ..core.backends._threads import num_threads
-from ..core.budget import DEFAULT_MAX_MEMORY
+from ..core.budget import DEFAULT_MAX_MEMORY, Plan
 from ..errors import DamagedOutputError, DimensionError, IncompleteStoreError, PatchkitValueError, UnsupportedDtypeError, shown
 from ..labelled.cluster import check_scheduler, client_for
 from ..labelled.geo import crs_of
 from ..labelled.layout import bands, patch_table, prepare
 from ..labelled.nodata import nodata_values
 from ..core.spec import PatchSpec
-from ._store import (RowLog, check_mode, check_path, check_resume, check_source, check_verify, combine, fingerprint,
-                     raw_bytes, read_json, refuse_foreign, remove, row_digests, short_write, source_files, write_error, write_json)
+from ._store import (RowLog, band_digest, check_mode, check_path, check_resume, check_source, check_verify, combine, fingerprint,
+                     raw_bytes, read_json, refuse_foreign, remove, short_write, source_files, write_error, write_json)
 from ._pipeline import finished, pipelined
 from ._progress import JobBar, band_patches
-from .base import Pipeline, Progress, Sink
+from .base import Pipeline, Progress, Sink, overlapped
 
 __all__ = ["GeoTiffSink", "to_geotiffs", "read_index", "MANIFEST", "INDEX"]
 
@@ -102,14 +102,14 @@ def to_geotiffs(obj: Any, folder: str | Path, spec: PatchSpec, *, max_memory: in
     table = patch_table(prepared)  # also refuses irregular or rotated grids, before any file
     mark = fingerprint(obj, spec, max_nodata_fraction=max_nodata_fraction, compress=compress,
                        spatial_dims=spatial_dims, channel_dims=channel_dims)
-    pipe, _ = _SINK.write_pipeline(prepared, max_memory, backend, compress=compress)
+    pipe, plan = _SINK.write_pipeline(prepared, max_memory, backend, compress=compress)
     with client_for(scheduler) as client:  # connected (or refused) before the folder is made
         manifest = _start(folder, mark, mode, prepared, len(table), max_memory)
         if manifest is None:
             return folder
         digits = max(3, len(str(max(prepared.grid_shape) - 1)))
         table["file"] = [chip_name(r, c, digits) for r, c in zip(table["row"], table["col"])]
-        _write_chips(folder, obj, prepared, table, manifest, compress, pipe, backend, progress, client)
+        _write_chips(folder, obj, prepared, table, manifest, compress, pipe, plan, backend, progress, client)
     try:
         _write_index(folder, table)
         sizes = {name: (folder / name).stat().st_size for name in table["file"]}
@@ -213,7 +213,7 @@ class _Chips:
         """Write the band's chips in ``todo`` (a task on a cluster); the band's content digest."""
         for write in self.writes(band, todo):
             write()
-        return combine(row_digests(band, rows).values())
+        return band_digest(band, rows)
 
 
 def _todo(folder: Path, table, rows: slice, log: RowLog, repair: set) -> dict:
@@ -224,8 +224,10 @@ def _todo(folder: Path, table, rows: slice, log: RowLog, repair: set) -> dict:
             if not log.done[r] and not (r in repair and (folder / name).exists())}
 
 
-def _write_chips(folder: Path, obj, prepared, table, manifest, compress, pipe: Pipeline, backend, progress, client) -> None:
-    """Write the chips of every band not finished, locally (pipelined) or on the cluster of ``client``; log each band."""
+def _write_chips(folder: Path, obj, prepared, table, manifest, compress, pipe: Pipeline, plan: Plan, backend, progress,
+                 client) -> None:
+    """Write the chips of every band of ``plan`` not finished, locally (in the pipeline ``pipe``) or on the cluster of
+    ``client``; log each band."""
     job = next(iter(prepared.jobs.values()))
     flat_dims = job.layout.leading + job.layout.channels
     descriptions = _descriptions(obj, flat_dims)
@@ -244,27 +246,23 @@ def _write_chips(folder: Path, obj, prepared, table, manifest, compress, pipe: P
 
         def submit(pool, rows: slice, band) -> list:
             writes = chips.writes(band, _todo(folder, table, rows, log, repair))
-            return [pool.submit(lambda: combine(row_digests(band, rows).values()))] + [pool.submit(w) for w in writes]
+            return [pool.submit(band_digest, band, rows)] + [pool.submit(w) for w in writes]
 
         if client is None:
             stream = bands(prepared, max_memory=pipe.budget, backend=backend, done=log.done, in_flight=pipe.in_flight)
             pipelined(stream, pipe.in_flight, pipe.writers, submit, land)
         else:
-            _cluster_chips(client, chips, prepared, pipe, backend, log, lambda rows: _todo(folder, table, rows, log, repair),
+            _cluster_chips(client, chips, prepared, plan, backend, log, lambda rows: _todo(folder, table, rows, log, repair),
                            lambda rows, digest: land(rows, [finished(digest)]))
 
 
-def _cluster_chips(client, chips: _Chips, prepared, pipe: Pipeline, backend: str, log: RowLog, todo, land) -> None:
-    """The chips of every band not finished, each band a task on the cluster writing its own chips."""
+def _cluster_chips(client, chips: _Chips, prepared, plan: Plan, backend: str, log: RowLog, todo, land) -> None:
+    """The chips of every band of ``plan`` not finished, each band a task on the cluster writing its own chips."""
     import dask
 
-    from ..core.backends import get_backend
     from ..labelled.cluster import band_tasks, run_tasks
-    from ..labelled.layout import stream_plan, todo_bands
 
-    plan = stream_plan(prepared, max_memory=pipe.budget, backend=backend, in_flight=pipe.in_flight)
-    chosen = get_backend(backend, next(iter(prepared.jobs.values())).source).name
-    tasks = band_tasks(client, prepared, todo_bands(prepared, plan.bands, log.done), {None: "chips"}, chosen, plan.gdal_cache)
+    tasks = band_tasks(client, prepared, plan, log.done, {None: "chips"}, backend)
     run_tasks(client, [(rows, dask.delayed(chips.on_worker, pure=False)(rows, task, todo(rows))) for rows, task in tasks], land)
 
 
@@ -434,11 +432,11 @@ class GeoTiffSink(Sink):
     def reserve(self, spec: PatchSpec, shape: tuple[int, int, int, int], dtype: Any, *, filtered: bool = False,
                 writers: int = 1, **options: Any) -> int:
         """Three chips for each of the ``writers`` threads: the chip in band order, GDAL's copy, and the chip read back."""
-        return writers * 3 * shape[0] * shape[3] * spec.sizes[0] * spec.sizes[1] * np.dtype(dtype).itemsize
+        return writers * 3 * spec.patch_nbytes(shape, dtype)
 
     def pipelines(self) -> tuple[tuple[int, int], ...]:
         """Two bands in flight, a chip writer per core, when the budget allows; else one band at a time."""
-        return tuple(dict.fromkeys(((2, num_threads()), (2, 1), (1, 1))))
+        return overlapped(num_threads())
 
     def progress(self, path: str | Path, rows: int) -> Progress:
         """Chips written of the manifest's count (all of them once the folder is complete)."""

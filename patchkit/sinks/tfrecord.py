@@ -53,7 +53,7 @@ from ..labelled.tfdata import band_arrays, scene_features, tensorflow
 from ._store import EMPTY_ROW, check_mode, check_path, check_resume, check_verify, combine, read_json, row_digests, write_error
 from ._progress import JobBar
 from ._pipeline import pipelined
-from .base import Pipeline, Progress, Sink
+from .base import Pipeline, Progress, Sink, overlapped
 from .tfcodec import FORMAT, PatchTransforms, Target as _Target, RecordFile, count_records, difference, examples, file_sha256, new_manifest, parse
 
 __all__ = ["to_tfrecord", "read_tfrecord", "TFRecordSink", "FORMAT", "DEFAULT_SHARD_SIZE"]
@@ -422,11 +422,11 @@ class TFRecordSink(Sink):
     def reserve(self, spec: PatchSpec, shape: tuple[int, int, int, int], dtype: Any, *, filtered: bool = False,
                 writers: int = 1, **options: Any) -> int:
         """Three copies of a patch for the writer: its HWC bytes, the ``tf.train.Example`` and its serialised record."""
-        return writers * 3 * shape[0] * shape[3] * spec.sizes[0] * spec.sizes[1] * np.dtype(dtype).itemsize
+        return writers * 3 * spec.patch_nbytes(shape, dtype)
 
     def pipelines(self) -> tuple[tuple[int, int], ...]:
         """Two bands in flight (records of one written while the next is made) when the budget allows; else one."""
-        return ((2, 1), (1, 1))
+        return overlapped(1)
 
     def progress(self, path: str | os.PathLike, rows: int) -> Progress:
         """Patch rows of the shards the manifest marks done (all of them once the set is complete)."""

@@ -31,18 +31,17 @@ from typing import Any
 import numpy as np
 
 from ..core.backends._threads import num_threads
-from ..core.budget import DEFAULT_MAX_MEMORY
+from ..core.budget import DEFAULT_MAX_MEMORY, Plan
 from ..errors import PatchkitError, PatchkitValueError
-from ..core.backends import get_backend
 from ..labelled.cluster import check_scheduler, client_for
-from ..labelled.layout import bands, prepare, stream_plan, template, todo_bands
+from ..labelled.layout import bands, prepare, template
 from ..core.spec import PatchSpec
 from ..core.units import parse_bytes
-from ._store import (RowLog, check_mode, check_path, check_resume, check_source, combine, fingerprint,
-                     move_into_place, partial_path, read_json, refuse_foreign, remove, row_digests, source_files, write_error)
+from ._store import (RowLog, band_digest, check_mode, check_path, check_resume, check_source, fingerprint, move_into_place,
+                     partial_path, read_json, refuse_foreign, remove, source_files, write_error)
 from ._pipeline import finished, pipelined
 from ._progress import JobBar, band_patches
-from .base import Pipeline, Progress, Sink
+from .base import Pipeline, Progress, Sink, overlapped
 from .zarr_store import BANDS, COMPLETE, FINGERPRINT, ROWS_DONE, SOURCE_FILES, _open_group, open_patches
 
 __all__ = ["ZarrSink", "to_zarr", "open_patches", "COMPLETE", "ROWS_DONE", "FINGERPRINT"]
@@ -139,7 +138,7 @@ def to_zarr(obj: Any, store: str | Path, spec: PatchSpec, *, max_memory: int | s
                        channel_dims=channel_dims, max_memory=max_memory)
     mark = fingerprint(obj, spec, max_nodata_fraction=max_nodata_fraction, compression=repr(compression),
                        chunk_patches=chunk_patches, spatial_dims=spatial_dims, channel_dims=channel_dims)
-    pipe, _ = _SINK.write_pipeline(prepared, max_memory, backend, compression=compression, chunk_patches=chunk_patches)
+    pipe, plan = _SINK.write_pipeline(prepared, max_memory, backend, compression=compression, chunk_patches=chunk_patches)
     ds, encoding = _structure(prepared, compression, chunk_patches)  # before the store is made
     names = [str(name) for name in ds.data_vars]
     with client_for(scheduler) as client:  # connected (or refused) before the store is made
@@ -149,7 +148,7 @@ def to_zarr(obj: Any, store: str | Path, spec: PatchSpec, *, max_memory: int | s
         if client is None:
             _write_bands(path, prepared, names, log, pipe, backend, progress)
         else:
-            _cluster_bands(client, path, prepared, names, log, pipe, backend, progress)
+            _cluster_bands(client, path, prepared, names, log, plan, backend, progress)
     _finish(path)
     return path
 
@@ -235,7 +234,7 @@ def writers() -> int:
 def _start_band(arrays: dict, prepared, pool, rows: slice, band) -> list:
     """Submit the content digest and every stored chunk of a band to ``pool``; their futures."""
     dim, where = _region(prepared, rows)
-    futures = [pool.submit(lambda: combine(row_digests(band, rows).values()))]
+    futures = [pool.submit(band_digest, band, rows)]
     for name, var in _as_dataset(band).data_vars.items():
         futures += [pool.submit(write) for write in _chunk_writes(arrays[str(name)], var, dim, where)]
     return futures
@@ -291,11 +290,11 @@ def _write_chunk(array, target: tuple, data, local: tuple) -> None:
     array[target] = np.ascontiguousarray(data[local])
 
 
-def _cluster_bands(client, path: Path, prepared, names: list[str], log: RowLog, pipe: Pipeline, backend: str,
+def _cluster_bands(client, path: Path, prepared, names: list[str], log: RowLog, plan: Plan, backend: str,
                    progress: bool) -> None:
     """Write every band not yet finished as a task on the cluster of ``client``, logging each on landing.
 
-    The bands are those of the local run (the same plan). Each task reads its halo, makes the band
+    The bands are those of the local run (its ``plan``). Each task reads its halo, makes the band
     and writes its stored chunks on a worker (:func:`_write_on_worker`), but for the chunks it shares
     with another band (kept patches along one ``patch`` dim), which it returns: the driver writes
     them, one at a time, then logs the band. So no two tasks ever write one stored chunk, and a task
@@ -311,9 +310,7 @@ def _cluster_bands(client, path: Path, prepared, names: list[str], log: RowLog, 
     outputs = {key: names[0] if key is None else str(key) for key in prepared.jobs}
     for name in set(names) - set(outputs.values()):  # variables without the spatial dims: written once, here
         arrays[name][...] = prepared.obj[name].values
-    plan = stream_plan(prepared, max_memory=pipe.budget, backend=backend, in_flight=pipe.in_flight)
-    chosen = get_backend(backend, next(iter(prepared.jobs.values())).source).name
-    tasks = band_tasks(client, prepared, todo_bands(prepared, plan.bands, log.done), outputs, chosen, plan.gdal_cache)
+    tasks = band_tasks(client, prepared, plan, log.done, outputs, backend)
     writes = [(rows, dask.delayed(_write_on_worker, pure=False)(str(path), *_region(prepared, rows), rows, task))
               for rows, task in tasks]
 
@@ -346,7 +343,7 @@ def _write_on_worker(path: str, dim: str, where: slice, rows: slice, band) -> tu
                 _write_chunk(array, target, var.data, local)
             else:
                 shared.append((str(name), target, np.ascontiguousarray(var.data[local])))
-    return combine(row_digests(band, rows).values()), shared
+    return band_digest(band, rows), shared
 
 
 def _finish(path: Path) -> None:
@@ -377,13 +374,13 @@ class ZarrSink(Sink):
         :data:`CHUNK_BYTES`); kept patches lie along one ``patch`` dim, so up to the whole grid.
         """
         rows, cols = spec.grid_shape(shape)
-        patch = shape[0] * shape[3] * spec.sizes[0] * spec.sizes[1] * np.dtype(dtype).itemsize
+        patch = spec.patch_nbytes(shape, dtype)
         per_chunk = chunk_patches or max(1, parse_bytes(CHUNK_BYTES) // max(patch, 1))
         return writers * 2 * patch * max(1, min(per_chunk, rows * cols if filtered else cols))
 
     def pipelines(self) -> tuple[tuple[int, int], ...]:
         """Two bands in flight on :func:`writers` threads when the budget allows, else one band at a time."""
-        return tuple(dict.fromkeys(((2, writers()), (2, 1), (1, 1))))
+        return overlapped(writers())
 
     def progress(self, path: str | Path, rows: int) -> Progress:
         """Finished patch rows, from the store's ``patchkit_rows_done`` (all of them once it is complete)."""

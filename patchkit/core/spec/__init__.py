@@ -299,6 +299,11 @@ class PatchSpec:
         """Bytes of the whole output for an image of ``shape`` (4-D) and ``dtype``."""
         return math.prod(self.output_shape(shape)) * check_dtype(dtype).itemsize
 
+    def patch_nbytes(self, shape: Sequence[int], dtype) -> int:
+        """Bytes of one patch (of every image in the batch)."""
+        b, _, _, depth = self.output_shape(shape)
+        return b * depth * check_dtype(dtype).itemsize
+
     def row_nbytes(self, shape: Sequence[int], dtype) -> int:
         """Bytes of one output row of patches (all images in the batch)."""
         b, _, ow, depth = self.output_shape(shape)

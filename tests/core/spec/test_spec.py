@@ -71,11 +71,12 @@ def test_regions_partition_the_band(n, m, k, s, r, padding, data):
 
 
 def test_bytes():
-    """nbytes is the output's size; row_nbytes one row of patches over the batch."""
+    """nbytes is the output's size; row_nbytes one row of patches over the batch; patch_nbytes one patch over it."""
     spec = PatchSpec(256, 128)
     shape = (1, 4096, 4096, 4)
     assert spec.nbytes(shape, "float32") == 31 * 31 * 256 * 256 * 4 * 4
     assert spec.row_nbytes((2, 4096, 4096, 4), np.float32) == 2 * 31 * 256 * 256 * 4 * 4
+    assert spec.patch_nbytes((2, 4096, 4096, 4), np.float32) == 2 * 256 * 256 * 4 * 4
 
 
 @pytest.mark.parametrize(
