@@ -59,12 +59,10 @@ class Line(Axis):
     def needed(self, lo, hi):
         """Patches ``[p0, p1)`` whose kept taps may land in pixels ``[lo, hi)`` (scalars or arrays), within the grid.
 
-        Those whose span of kept taps (first to last) meets the band, and up to ``ceil(2 * before / s)`` more
-        at the start: ``p0`` measures the last kept tap from ``+before`` where the pixel is at ``-before``.
-        The extra patches land nowhere in the band (:func:`axis_ops` gives them no step), but they are read,
-        and the memory plan counts them.
+        Those whose span of kept taps (first to last) meets the band: ``p0`` is the first patch whose last kept
+        tap, ``p0 * s + last``, reaches ``lo``; ``p1`` follows the last whose first kept tap lies below ``hi``.
         """
-        p0 = -((self.before + self.r * (self.t1 - 1) - lo) // self.s)
+        p0 = -((self.last - lo) // self.s)  # ceil((lo - last) / s)
         p1 = (hi - 1 - self.first) // self.s + 1
         return np.clip(p0, 0, self.out), np.clip(p1, 0, self.out)
 
