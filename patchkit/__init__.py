@@ -30,6 +30,10 @@ def __getattr__(name: str):
         from .explorer import PatchExplorer
 
         return PatchExplorer
+    if name == "load_model":  # imports Keras or TensorFlow only when it loads a file
+        from .stitch.loading import load_model
+
+        return load_model
     raise AttributeError(f"module 'patchkit' has no attribute {name!r}")
 
 
@@ -44,6 +48,7 @@ __all__ = [
     "extract_image_patches",
     "extract_patches",
     "iter_patches",
+    "load_model",
     "patch_transform",
     "open_patches",
     "stitch",
