@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+import patchkit
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,3 +68,39 @@ def test_extract_tensorflow_interleaved():
     assert "tf.image.extract_patches, warm" in out
     assert "extract_patches / tf warm" in out
     assert "same process" in out
+
+
+def test_predict_rows(tmp_path):
+    """bench_predict --quick prints every row it can run (the model limit and the naive way with TensorFlow,
+    patchkit.predict's rows where patchkit has it, stitch, the warm-copy limit) with its ratios, and each
+    result passes its check: predict's and the naive way's predictions cover the scene, the identity
+    model and stitch give the scene back bit for bit.
+    """
+    out = run_script("bench_predict.py", "--quick", "--dir", str(tmp_path), "--json", str(tmp_path / "rows.json"))
+    rows = ["stitch, mean", "stitch, gaussian", "limit: warm copy, 1 thread"]
+    if importlib.util.find_spec("tensorflow") is not None:
+        rows += ["model alone, model(batch)", "model alone, tf.function", "naive TensorFlow"]
+    if hasattr(patchkit, "predict"):
+        rows += ["predict identity, mean", "predict identity, gaussian"]
+        if importlib.util.find_spec("tensorflow") is not None:
+            rows += ["predict -> memory", "predict -> tif"]
+    for name in rows:
+        assert re.search(rf"^{re.escape(name)}\s+\d", out, re.MULTILINE), f"no row {name!r} in:\n{out}"
+    assert re.search(r"^stitch, mean(\s+\S+){4}\s+\d+\.\d\dx", out, re.MULTILINE), out  # vs the warm-copy limit
+    assert "CHECK FAILED" not in out
+    report = json.loads((tmp_path / "rows.json").read_text())
+    checked = {row["name"]: row.get("note") for row in report["rows"] if row["family"] != "model" and row["family"] != "copy"}
+    assert all(checked.values()), checked  # every checked row's first call was checked, and passed
+    assert [p.name for p in tmp_path.iterdir()] == ["rows.json"]  # the run's folder is removed
+
+
+def test_predict_naive_overlap_add():
+    """The naive way's overlap-add (bench_predict) averages SAME patches where they were cut, as patchkit.stitch's
+    mean does: uneven padding, overlaps of 1, 2 and 4 patches, patches that disagree."""
+    from benchmarks.bench_predict import overlap_add
+
+    spec, shape = patchkit.PatchSpec(8, 5, padding="SAME"), (1, 37, 45, 3)
+    patches = np.random.default_rng(0).random(spec.output_shape(shape), dtype=np.float32)
+    rows, cols = spec.grid_shape(shape)
+    back = overlap_add(patches.reshape(rows * cols, 8, 8, 3), (rows, cols), 5, shape[1:3])
+    np.testing.assert_allclose(back, patchkit.stitch(patches, "mean", spec=spec, image_shape=shape), rtol=1e-5)
