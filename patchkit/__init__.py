@@ -14,7 +14,7 @@ from .labelled.geo import patch_transform
 from .labelled.tfdata import to_tf_dataset
 from .sinks.tfrecord import read_tfrecord, to_tfrecord
 from .sinks.zarr import open_patches
-from .stitch import stitch
+from .stitch import predict, stitch
 
 
 def __getattr__(name: str):
@@ -50,6 +50,7 @@ __all__ = [
     "iter_patches",
     "load_model",
     "patch_transform",
+    "predict",
     "open_patches",
     "stitch",
     "read_tfrecord",

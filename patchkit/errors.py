@@ -22,6 +22,7 @@ __all__ = [
     "BackendUnavailableError",
     "MissingDependencyError",
     "NotebookError",
+    "ModelError",
     "RunCancelled",
     "InvalidMemoryError",
     "BudgetTooSmallError",
@@ -134,6 +135,11 @@ class SourceReadError(PatchkitError, OSError):
 class ClusterError(PatchkitError, RuntimeError):
     """A dask.distributed cluster could not run a job: its scheduler is unreachable or was lost, or the
     workers running a band kept dying; the message names the address or the band. A rerun resumes."""
+
+
+class ModelError(PatchkitError, RuntimeError):
+    """The model :func:`patchkit.predict` runs raised, or returned what cannot be stitched (NaN or infinite values
+    under ``nan_policy="raise"``); the message names the batch and the band. With ``out=``, a rerun resumes."""
 
 
 class ParameterFileError(PatchkitValueError):

@@ -22,6 +22,7 @@ from .dtypes import check_dtype
 from .units import format_bytes, parse_bytes
 
 __all__ = [
+    "band_peak",
     "Budget",
     "Plan",
     "DEFAULT_MAX_MEMORY",
@@ -192,6 +193,13 @@ def min_memory(spec, shape: Sequence[int], dtype, lazy: bool = False, **kwargs) 
     """The smallest ``max_memory`` that works: the costliest single row of patches (see :func:`band_memory`)."""
     spec.check(shape)
     return _peak(spec, shape, dtype, 1, spec.grid_shape(shape)[0], lazy=lazy, **kwargs)
+
+
+def band_peak(spec, shape: Sequence[int], dtype, rows: int, **kwargs) -> int:
+    """Bytes held at once while bands of ``rows`` rows of patches are made, one after another (the costliest band;
+    keywords are those of :func:`band_memory`): what a consumer that cuts its own bands, such as
+    :func:`patchkit.predict`, counts for them."""
+    return _peak(spec, shape, dtype, rows, spec.grid_shape(shape)[0], **kwargs)
 
 
 def plan(spec, shape: Sequence[int], dtype, max_memory: int | str, lazy: bool = False, **kwargs) -> Plan:

@@ -277,6 +277,16 @@ class PatchesAccessor:
 
         return to_tf_dataset(self._obj, sizes, strides, rates, padding, **kwargs)
 
+    def predict(self, model, sizes, strides, rates=1, padding: str = "SAME", **kwargs):
+        """This scene run through ``model`` patch by patch, predictions blended back onto its grid in one pass.
+
+        Keywords (``batch_size``, ``blend``, ``sigma_scale``, ``crop``, ``max_memory``, ``gpu_memory``, ``out``,
+        ``dtype``, ``backend``, ``nan_policy``, ``fill_value``) are those of :func:`patchkit.predict`.
+        """
+        from ..stitch import predict
+
+        return predict(self._obj, model, sizes, strides, rates, padding, **kwargs)
+
     def explore(self, sizes=None, strides=None, rates=1, padding: str = "VALID", **kwargs):
         """An interactive :class:`patchkit.explorer.PatchExplorer` of this DataArray (ipywidgets).
 

@@ -27,6 +27,7 @@ __all__ = [
     "pixel_coords",
     "source_transform",
     "patch_transforms",
+    "patch_grid_transform",
     "patch_transform",
     "grid_table",
     "write_grid",
@@ -134,6 +135,24 @@ def patch_transforms(transform, spec: PatchSpec, shape: Sequence[int]) -> np.nda
     out[..., 4] = transform.e * rr
     out[..., 5] = transform.f + transform.e * ty[:, None]
     return out
+
+
+def patch_grid_transform(transform, spec: PatchSpec, shape: Sequence[int]):
+    """The transform of a raster with one pixel per patch: pixel ``(i, j)`` is centred on patch ``(i, j)``'s centre
+    and is a stride wide (a per-patch prediction on the map).
+
+    A patch's centre lies ``(k - 1) r / 2 + 1 / 2`` pixels past its first input pixel (its taps span
+    ``(k - 1) r + 1`` pixels). ``transform`` is the source's (north-up); None gives pixel units.
+    """
+    from affine import Affine
+
+    check_north_up(transform)
+    rows, cols = spec.starts(shape)
+    (kh, kw), (sh, sw), (rh, rw) = spec.sizes, spec.strides, spec.rates
+    centre_row = (rows[0] if len(rows) else 0) + ((kh - 1) * rh + 1) / 2
+    centre_col = (cols[0] if len(cols) else 0) + ((kw - 1) * rw + 1) / 2
+    grid = Affine.translation(centre_col - sw / 2, centre_row - sh / 2) * Affine.scale(sw, sh)
+    return grid if transform is None else transform * grid
 
 
 def check_north_up(transform) -> None:
