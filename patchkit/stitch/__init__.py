@@ -63,9 +63,10 @@ from .inputs import is_labelled, resolve_geometry
 from .output import result, sink_for
 from .plan import band_height, make_job
 from .readers import reader_for
+from .predict import predict
 from .windows import BLENDS, GAUSSIAN_FLOOR, SIGMA_SCALE, WINDOWS, blend_weights, gaussian, normalize_crop, register_window
 
-__all__ = ["stitch", "blend_weights", "gaussian", "SIGMA_SCALE", "GAUSSIAN_FLOOR", "normalize_crop", "register_window", "WINDOWS", "BLENDS", "SUFFIXES",
+__all__ = ["stitch", "predict", "blend_weights", "gaussian", "SIGMA_SCALE", "GAUSSIAN_FLOOR", "normalize_crop", "register_window", "WINDOWS", "BLENDS", "SUFFIXES",
            "axis_ops", "axis_coordinate"]
 
 
