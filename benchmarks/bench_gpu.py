@@ -21,7 +21,11 @@ and each is set beside the limit it is bounded by, measured alongside:
     the model runs on the previous batch (from pinned staging buffers, or from the scene page-locked
     in place), patches extracted on the device by the CuPy backend, handed to PyTorch through DLPack,
     predictions accumulated on the device, the image copied back. (b)/(a) says how close the
-    pipeline comes to the model alone.
+    pipeline comes to the model alone. (d) ``patchkit.predict`` end to end from the host scene (an
+    in-memory numpy array), the model wrapped as a callable of a CuPy or numpy batch that reaches
+    PyTorch through DLPack (``torch.from_dlpack``), patches extracted by the CuPy backend or the numpy
+    one, mean blend (compared with (c)) and gaussian; (d)/(a) is the issue's end-to-end ratio. Its
+    notes list which of TensorFlow, rasterio, zarr and dask were imported (none should be).
 
 Times are wall clock around a device synchronisation: the best of ``--repeats`` calls after a warm-up
 call counts (the median is kept too). GB/s are 10⁹ bytes per second of the bytes named in each row.
@@ -31,6 +35,7 @@ Without CuPy or a GPU the script says so and exits 2 (0 with ``--allow-missing``
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import platform
 import sys
@@ -459,8 +464,71 @@ def bench_inference(cp, cfg: Config, torch=None) -> list[Row]:
             cp.cuda.runtime.hostUnregister(host_scene.ctypes.data)
         rows.append(Row("inference", f"cudaHostRegister of the {host_scene.nbytes // MIB} MiB scene", register_s,
                         register_s, host_scene.nbytes, note="once per scene; not in the (b) times"))
+    rows += predict_rows(cp, torch, model, cfg, host_scene, batch, model_row, reference, common)
     del pipeline, device_scene
     free_pools(cp)
+    return rows
+
+
+#: What a GPU image lacks, and what ``patchkit.predict`` of an in-memory array must therefore never import.
+ABSENT_ON_GPU = ("tensorflow", "rasterio", "zarr", "dask")
+
+
+def dlpack_model(torch, model, bf16: bool) -> Callable[[Any], Any]:
+    """The PyTorch ``model`` as ``patchkit.predict`` takes it: a callable of a batch ``[n, kh, kw, C]``.
+
+    The batch (a CuPy array on the device, or a numpy array on the host) reaches PyTorch through DLPack
+    (``torch.from_dlpack``: in place on the device; a host batch is then copied to it) and is viewed as
+    NCHW, channels-last in memory; the prediction goes back as a CUDA tensor ``[n, kh, kw, M]`` (float32),
+    which ``predict`` reads through DLPack too. Everything runs on PyTorch's current stream, whose
+    DLPack exchanges with CuPy order themselves.
+    """
+
+    def run(batch):
+        x = torch.from_dlpack(batch)
+        if x.device.type != "cuda":
+            x = x.to("cuda")
+        with torch.inference_mode(), torch.autocast("cuda", torch.bfloat16, enabled=bf16):
+            y = model(x.permute(0, 3, 1, 2)).float()
+        return y.permute(0, 2, 3, 1).contiguous()
+
+    return run
+
+
+def predict_rows(cp, torch, model, cfg: Config, host_scene: np.ndarray, batch: int, model_row: Row,
+                 reference: np.ndarray, common: dict) -> list[Row]:
+    """(d) ``patchkit.predict`` end to end from the host scene (an in-memory numpy array) with the model wrapped
+    by :func:`dlpack_model`: extraction by the CuPy backend (device batches) or the numpy one (host batches),
+    mean blend (compared with (c)) and gaussian (predict's default). Ratios to (a). Each row's note lists the
+    modules of :data:`ABSENT_ON_GPU` loaded after the call (none expected); a failure is a row with the error."""
+    import patchkit
+
+    k, s, padding = cfg.patch
+    n_patches = int(np.prod(PatchSpec(k, s, padding=padding).grid_shape(host_scene.shape)))
+    if not callable(getattr(patchkit, "predict", None)):
+        return [Row("inference", "(d) patchkit.predict", 0.0, 0.0, note="this patchkit has no patchkit.predict")]
+    fn, rows = dlpack_model(torch, model, bf16=True), []
+    for backend, blend in (("cupy", "mean"), ("numpy", "mean"), ("cupy", "gaussian")):
+        label = f"(d) patchkit.predict, {backend} backend, {blend} blend, host numpy scene"
+        run = functools.partial(patchkit.predict, host_scene, fn, k, s, padding=padding, batch_size=batch,
+                                blend=blend, backend=backend)
+        results: list = []  # the last call's prediction, compared with (c) after the clock
+
+        def call():
+            results[:] = [run()]
+
+        try:
+            best, median = timed(cp, call, cfg.repeats, warmup=1)
+            result = np.asarray(results[0])
+        except Exception as exc:  # one way failing still reports the others (and the run exits 1)
+            rows.append(Row("inference", label, 0.0, 0.0, note=f"FAILED: {type(exc).__name__}: {exc}",
+                            extra={"error": traceback.format_exc()}))
+            continue
+        loaded = [m for m in ABSENT_ON_GPU if m in sys.modules]
+        diff = float(np.max(np.abs(result - reference))) if blend == "mean" else None
+        note = (f"max |diff| vs (c) {diff:.3g}; " if diff is not None else "") + f"loaded {loaded or 'none'} of {list(ABSENT_ON_GPU)}"
+        rows.append(Row("inference", label, best, median, patches=n_patches, ratio=model_row.best / best,
+                        ratio_to="(a)", note=note, extra={**common, "max_abs_diff": diff, "loaded": loaded}))
     return rows
 
 
@@ -556,6 +624,7 @@ def main(argv=None) -> int:
             free_pools(cp)
         all_rows += rows
         report["rows"] += [r.to_dict() for r in rows]
+        report["errors"].update({f"{name}: {r.name}": r.extra["error"] for r in rows if "error" in r.extra})
         print(f"\n[{name}] {time.perf_counter() - start:.1f} s\n{format_rows(rows)}", flush=True)
     write_json(args.json, report)
     return 1 if report["errors"] else 0

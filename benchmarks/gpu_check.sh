@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
-# GPU checks of patchkit's CuPy backend, run from the repository root on a machine with an NVIDIA GPU,
+# GPU checks of patchkit's CuPy backend and patchkit.predict, run from the repository root on a machine with an NVIDIA GPU,
 # CuPy and PyTorch (no TensorFlow, rasterio, zarr or dask needed):
 #
 #     OUT=/some/folder bash benchmarks/gpu_check.sh        # $OUT defaults to ./gpu_out
 #
 # 1. installs the wheels carried in .whl/ (patchkit's pure-Python dependencies the image lacks, e.g.
 #    affine) into /tmp/site, without the network, and puts it and the repository on PYTHONPATH;
-# 2. prints nvidia-smi and the versions of what it uses;
-# 3. runs tests/test_backend_cupy.py with the GPU visible (PATCHKIT_TEST_GPU=0): the host tests and
-#    the ones marked gpu;
-# 4. runs benchmarks/bench_gpu.py, writing $OUT/bench_gpu.json.
-# Every step's output is also written to $OUT/*.log. Exits non-zero when the tests or the benchmark fail.
+# 2. prints nvidia-smi and the versions of what it uses, and checks that neither `import patchkit` nor
+#    patchkit.predict of an in-memory numpy array imports TensorFlow, rasterio, zarr or dask (the image lacks them);
+# 3. runs the GPU tests ($GPU_TESTS, default tests/core/backends/test_cupy.py) with the GPU visible
+#    (PATCHKIT_TEST_GPU=0): the host tests and the ones marked gpu;
+# 4. runs benchmarks/bench_gpu.py ($BENCH_ARGS added, e.g. BENCH_ARGS=--quick), writing $OUT/bench_gpu.json;
+#    its inference section ends with patchkit.predict end to end (a PyTorch model through DLPack).
+# Every step's output is also written to $OUT/*.log. Exits non-zero when the tests, the benchmark or the
+# import check fail.
 set -u -o pipefail
 
 OUT=${OUT:-$PWD/gpu_out}
@@ -18,9 +21,10 @@ mkdir -p "$OUT"
 PYTHON=${PYTHON:-python3}
 TEST_TIMEOUT=${TEST_TIMEOUT:-360}
 BENCH_TIMEOUT=${BENCH_TIMEOUT:-240}
+GPU_TESTS=${GPU_TESTS:-tests/core/backends/test_cupy.py}
 
 if compgen -G ".whl/*.whl" > /dev/null; then
-    "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl \
+    "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
         2>&1 | tee "$OUT/pip.log"
 fi
 export PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
@@ -30,7 +34,7 @@ export PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
     "$PYTHON" - <<'EOF'
 import importlib, platform, time
 print("python", platform.python_version())
-for name in ("numpy", "cupy", "torch", "xarray", "pandas", "affine", "hypothesis", "pytest"):
+for name in ("numpy", "cupy", "torch", "xarray", "pandas", "affine", "psutil", "tqdm", "hypothesis", "pytest"):
     try:
         print(f"{name:<10}", importlib.import_module(name).__version__)
     except Exception as exc:
@@ -38,6 +42,12 @@ for name in ("numpy", "cupy", "torch", "xarray", "pandas", "affine", "hypothesis
 start = time.perf_counter()
 import patchkit  # noqa: E402
 print(f"import patchkit: {time.perf_counter() - start:.2f} s")
+import sys  # noqa: E402
+import numpy as np  # noqa: E402
+if hasattr(patchkit, "predict"):
+    patchkit.predict(np.ones((1, 64, 64, 2), np.float32), lambda batch: batch[..., :1], 32, 16)
+heavy = [m for m in ("tensorflow", "rasterio", "zarr", "dask") if m in sys.modules]
+print(f"heavy modules imported by patchkit (import, predict of an in-memory array): {heavy or 'none'}")
 try:
     import cupy
 
@@ -48,16 +58,21 @@ except Exception as exc:
     print(f"CuPy is not usable: {type(exc).__name__}: {exc}")
 EOF
 } 2>&1 | tee "$OUT/environment.log"
+grep -q "^heavy modules imported by patchkit (import, predict of an in-memory array): none$" "$OUT/environment.log"
+import_rc=$?
 
-echo "== tests/test_backend_cupy.py (PATCHKIT_TEST_GPU=0)"
+echo "== $GPU_TESTS (PATCHKIT_TEST_GPU=0)"
 # PYTEST_ARGS="-m gpu" runs only the device tests (the host ones run in CI too).
-PATCHKIT_TEST_GPU=0 timeout "$TEST_TIMEOUT" "$PYTHON" -m pytest -q -p no:cacheprovider -rs ${PYTEST_ARGS:-} tests/test_backend_cupy.py \
+# shellcheck disable=SC2086  # GPU_TESTS, PYTEST_ARGS: lists of words
+PATCHKIT_TEST_GPU=0 timeout "$TEST_TIMEOUT" "$PYTHON" -m pytest -q -p no:cacheprovider -rs ${PYTEST_ARGS:-} $GPU_TESTS \
     2>&1 | tee "$OUT/pytest_gpu.log"
 tests_rc=${PIPESTATUS[0]}
 
-echo "== benchmarks/bench_gpu.py"
-timeout "$BENCH_TIMEOUT" "$PYTHON" benchmarks/bench_gpu.py --json "$OUT/bench_gpu.json" 2>&1 | tee "$OUT/bench_gpu.log"
+echo "== benchmarks/bench_gpu.py ${BENCH_ARGS:-}"
+# shellcheck disable=SC2086
+timeout "$BENCH_TIMEOUT" "$PYTHON" benchmarks/bench_gpu.py --json "$OUT/bench_gpu.json" ${BENCH_ARGS:-} 2>&1 \
+    | tee "$OUT/bench_gpu.log"
 bench_rc=${PIPESTATUS[0]}
 
-echo "tests exit $tests_rc, benchmark exit $bench_rc" | tee "$OUT/summary.log"
-[ "$tests_rc" -eq 0 ] && [ "$bench_rc" -eq 0 ]
+echo "import check exit $import_rc, tests exit $tests_rc, benchmark exit $bench_rc" | tee "$OUT/summary.log"
+[ "$import_rc" -eq 0 ] && [ "$tests_rc" -eq 0 ] && [ "$bench_rc" -eq 0 ]

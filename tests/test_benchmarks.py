@@ -104,3 +104,17 @@ def test_predict_naive_overlap_add():
     rows, cols = spec.grid_shape(shape)
     back = overlap_add(patches.reshape(rows * cols, 8, 8, 3), (rows, cols), 5, shape[1:3])
     np.testing.assert_allclose(back, patchkit.stitch(patches, "mean", spec=spec, image_shape=shape), rtol=1e-5)
+
+
+def test_gpu_without_cupy(tmp_path):
+    """bench_gpu without CuPy says what it needs and exits 2, or 0 with --allow-missing (writing that to --json),
+    so that gpu_check.sh and a CPU machine can run it."""
+    if importlib.util.find_spec("cupy") is not None:
+        pytest.skip("CuPy is installed: bench_gpu would run for real")
+    script = [sys.executable, str(ROOT / "benchmarks" / "bench_gpu.py"), "--quick"]
+    refused = subprocess.run(script, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "needs CuPy and a CUDA device" in refused.stderr, refused.stderr
+    allowed = subprocess.run([*script, "--allow-missing", "--json", str(tmp_path / "gpu.json")], capture_output=True,
+                             text=True, timeout=60)
+    assert allowed.returncode == 0, allowed.stderr
+    assert "needs CuPy" in json.loads((tmp_path / "gpu.json").read_text())["skipped"]
