@@ -106,15 +106,28 @@ class FileRaster(Raster):
         self.path, self.nbytes = Path(path), math.prod(shape4) * self.dtype.itemsize
         self.buffer = np.empty(n * rows * w * m, self.dtype)
         self.scratch: Path | None = None
+        self.kept: Path | None = None  # a resumable image's scratch: kept after an error, opened again to resume
+
+    def resumable(self, scratch: Path) -> "FileRaster":
+        """Write under ``scratch`` (beside :attr:`path`), keep it after an error and, when it exists, open it to
+        finish it (a rerun resumes); each commit reaches the file before it returns."""
+        self.kept = Path(scratch)
+        return self
 
     def __enter__(self) -> "FileRaster":
-        self.scratch = partial_path(self.path, self.path.suffix)
+        self.scratch = self.kept or partial_path(self.path, self.path.suffix)
         try:
             with writing(self.path, self.nbytes):
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._open(self.scratch)
+                if self.kept is not None and self.kept.exists():
+                    self._reopen(self.scratch)
+                else:
+                    self._open(self.scratch)
+                    if self.kept is not None:
+                        self._flush()
         except BaseException:
-            remove(self.scratch, strict=False)
+            if self.kept is None:
+                remove(self.scratch, strict=False)
             raise
         return self
 
@@ -128,9 +141,12 @@ class FileRaster(Raster):
     def commit(self, y0: int, y1: int, block: np.ndarray) -> None:
         with writing(self.path, self.nbytes):
             self._write(y0, y1, block)
+            if self.kept is not None:
+                self._flush()
 
     def close(self, keep: bool = True) -> None:
-        """Close the writer; with ``keep``, check the file and move it to ``path``. The temporary name goes either way."""
+        """Close the writer; with ``keep``, check the file and move it to ``path``. The temporary name goes either
+        way, but for a resumable image's after an error."""
         try:
             with writing(self.path, self.nbytes):
                 self._close()
@@ -138,7 +154,8 @@ class FileRaster(Raster):
                     self._check(self.scratch)
                     move_into_place(self.scratch, self.path)
         finally:
-            remove(self.scratch, strict=False)
+            if keep or self.kept is None:
+                remove(self.scratch, strict=False)
 
     @abc.abstractmethod
     def _open(self, scratch: Path) -> None:
@@ -153,6 +170,13 @@ class FileRaster(Raster):
 
     def _check(self, scratch: Path) -> None:
         pass
+
+    def _reopen(self, scratch: Path) -> None:
+        """Open the existing file at ``scratch`` to write more rows into it."""
+        raise PatchkitValueError(f"{type(self).__name__} cannot resume a partial image; write it again")
+
+    def _flush(self) -> None:
+        """Make what was written reach the file (a process killed after this loses none of it)."""
 
 
 class GeoTiffRaster(FileRaster):
@@ -201,6 +225,20 @@ class GeoTiffRaster(FileRaster):
         if self._dst is not None:
             self._dst.close()
 
+    def _reopen(self, scratch: Path) -> None:
+        import warnings
+
+        import rasterio
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+            self._dst = rasterio.open(scratch, "r+")
+
+    def _flush(self) -> None:
+        """GDAL holds written blocks in its cache until the file closes: close it and open it again."""
+        self._dst.close()
+        self._reopen(self.scratch)
+
     def _check(self, scratch: Path) -> None:
         """A GeoTIFF (uncompressed) shorter than its pixels is a short write, which GDAL reports only as a warning."""
         if scratch.stat().st_size < self.nbytes:
@@ -237,10 +275,8 @@ class ZarrRaster(FileRaster):
     def _open(self, scratch: Path) -> None:
         import warnings
 
-        import zarr
-
         template = self.template
-        name = template.name if template.name is not None else "stitched"
+        name = self._name
         attrs = dict(template.attrs)
         encoding = {k: v for k, v in template.encoding.items() if k in ("_FillValue", "grid_mapping")}
         for key in ("_FillValue", "missing_value"):
@@ -251,7 +287,16 @@ class ZarrRaster(FileRaster):
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
             lazy.to_dataset(name=name).to_zarr(scratch, mode="w", compute=False, encoding={name: encoding})
-        self._array = zarr.open_group(str(scratch), mode="r+")[name]
+        self._reopen(scratch)
+
+    @property
+    def _name(self) -> str:
+        return self.template.name if self.template.name is not None else "stitched"
+
+    def _reopen(self, scratch: Path) -> None:
+        import zarr
+
+        self._array = zarr.open_group(str(scratch), mode="r+")[self._name]
 
     def _write(self, y0: int, y1: int, block: np.ndarray) -> None:
         template = self.template

@@ -3,6 +3,8 @@ the band, fill what no patch reached, and hand the band to its sink."""
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 from ..core.spec.inverse import Op, axis_ops
@@ -13,8 +15,9 @@ from .readers import Band
 __all__ = ["run"]
 
 
-def run(job: Job, sink, rows: int) -> None:
-    """Stitch band after band of ``rows`` output rows into ``sink``."""
+def run(job: Job, sink, rows: int, done: Callable[[int, int], bool] | None = None) -> None:
+    """Stitch band after band of ``rows`` output rows into ``sink``, but those ``done(y0, y1)`` says a run before
+    finished (a resumed prediction)."""
     from tqdm.auto import tqdm
 
     height, width = job.lines[0].n, job.lines[1].n
@@ -27,6 +30,9 @@ def run(job: Job, sink, rows: int) -> None:
     with tqdm(total=height, unit="row", desc="stitch", disable=None, leave=False) as bar:
         for y0 in range(0, height, rows):
             y1 = min(y0 + rows, height)
+            if done is not None and done(y0, y1):
+                bar.update(y1 - y0)
+                continue
             out = sink.band(y0, y1)
             with np.errstate(invalid="ignore", over="ignore"):  # NaN and inf in the data give NaN and inf
                 covered = _stitch_band(job, sums, out, y0, y1, col_cache)

@@ -60,6 +60,11 @@ class Runner:
     def grid(self) -> tuple[int, int]:
         return self.spec.grid_shape(self.source.shape)
 
+    def skip(self, rows: int) -> None:
+        """Count ``rows`` patch rows finished by an earlier run on the progress bar."""
+        if self.bar is not None:
+            self.bar.update(rows * self.grid[1] * self.source.shape[0])
+
     def resize(self, batch_size: int) -> None:
         """Batches of ``batch_size`` patches, from groups of enough patch rows for one (before the first batch)."""
         self.batch_size, self.group = batch_size, -(-batch_size // self.grid[1])

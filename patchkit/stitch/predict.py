@@ -14,6 +14,8 @@ from __future__ import annotations
 import math
 import numbers
 import os
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -31,6 +33,7 @@ from .inference import Predictions, Runner, batch_bytes
 from .inputs import fill_for
 from .model import Finite, Output, check_model, probe
 from .plan import band_height, make_job
+from .resume import Resume, fingerprint
 from .scene import Scene
 from .windows import SIGMA_SCALE, blend_weights, gaussian, normalize_crop
 
@@ -157,10 +160,13 @@ def predict(
     cache = int(budget) // GDAL_CACHE_SHARE if scene.source.kind == "dask" else None  # counted in the runner's bytes
     with tqdm(total=n * oh * ow, unit="patch", desc="predict", disable=None, leave=False) as bar, bounded_cache(cache):
         runner = Runner(scene.source, spec, chosen, model, output, crop, 1, 1, finite, bar, cache or 0)
+        out = _Out(path, None if path is None else fingerprint(
+            scene, spec, model, blend=weights_of, crop=crop, dtype=output.dtype, fill_value=fill_value,
+            nan_policy=nan_policy, kind=output.kind))
         if output.kind == "vector":
-            written = _vectors(runner, scene, path, budget, device, requested, fill_value)
+            written = _vectors(runner, scene, out, budget, device, requested, fill_value)
         else:
-            written = _blended(runner, scene, path, budget, device, requested, weights_of, blend, fill_value)
+            written = _blended(runner, scene, out, budget, device, requested, weights_of, blend, fill_value)
     finite.report()
     return written
 
@@ -231,10 +237,52 @@ def _fit_batch(runner: Runner, requested: int | None, least: Callable[[], int], 
         )
 
 
-def _blended(runner: Runner, scene: Scene, path, budget: Budget, device: Budget | None, requested: int | None,
+@dataclass(frozen=True)
+class _Out:
+    """Where the prediction goes: ``path`` (None: in memory), and the fingerprint a partial image there resumes by."""
+
+    path: Path | None
+    fingerprint: str | None
+
+    def open(self, sink: Raster, height: int) -> "_Logged | Raster":
+        """``sink``, resumable (its finished rows logged) when it writes a file."""
+        if self.path is None:
+            return sink
+        resume = Resume.start(self.path, self.fingerprint, height)
+        return _Logged(sink.resumable(resume.scratch), resume)
+
+
+class _Logged:
+    """A file sink whose committed bands are logged (:class:`~patchkit.stitch.resume.Resume`), skipped when a run
+    resumes, and whose log goes once the image is in place."""
+
+    def __init__(self, sink: Raster, resume: Resume) -> None:
+        self.sink, self.resume = sink, resume
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.sink, name)
+
+    def __enter__(self) -> "_Logged":
+        self.sink.__enter__()
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        self.sink.__exit__(kind, value, traceback)
+        if kind is None:
+            self.resume.finish()
+
+    def done(self, y0: int, y1: int) -> bool:
+        return self.resume.done(y0, y1)
+
+    def commit(self, y0: int, y1: int, block: np.ndarray) -> None:
+        self.sink.commit(y0, y1, block)
+        self.resume.add(y0, y1)
+
+
+def _blended(runner: Runner, scene: Scene, out: _Out, budget: Budget, device: Budget | None, requested: int | None,
              weights_of, blend, fill_value) -> Any:
-    """Dense predictions blended onto the source's grid, band by band, into the sink of ``path``."""
-    spec, output, shape = runner.spec, runner.output, tuple(scene.source.shape[1:3])
+    """Dense predictions blended onto the source's grid, band by band, into the sink of ``out``."""
+    spec, output, shape, path = runner.spec, runner.output, tuple(scene.source.shape[1:3]), out.path
     lines = lines_of(spec, shape, runner.crop)
     lines, weights = support(lines, blend_weights(weights_of, (lines[0].kept, lines[1].kept)))
     reader = Predictions(runner)
@@ -244,17 +292,17 @@ def _blended(runner: Runner, scene: Scene, path, budget: Budget, device: Budget 
     check_room(path, math.prod(shape4) * output.dtype.itemsize)
     _fit_batch(runner, requested, lambda: job.memory(1), budget, device)
     rows = band_height(job, budget)
-    with _sink(path, scene, shape4, rows, output, fill) as sink:
+    with out.open(_sink(path, scene, shape4, rows, output, fill), shape[0]) as sink:
         p0, p1 = job._bands(sink.rows)
         reader.capacity = int(np.max(p1 - p0))
-        run(job, sink, sink.rows)
+        run(job, sink, sink.rows, done=getattr(sink, "done", None))
     return _result(sink, scene, output)
 
 
-def _vectors(runner: Runner, scene: Scene, path, budget: Budget, device: Budget | None, requested: int | None,
+def _vectors(runner: Runner, scene: Scene, out: _Out, budget: Budget, device: Budget | None, requested: int | None,
              fill_value) -> Any:
     """Per-patch vectors written as a raster on the patch grid, bands of patch rows at a time."""
-    output, (oh, ow) = runner.output, runner.grid
+    output, (oh, ow), path = runner.output, runner.grid, out.path
     shape4 = (scene.source.shape[0], oh, ow, output.channels)
     check_room(path, math.prod(shape4) * output.dtype.itemsize)
     row = shape4[0] * ow * output.channels * output.dtype.itemsize
@@ -263,9 +311,12 @@ def _vectors(runner: Runner, scene: Scene, path, budget: Budget, device: Budget 
     fixed = runner.fixed_bytes()
     rows = largest(lambda h: fixed + h * row * copies <= budget, oh)
     fill = fill_for(fill_value, output.dtype, None)
-    with _sink(path, scene, shape4, rows, output, fill, spec=runner.spec) as sink:
+    with out.open(_sink(path, scene, shape4, rows, output, fill, spec=runner.spec), oh) as sink:
         for r0 in range(0, oh, sink.rows):
             r1 = min(r0 + sink.rows, oh)
+            if getattr(sink, "done", None) and sink.done(r0, r1):
+                runner.skip(r1 - r0)
+                continue
             dest = np.empty((shape4[0], r1 - r0, ow, output.channels), output.dtype)
             runner.predict(r0, r1, dest)
             band = sink.band(r0, r1)
@@ -303,7 +354,7 @@ def _lazy(scene: Scene, shape4, output: Output, chunk: int, spec: PatchSpec | No
 def _result(sink: Raster, scene: Scene, output: Output, spec: PatchSpec | None = None) -> Any:
     """What predict returns: the path written, the array, or the labelled DataArray."""
     if not isinstance(sink, ArrayRaster):
-        return sink.path
+        return sink.path  # a file sink's (a logged one's too)
     if not scene.labelled:
         return sink.array
     sizes = scene.sizes(output.channels, sink.shape4[1:3])

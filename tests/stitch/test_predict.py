@@ -3,6 +3,7 @@ rasterio and TensorFlow; labels, sinks, memory, and what a model can get wrong."
 
 from __future__ import annotations
 
+import os
 import tracemalloc
 import warnings
 
@@ -309,3 +310,87 @@ def test_predictions_that_speak_dlpack_are_read_on_the_host():
     image = finite_image((1, 20, 20, 2))
     assert isinstance(to_host(_DLPackOnly(image)), np.ndarray)
     np.testing.assert_array_equal(predict(image, lambda b: _DLPackOnly(b * 2), 8, 6), image * 2)
+
+
+# ---- resuming ---------------------------------------------------------------------------------------------------
+
+#: Which call of :func:`failing` raises (None: none); read when called, so the model's fingerprint stays the same.
+FAIL_AT = {"call": None, "calls": 0}
+
+
+def failing(batch):
+    FAIL_AT["calls"] += 1
+    if FAIL_AT["calls"] == FAIL_AT["call"]:
+        raise RuntimeError("the GPU fell off the bus")
+    return np.sqrt(np.abs(batch)) - 1
+
+
+@pytest.mark.parametrize("suffix", [".tif", ".zarr"])
+def test_a_model_that_raises_part_way_leaves_nothing_at_out_and_a_rerun_resumes(tmp_path, suffix):
+    """The run stops naming the batch; nothing is at ``out``; the next run predicts only the bands not finished and
+    writes what one uninterrupted run writes. A changed model starts afresh."""
+    pytest.importorskip("rasterio" if suffix == ".tif" else "zarr")
+    image = finite_image((1, 240, 50, 3))
+    out = tmp_path / f"p{suffix}"
+    expected = predict(image, failing, 16, 10, max_memory="256KiB", batch_size=3)
+    whole = FAIL_AT["calls"]
+    FAIL_AT.update(call=whole * 3 // 4, calls=0)
+    with pytest.raises(ModelError, match="the GPU fell off the bus on the batch of patches"):
+        predict(image, failing, 16, 10, max_memory="256KiB", batch_size=3, out=out)
+    assert not out.exists() and (tmp_path / f".p{suffix}.predict.json").exists()
+    FAIL_AT.update(call=None, calls=0)
+    assert predict(image, failing, 16, 10, max_memory="256KiB", batch_size=3, out=out) == out
+    assert 1 < FAIL_AT["calls"] < whole  # the finished bands were not predicted again
+    assert sorted(p.name for p in tmp_path.iterdir()) == [out.name]
+    written = xr.open_zarr(out)["prediction"].values if suffix == ".zarr" else _tif(out)
+    np.testing.assert_array_equal(written, expected)
+    FAIL_AT.update(call=2, calls=0)
+    with pytest.raises(ModelError):
+        predict(image, failing, 16, 10, max_memory="256KiB", batch_size=3, out=out)
+    FAIL_AT.update(call=None, calls=0)
+    predict(image, lambda b: np.sqrt(np.abs(b)), 16, 10, max_memory="256KiB", batch_size=3, out=out)
+    np.testing.assert_allclose(_tif(out) if suffix == ".tif" else xr.open_zarr(out)["prediction"].values,
+                               expected + 1, rtol=1e-6, atol=1e-6)  # another model: nothing of the partial image kept
+
+
+def _tif(path) -> np.ndarray:
+    import rasterio
+
+    with rasterio.open(path) as src:
+        return src.read().transpose(1, 2, 0)[None]
+
+
+KILLED = """
+import os, signal, sys
+import numpy as np
+from patchkit import predict
+calls = [0]
+def model(batch):
+    calls[0] += 1
+    if calls[0] == int(os.environ.get("KILL_AT", 0)):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return batch[..., :1] * 2 + 1
+image = np.random.default_rng(5).normal(size=(1, 240, 50, 3)).astype("float32")
+predict(image, model, 16, 10, max_memory="256KiB", batch_size=3, blend="cosine", out=sys.argv[1])
+print(calls[0])
+"""
+
+
+def test_a_run_killed_part_way_is_resumed_identically(tmp_path):
+    """SIGKILL mid-run (GDAL's cache and all): nothing at ``out``; the rerun finishes with fewer model calls and
+    the same bytes as one uninterrupted run."""
+    pytest.importorskip("rasterio")
+    import subprocess
+    import sys
+
+    script = tmp_path / "killed.py"
+    script.write_text(KILLED)
+    clean, out = tmp_path / "clean.tif", tmp_path / "resumed.tif"
+    whole = int(subprocess.run([sys.executable, str(script), str(clean)], capture_output=True, text=True,
+                               check=True).stdout)
+    killed = subprocess.run([sys.executable, str(script), str(out)], env={**os.environ, "KILL_AT": str(whole * 3 // 4)})
+    assert killed.returncode == -9 and not out.exists()
+    rest = int(subprocess.run([sys.executable, str(script), str(out)], capture_output=True, text=True,
+                              check=True).stdout)
+    assert rest < whole  # the bands logged before the kill were not predicted again
+    assert out.read_bytes() == clean.read_bytes()
