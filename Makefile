@@ -19,16 +19,21 @@ $(VENV)/.installed-docs: pyproject.toml setup.py patchkit/core/backends/_copy.c 
 	touch $@
 
 $(VENV)/.installed-demo: pyproject.toml setup.py patchkit/core/backends/_copy.c | $(VENV)/bin/python
-	$(BIN)/python -m pip install --quiet -e ".[geo,notebook]"
+	$(BIN)/python -m pip install --quiet -e ".[geo,notebook,tensorflow]"
 	touch $@
 
-# The extraction template, headless through papermill, on the bundled synthetic GeoTIFF scene.
+# The extraction and prediction templates, headless through papermill, on the bundled synthetic GeoTIFF scene.
 demo: $(VENV)/.installed-demo
 	$(BIN)/patchkit run extract_patches --output-dir outputs
-	@echo "outputs/extract_patches.ipynb   the executed notebook"
+	$(BIN)/patchkit run predict_scene --output-dir outputs
+	@echo "outputs/extract_patches.ipynb   the executed extraction notebook"
 	@echo "outputs/patches.zarr            the patches (Zarr v3, coordinates and CRS): patchkit.open_patches('outputs/patches.zarr')"
 	@echo "outputs/stitched.tif            the patches stitched back onto the map (GeoTIFF)"
 	@echo "outputs/preview.png             the scene with its patch grid; outputs/patches.png: a mosaic of patches"
+	@echo "outputs/predict_scene.ipynb     the executed prediction notebook: a small Keras model run over the scene"
+	@echo "outputs/prediction.tif          its prediction on the scene's grid (GeoTIFF, CRS and transform of the scene)"
+	@echo "outputs/prediction_preview.png  scene and prediction side by side; outputs/prediction_summary.json: the summary"
+	@echo "outputs/demo_model.keras        the model it trained and saved: patchkit.load_model('outputs/demo_model.keras')"
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest

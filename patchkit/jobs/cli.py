@@ -6,6 +6,7 @@
     patchkit run extract_patches -p sizes 256 -p strides 128 --output-dir out/
     patchkit inspect scene.tif --sizes 256 --strides 128 # grid, count, bytes, row-band plan; reads no pixels
     patchkit extract scene.tif --sizes 256 --strides 128 --to zarr --output out/patches.zarr
+    patchkit predict scene.tif model.keras --sizes 256 --strides 192 --out pred.tif   # the model over the scene
     patchkit bench --quick                               # the benchmark (from a source checkout)
 
 Usage errors exit with status 2, failures (a bad argument, a failing notebook cell) with status 1,
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Sequence
 
@@ -38,16 +40,52 @@ def _pair(text: str) -> int | list[int]:
     return parts[0] if len(parts) == 1 else parts
 
 
-def _spec_options(parser: argparse.ArgumentParser) -> None:
+def _spec_options(parser: argparse.ArgumentParser, padding: str = "VALID", job: str = "the extraction",
+                  nodata: bool = True) -> None:
     group = parser.add_argument_group("patch grid (as tf.image.extract_patches)")
     group.add_argument("--sizes", type=_pair, required=True, help="patch size in pixels: 256, or rows,cols such as 256,128")
     group.add_argument("--strides", type=_pair, required=True, help="distance between patch starts: 128, or rows,cols")
     group.add_argument("--rates", type=_pair, default=1, help="dilation: sample every rate-th pixel (default 1)")
-    group.add_argument("--padding", default="VALID", choices=("VALID", "SAME", "valid", "same"),
-                       help="VALID: whole windows only; SAME: ceil(n / stride) patches, zero-padded (default VALID)")
-    group.add_argument("--max-memory", default="512MiB", help="bound on all that the extraction holds at once (default 512MiB)")
-    group.add_argument("--max-nodata-fraction", type=float, default=None,
-                       help="keep patches with at most this share of nodata (0 to 1; default: keep all)")
+    group.add_argument("--padding", default=padding, choices=("VALID", "SAME", "valid", "same"),
+                       help=f"VALID: whole windows only; SAME: ceil(n / stride) patches, zero-padded (default {padding})")
+    group.add_argument("--max-memory", default="512MiB", help=f"bound on all that {job} holds at once (default 512MiB)")
+    if nodata:
+        group.add_argument("--max-nodata-fraction", type=float, default=None,
+                           help="keep patches with at most this share of nodata (0 to 1; default: keep all)")
+
+
+def _blend(text: str) -> str | tuple[str, float]:
+    """``gaussian``, or a scipy window with its parameter as ``tukey,0.5`` (the tuple stitch takes)."""
+    name, _, parameter = text.partition(",")
+    if not parameter:
+        return text
+    try:
+        return name, float(parameter)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a blend: pass a name (gaussian, mean, cosine, none, hann...) "
+                                         "or a window and its parameter such as tukey,0.5") from None
+
+
+def _predict_parser(commands) -> None:
+    predict = commands.add_parser("predict", help="run a model over a raster, patch by patch, and write the stitched "
+                                                  "prediction (GeoTIFF or Zarr)")
+    predict.add_argument("scene", help="a raster rioxarray opens (GeoTIFF, an http(s) URL, /vsicurl/...), or 'sample'")
+    predict.add_argument("model", help="a Keras .keras/.h5 file, a SavedModel folder, or package.module:function "
+                                       "(a callable of a batch [n, h, w, c]; the current folder is searched too)")
+    _spec_options(predict, padding="SAME", job="the prediction", nodata=False)
+    group = predict.add_argument_group("prediction")
+    group.add_argument("--blend", type=_blend, default="gaussian",
+                       help="how overlapping predictions mix: gaussian, mean, cosine, none, a scipy window (hann), or "
+                            "a window and its parameter such as tukey,0.5 (default gaussian)")
+    group.add_argument("--crop", type=_pair, default=0, help="pixels dropped from each side of a patch's prediction: "
+                                                             "8, or rows,cols (default 0)")
+    group.add_argument("--batch-size", type=int, default=None, help="patches per model call (default: as many as "
+                                                                     "--max-memory allows)")
+    group.add_argument("--out", default=None, help="the prediction: a .tif (GeoTIFF, one band per output "
+                                                              "channel) or .zarr (default SCENE_NAME.prediction.tif here)")
+    group.add_argument("--dtype", default=None, help="dtype of the prediction, e.g. float32 (default: the model's)")
+    group.add_argument("--backend", default="auto", choices=backends.available(),
+                       help="extraction backend: auto, or a built-in or installed one (default auto)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument("--scheduler", default=None, metavar="ADDRESS",
                          help="a dask.distributed scheduler (tcp://host:8786) whose workers make and write the bands "
                               "(zarr; the output and the raster must be reachable from the workers)")
+
+    _predict_parser(commands)
 
     bench = commands.add_parser("bench", help="run the extraction benchmark (needs a source checkout)")
     bench.add_argument("args", nargs="*", help="arguments for benchmarks/bench_extract.py, e.g. --quick --case dask")
@@ -167,6 +207,79 @@ def _extract(args: argparse.Namespace) -> None:
     print(f"wrote {scene.patches.to(args.to, args.output, *_spec_args(args), **kwargs)}")
 
 
+def _predict(args: argparse.Namespace) -> None:
+    import time
+
+    from ..core.budget import Budget
+    from ..core.spec import PatchSpec
+    from ..sinks.raster import out_path
+    from ..stitch import predict
+    from ..stitch.loading import load_model
+    from .templates import check_prediction
+
+    spec = PatchSpec(args.sizes, args.strides, args.rates, args.padding)  # refused before a file is read or a model loaded
+    out = out_path(args.out if args.out is not None else f"{_stem(args.scene)}.prediction.tif")
+    Budget.of(args.max_memory)
+    check_prediction(spec, args.crop, args.blend, args.batch_size,
+                     fix="pass e.g. --batch-size 16, or leave it out to pick one under --max-memory")
+    scene = _open(args.scene, lazy=True)
+    started = time.perf_counter()
+    with _importable_here():
+        model = load_model(args.model)
+    loaded = time.perf_counter()
+    written = predict(scene, model, *_spec_args(args), batch_size=args.batch_size, blend=args.blend, crop=args.crop,
+                      max_memory=args.max_memory, out=out, dtype=args.dtype, backend=args.backend)
+    seconds = time.perf_counter() - loaded
+    rows, cols = spec.grid_shape((1, scene.sizes["y"], scene.sizes["x"], scene.sizes.get("band", 1)))
+    print(f"wrote {written}")
+    print(f"prediction   {_describe(Path(written))}")
+    print(f"scene        {scene.sizes.get('band', 1)} x {scene.sizes['y']} x {scene.sizes['x']} {scene.dtype}  "
+          f"{scene.rio.crs}")
+    print(f"patches      {rows} x {cols} = {rows * cols} of {spec.sizes[0]} x {spec.sizes[1]}, blend {args.blend!r}")
+    print(f"took         {seconds:.1f} s ({rows * cols / max(seconds, 1e-9):.1f} patches/s), and "
+          f"{loaded - started:.1f} s to load the model (imports included)")
+
+
+def _stem(scene: str) -> str:
+    """A name for the prediction of ``scene`` (a path, a URL, or 'sample')."""
+    name = scene.rstrip("/").rsplit("/", 1)[-1].split("?", 1)[0]
+    return Path(name).stem or "scene"
+
+
+@contextmanager
+def _importable_here():
+    """The current folder on ``sys.path`` while the model loads, so that ``mymodel:predict`` finds ./mymodel.py (as
+    ``python -m`` would; the installed ``patchkit`` script starts from its own folder)."""
+    here = str(Path.cwd())
+    added = here not in sys.path
+    if added:
+        sys.path.insert(0, here)
+    try:
+        yield
+    finally:
+        if added and here in sys.path:
+            sys.path.remove(here)
+
+
+def _describe(path: Path) -> str:
+    """``bands x rows x cols dtype CRS (bytes)`` of a written prediction (GeoTIFF or Zarr)."""
+    from ..core.units import format_bytes
+
+    size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
+    if path.suffix.lower() == ".zarr":
+        import xarray as xr
+
+        with xr.open_zarr(path) as stored:
+            image = next(iter(stored.data_vars.values()))
+            shape, dtype, crs = " x ".join(map(str, image.shape)), image.dtype, image.attrs.get("crs", "")
+    else:
+        import rasterio
+
+        with rasterio.open(path) as src:
+            shape, dtype, crs = f"{src.count} x {src.height} x {src.width}", src.dtypes[0], src.crs
+    return f"{shape} {dtype}  {crs or 'no CRS'}  ({format_bytes(size)} on disk)"
+
+
 def _spec_args(args: argparse.Namespace) -> tuple:
     """``(sizes, strides, rates, padding)`` as the command line gave them."""
     return args.sizes, args.strides, args.rates, args.padding
@@ -196,6 +309,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _inspect(args)
         elif args.command == "extract":
             _extract(args)
+        elif args.command == "predict":
+            _predict(args)
         else:
             return _bench(args.args)
     except (PatchkitError, OSError) as err:

@@ -21,7 +21,7 @@ from typing import Any, Mapping
 from ..errors import NotebookError, ParameterFileError, PatchkitError, PatchkitValueError, SinkWriteError, shown
 
 __all__ = ["KERNEL_NAME", "Parameter", "templates", "template_folder", "template_path", "parameters", "check_parameters",
-           "read_parameters_file", "check_values", "ensure_kernel", "run_template", "NotebookError"]
+           "read_parameters_file", "check_values", "check_prediction", "ensure_kernel", "run_template", "NotebookError"]
 
 #: The kernel templates run on: this environment's Python, installed as a kernelspec on first use.
 KERNEL_NAME = "patchkit"
@@ -188,7 +188,8 @@ _SPEC_NAMES = ("sizes", "strides", "rates", "padding")
 def check_values(name: str | Path, values: Mapping[str, Any]) -> None:
     """Check the values of the parameters patchkit knows, before a kernel starts (a bad one would otherwise
     surface as a failing cell minutes later): the spec (``sizes``, ``strides``, ``rates``, ``padding``,
-    with the template's defaults for those not given), ``max_memory``, ``max_nodata_fraction`` and ``sink``.
+    with the template's defaults for those not given), ``max_memory``, ``max_nodata_fraction``, ``sink``, and
+    the prediction's ``crop``, ``blend`` (with the spec's patch size) and ``batch_size``.
     Other values are the template's to check.
 
     Raises
@@ -211,6 +212,41 @@ def check_values(name: str | Path, values: Mapping[str, Any]) -> None:
         check_fraction(values["max_nodata_fraction"])
     if "sink" in values:
         check_sink(values["sink"])
+    _check_prediction(merged, values)
+
+
+def _check_prediction(merged: Mapping[str, Any], values: Mapping[str, Any]) -> None:
+    """The prediction's ``crop``, ``blend`` (for the template's patch size) and ``batch_size``, when given."""
+    from ..core.spec import PatchSpec
+
+    if not any(key in values for key in ("crop", "blend", "batch_size")):
+        return
+    spec = None
+    if all(key in merged for key in ("sizes", "strides")):
+        spec = PatchSpec(merged["sizes"], merged["strides"], merged.get("rates", 1), merged.get("padding", "VALID"))
+    check_prediction(spec, merged.get("crop", 0), merged.get("blend"), values.get("batch_size"),
+                     fix="pass e.g. -p batch_size 16, or None to pick one under max_memory")
+
+
+def check_prediction(spec: Any, crop: Any = 0, blend: Any = None, batch_size: Any = None, *,
+                     fix: str = "pass e.g. batch_size=16, or None to pick one under max_memory") -> None:
+    """``crop`` and ``blend`` as :func:`patchkit.predict` checks them, for the patch size of ``spec`` (a
+    :class:`~patchkit.PatchSpec`, or None to skip them), and ``batch_size``: a positive integer or None. Run before
+    a model is loaded or a kernel starts; ``fix`` says what to do about a bad batch size, in the caller's words.
+
+    Raises
+    ------
+    PatchkitValueError
+        The error :func:`patchkit.predict` would raise later.
+    """
+    from ..stitch.windows import blend_weights, normalize_crop
+
+    if spec is not None:
+        rows, cols = normalize_crop(crop, spec.sizes)
+        if blend is not None:
+            blend_weights(blend, (spec.sizes[0] - 2 * rows, spec.sizes[1] - 2 * cols))
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise PatchkitValueError(f"batch_size={shown(batch_size)} is not a positive integer; {fix}")
 
 
 def _make_output_dir(output_dir: Path) -> None:

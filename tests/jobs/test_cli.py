@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import xarray as xr
 
@@ -22,7 +23,7 @@ def patchkit_command(*args: str, timeout: int = 300) -> subprocess.CompletedProc
 
 def test_help_for_every_command():
     """Every command and option has help."""
-    for command in ("templates", "run", "inspect", "extract", "bench"):
+    for command in ("templates", "run", "inspect", "extract", "predict", "bench"):
         done = patchkit_command(command, "--help")
         assert done.returncode == 0 and "usage: patchkit" in done.stdout
     assert "--max-nodata-fraction" in patchkit_command("extract", "--help").stdout
@@ -32,7 +33,7 @@ def test_templates_lists_parameters():
     """`patchkit templates` lists each template and its parameters with their defaults."""
     done = patchkit_command("templates")
     assert done.returncode == 0
-    assert "extract_patches" in done.stdout and "stitch_predictions" in done.stdout
+    assert "extract_patches" in done.stdout and "stitch_predictions" in done.stdout and "predict_scene" in done.stdout
     assert "max_nodata_fraction" in done.stdout and "default 0.25" in done.stdout
 
 
@@ -129,3 +130,54 @@ def test_bench_runs_the_benchmark():
     """`patchkit bench` runs the benchmark script of the source checkout with its arguments."""
     done = patchkit_command("bench", "--quick", "--case", "dask")
     assert done.returncode == 0 and "RSS growth" in done.stdout
+
+
+def test_predict_writes_the_model_on_the_scene_grid(geotiffs, tmp_path, capsys, tf):
+    """predict runs a saved Keras model over a GeoTIFF: the output GeoTIFF has the scene's CRS, transform and size,
+    one band per output channel, and, for a 1x1 convolution, the convolution of the whole scene (every option
+    reached predict: overlapping SAME patches, a crop, a blend, small batches and budget). It prints what it wrote."""
+    import keras
+
+    from patchkit.jobs.cli import main
+
+    keras.utils.set_random_seed(2)
+    model = keras.Sequential([keras.Input((None, None, 3)), keras.layers.Rescaling(1 / 60000), keras.layers.Conv2D(2, 1)])
+    model.save(tmp_path / "model.keras")
+    out = tmp_path / "pred.tif"
+    args = ["predict", str(geotiffs["projected"]), str(tmp_path / "model.keras"), "--sizes", "16,12", "--strides", "10,6",
+            "--crop", "2", "--blend", "cosine", "--batch-size", "3", "--max-memory", "8MiB", "--out", str(out)]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert f"wrote {out}" in printed and "2 x 61 x 53 float32" in printed and "patches/s" in printed
+    scene, pred = rioxarray.open_rasterio(geotiffs["projected"]), rioxarray.open_rasterio(out)
+    assert pred.rio.crs == scene.rio.crs and pred.rio.transform() == scene.rio.transform()
+    assert pred.shape == (2, 61, 53) and pred.dtype == "float32"
+    whole = np.asarray(model(scene.values.transpose(1, 2, 0)[None].astype("float32")))[0].transpose(2, 0, 1)
+    assert whole.std() > 0.01
+    np.testing.assert_allclose(pred.values, whole, rtol=1e-5, atol=1e-6)
+
+
+def test_predict_module_function_from_the_current_folder(geotiffs, tmp_path, monkeypatch, capsys):
+    """MODEL may be module:function of a file in the current folder (found as `python -m` would find it); without
+    --out the prediction is SCENE.prediction.tif here. The current folder leaves sys.path afterwards."""
+    from patchkit.jobs.cli import main
+
+    (tmp_path / "pk_cli_models.py").write_text("def brightness(batch):\n    return batch.mean(axis=-1, keepdims=True)\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delitem(sys.modules, "pk_cli_models", raising=False)
+    path = [p for p in sys.path]
+    assert main(["predict", str(geotiffs["projected"]), "pk_cli_models:brightness", "--sizes", "8", "--strides", "8",
+                 "--blend", "mean"]) == 0
+    assert sys.path == path and "wrote projected.prediction.tif" in capsys.readouterr().out
+    pred = rioxarray.open_rasterio(tmp_path / "projected.prediction.tif")
+    scene = rioxarray.open_rasterio(geotiffs["projected"]).values.astype("float64")
+    np.testing.assert_allclose(pred.values[0], scene.mean(axis=0), rtol=1e-6)
+
+
+@pytest.mark.parametrize(("text", "blend"), [("gaussian", "gaussian"), ("tukey,0.5", ("tukey", 0.5)), ("hann", "hann")])
+def test_predict_blend_option(text, blend):
+    """--blend takes a name, or a scipy window and its parameter as name,value (stitch's tuple)."""
+    from patchkit.jobs.cli import build_parser
+
+    args = build_parser().parse_args(["predict", "s.tif", "m.keras", "--sizes", "8", "--strides", "4", "--blend", text])
+    assert args.blend == blend and args.padding == "SAME" and args.out is None and args.batch_size is None

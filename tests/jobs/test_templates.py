@@ -17,7 +17,7 @@ papermill = pytest.importorskip("papermill")
 def test_templates_are_shipped():
     """Both templates are found with importlib.resources, each with one parameters cell."""
     found = jobs.templates()
-    assert {"extract_patches", "stitch_predictions"} <= set(found)
+    assert {"extract_patches", "stitch_predictions", "predict_scene"} <= set(found)
     for path in found.values():
         cells = json.loads(path.read_text())["cells"]
         assert sum("parameters" in c.get("metadata", {}).get("tags", []) for c in cells) == 1
@@ -91,6 +91,53 @@ def test_stitch_template_runs(tmp_path):
     """The stitching template cuts the sample, predicts NDVI, stitches it into a GeoTIFF."""
     jobs.run_template("stitch_predictions", {"max_memory": "64MiB"}, tmp_path, progress=False)
     assert (tmp_path / "prediction.tif").exists() and (tmp_path / "prediction.png").exists()
+
+
+@pytest.mark.slow
+def test_predict_template_runs(tmp_path):
+    """The prediction template, with no model given, trains the demo Keras model, saves it, loads it back and writes
+    the prediction GeoTIFF on the scene's grid (CRS, transform, size), a preview and a summary that says what ran."""
+    rioxarray = pytest.importorskip("rioxarray")
+    pytest.importorskip("tensorflow")
+    import numpy as np
+
+    import patchkit
+    from patchkit.sample import write_sample
+
+    scene_path = write_sample(tmp_path / "scene.tif", (96, 120))
+    given = {"input_path": str(scene_path), "sizes": 48, "strides": [40, 36], "crop": 2, "blend": "hann",
+             "training_epochs": 1, "max_memory": "16MiB"}
+    jobs.run_template("predict_scene", given, tmp_path / "out", progress=False)
+    out = tmp_path / "out"
+    scene, prediction = rioxarray.open_rasterio(scene_path), rioxarray.open_rasterio(out / "prediction.tif")
+    assert prediction.rio.crs == scene.rio.crs and prediction.rio.transform() == scene.rio.transform()
+    assert prediction.shape == (1, 96, 120) and np.isfinite(prediction.values).all() and prediction.values.std() > 0
+    assert (out / "prediction_preview.png").stat().st_size > 10_000
+    summary = json.loads((out / "prediction_summary.json").read_text())
+    rows, cols = patchkit.PatchSpec(48, [40, 36], padding="SAME").grid_shape((1, 96, 120, 4))
+    assert summary["patches"]["count"] == rows * cols and summary["patches"]["grid"] == [rows, cols]
+    assert summary["prediction"]["shape"] == [1, 96, 120] and summary["prediction"]["crs"] == "EPSG:32633"
+    assert summary["blend"] == "hann" and summary["crop"] == 2 and summary["training"]["epochs"] == 1
+    assert summary["model"] == str(out / "demo_model.keras") and summary["seconds"]["predict"] > 0
+    model = patchkit.load_model(out / "demo_model.keras")  # the saved model is a model: 4 bands in, 1 out
+    assert tuple(model(np.zeros((1, 8, 8, 4), np.float32)).shape) == (1, 8, 8, 1)
+
+
+@pytest.mark.parametrize(
+    ("given", "match"),
+    [
+        ({"blend": "median"}, r"blend='median' is not a blend"),
+        ({"crop": 64}, r"crop=64 drops 64 rows from each side of patches of 128 rows"),
+        ({"batch_size": 0}, r"batch_size=0 is not a positive integer; pass e.g. -p batch_size 16"),
+        ({"sizes": 16, "crop": 8}, r"crop=8 drops 8 rows from each side of patches of 16 rows"),
+    ],
+)
+def test_prediction_values_are_checked_before_a_kernel_starts(tmp_path, monkeypatch, given, match):
+    """The prediction template's blend, crop (for its patch size) and batch size are refused before a kernel starts."""
+    monkeypatch.setattr(jobs, "ensure_kernel", lambda *a, **k: pytest.fail("a kernel was started"))
+    with pytest.raises(PatchkitValueError, match=match):
+        jobs.run_template("predict_scene", given, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
 
 
 def test_failing_cell_is_reported(tmp_path):

@@ -22,7 +22,7 @@ if tuple(int(p) for p in setuptools.__version__.split(".")[:2]) < (70, 1):  # bd
     pytest.importorskip("wheel", reason="building the wheel with setuptools < 70.1 needs the wheel package")
 
 ROOT = Path(__file__).resolve().parents[2]
-NAMES = ("extract_patches", "stitch_predictions")
+NAMES = ("extract_patches", "stitch_predictions", "predict_scene")
 #: What a build reads: pyproject.toml names README.md as the long description.
 BUILD_FILES = ("pyproject.toml", "setup.py", "README.md")
 
