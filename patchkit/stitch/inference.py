@@ -20,7 +20,7 @@ import numpy as np
 from ..core.budget import band_peak
 from ..core.sources import Source
 from ..core.spec import PatchSpec
-from .model import Finite, Output, call, checked
+from .model import Finite, Output, call, checked, to_host
 from .readers import Band
 
 __all__ = ["Predictions", "Runner", "batch_bytes"]
@@ -53,6 +53,7 @@ class Runner:
     finite: Finite
     bar: Any = None
     cache: int = 0  # GDAL's block cache while a dask source is read, bounded to this (patchkit.core.gdal)
+    convert: Callable[[Any], Any] = to_host  # where predictions go: the host, or the device (patchkit.stitch.device)
     _block: np.ndarray | None = field(default=None, repr=False)
     _halo: np.ndarray | None = field(default=None, repr=False)
 
@@ -118,7 +119,7 @@ class Runner:
         for s in range(0, patches.shape[0], self.batch_size):
             e = min(s + self.batch_size, patches.shape[0])
             at = f"the batch of patches {s}-{e - 1} of {where}"
-            got = checked(call(self.model, patches[s:e], at), self.output, e - s, at)
+            got = checked(call(self.model, patches[s:e], at, self.convert), self.output, e - s, at)
             self.finite.check(got, at)
             np.copyto(out[s:e], got, casting="unsafe")
             if self.bar is not None:

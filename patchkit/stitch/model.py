@@ -19,7 +19,7 @@ import numpy as np
 from ..core.dtypes import check_dtype
 from ..errors import ModelError, PatchkitTypeError, PatchkitValueError, shown
 
-__all__ = ["Output", "probe", "call", "to_host", "Finite", "NAN_POLICIES", "check_model"]
+__all__ = ["Output", "probe", "call", "to_host", "to_device", "Finite", "NAN_POLICIES", "check_model"]
 
 #: What :func:`patchkit.predict` does with NaN or infinite predictions.
 NAN_POLICIES = ("raise", "propagate")
@@ -80,10 +80,25 @@ def to_host(value: Any) -> np.ndarray:
     return np.asarray(value)
 
 
-def call(model: Callable, batch: Any, where: str) -> np.ndarray:
-    """``model(batch)`` on the host, or :class:`ModelError` naming ``where`` (the batch and band) when it raises."""
+def to_device(value: Any, xp: Any) -> Any:
+    """``value`` (a model's output) as an array of ``xp`` (CuPy: a DLPack array on the GPU is taken in place;
+    NumPy: :func:`to_host`)."""
+    if xp is np:
+        return to_host(value)
+    if isinstance(value, xp.ndarray):
+        return value
+    if hasattr(value, "detach") and getattr(value, "requires_grad", False):
+        value = value.detach()
+    if hasattr(value, "__dlpack__") and not type(value).__module__.startswith("tensorflow"):
+        return xp.from_dlpack(value)
+    return xp.asarray(to_host(value))
+
+
+def call(model: Callable, batch: Any, where: str, convert: Callable[[Any], Any] = to_host) -> Any:
+    """``convert(model(batch))`` (on the host by default), or :class:`ModelError` naming ``where`` (the batch and
+    band) when it raises."""
     try:
-        return to_host(model(batch))
+        return convert(model(batch))
     except (KeyboardInterrupt, SystemExit, MemoryError):
         raise
     except Exception as err:

@@ -11,6 +11,7 @@ are written as a raster with a pixel per patch.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import os
@@ -21,6 +22,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..core.backends import get_backend
+from ..core.backends.base import Backend
 from ..core.budget import DEFAULT_MAX_MEMORY, GDAL_CACHE_SHARE, Budget, largest
 from ..core.gdal import bounded_cache
 from ..core.spec import PatchSpec
@@ -29,9 +31,10 @@ from ..core.units import format_bytes
 from ..errors import BudgetTooSmallError, PatchkitValueError, shown
 from ..sinks.raster import ArrayRaster, GeoTiffRaster, Raster, ZarrRaster, check_room, out_path, sink_class
 from .bands import run
+from .device import Accumulation, device_bytes, free_memory, full_weights, takes
 from .inference import Predictions, Runner, batch_bytes
 from .inputs import fill_for
-from .model import Finite, Output, check_model, probe
+from .model import Finite, Output, check_model, probe, to_device, to_host
 from .plan import band_height, make_job
 from .resume import Resume, fingerprint
 from .scene import Scene
@@ -102,15 +105,18 @@ def predict(
         framework holds them, and its predictions twice), the accumulators and the band being written. The
         model's own working memory (its activations) is the model's: a smaller ``batch_size`` lowers it.
     gpu_memory : int or str, optional
-        Bound on one batch in flight on the device (its patches and predictions); a ``batch_size`` that does not
-        fit is refused.
+        Bound on what predict holds on the device: one batch in flight (a ``batch_size`` that does not fit is
+        refused) and, with ``backend="cupy"``, the image's accumulators, which stay on the device when they fit
+        (else predictions are blended on the host). Default: most of the device's free memory.
     out : path ending in .tif, .tiff or .zarr, optional
         Write the prediction there band by band (a GeoTIFF: one raster band per channel, with the source's CRS
         and transform) and return the path; written beside ``out`` and moved into place when whole.
     dtype : dtype, optional
         The prediction's dtype; default the model's.
-    backend : str, default "auto"
-        Who extracts the patches (:func:`patchkit.extract_patches`); ``"cupy"`` hands the model CuPy batches.
+    backend : str or Backend, default "auto"
+        Who extracts the patches (:func:`patchkit.extract_patches`). ``"cupy"`` extracts them on the GPU and hands
+        the model CuPy batches (``torch.from_dlpack(batch)`` takes them in place); its predictions are then
+        blended on the device when the image's accumulators fit ``gpu_memory`` (:mod:`patchkit.stitch.device`).
     nan_policy : {"raise", "propagate"}, default "raise"
         NaN or infinite predictions: refused (naming the batch), or passed through, counted and warned about.
     fill_value : scalar, optional
@@ -151,7 +157,7 @@ def predict(
     finite, weights_of = Finite(nan_policy), _blend(blend, sigma_scale)
     scene = Scene.of(source, spec)
     crop = normalize_crop(crop, spec.sizes)
-    chosen = get_backend(backend, scene.source)
+    chosen = backend if isinstance(backend, Backend) else get_backend(backend, scene.source)
     requested = _check_batch(batch_size)
     output = probe(model, _first_patch(scene, spec, chosen), spec.sizes, crop, dtype)
     from tqdm.auto import tqdm
@@ -292,11 +298,38 @@ def _blended(runner: Runner, scene: Scene, out: _Out, budget: Budget, device: Bu
     check_room(path, math.prod(shape4) * output.dtype.itemsize)
     _fit_batch(runner, requested, lambda: job.memory(1), budget, device)
     rows = band_height(job, budget)
+    taps = ((lines[0].t0, lines[0].t1), (lines[1].t0, lines[1].t1))
+    if takes(runner.backend, output, weights, job.keep) and _device_fits(runner, shape4, device):
+        return _on_device(runner, scene, out, shape4, rows, fill, full_weights(weights, spec.sizes, taps), taps)
     with out.open(_sink(path, scene, shape4, rows, output, fill), shape[0]) as sink:
         p0, p1 = job._bands(sink.rows)
         reader.capacity = int(np.max(p1 - p0))
         run(job, sink, sink.rows, done=getattr(sink, "done", None))
     return _result(sink, scene, output)
+
+
+def _device_fits(runner: Runner, shape4, device: Budget | None) -> bool:
+    """Whether the image's accumulators and what goes with them fit ``gpu_memory`` (default: most of the device's
+    free memory)."""
+    bound = int(device) if device is not None else free_memory(runner.backend.xp)
+    return bound is None or device_bytes(runner, shape4) <= bound
+
+
+def _on_device(runner: Runner, scene: Scene, out: _Out, shape4, rows: int, fill, weights, taps) -> Any:
+    """Predictions blended on the device (:mod:`.device`), the image then written band by band from there (when
+    whole: a stopped run starts again)."""
+    xp = runner.backend.xp
+    runner.convert = functools.partial(to_device, xp=xp)
+    accumulation = Accumulation(runner, shape4, weights, taps)
+    accumulation.run()
+    image = accumulation.finish(fill)
+    with out.open(_sink(out.path, scene, shape4, rows, runner.output, fill), shape4[1]) as sink:
+        for y0 in range(0, shape4[1], sink.rows):
+            y1 = min(y0 + sink.rows, shape4[1])
+            band = sink.band(y0, y1)
+            band[...] = to_host(image[:, y0:y1])
+            sink.commit(y0, y1, band)
+    return _result(sink, scene, runner.output)
 
 
 def _vectors(runner: Runner, scene: Scene, out: _Out, budget: Budget, device: Budget | None, requested: int | None,
