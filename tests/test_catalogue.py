@@ -825,14 +825,14 @@ def _written(path: Path, data: bytes) -> Path:
 LOAD = "load_model"
 case("load-empty", LOAD, "ref=''", PatchkitValueError, r"ref=''", r"empty", call=lambda c, o: load_model(""))
 case("load-missing", LOAD, "a .keras path that does not exist", PatchkitValueError, r"ref=", r"missing\.keras'",
-     r"check the path", call=lambda c, o: load_model(o.parent / "missing.keras"))
+     r"check the path", call=lambda c, o: load_model(c.tmp / "missing.keras"))
 case("load-suffix", LOAD, "a text file (notes.txt)", PatchkitValueError, r"ref=", r"notes\.txt' has the suffix '\.txt'",
      call=lambda c, o: load_model(c.text_file))
 case("load-not-zip", LOAD, "a .keras file that is not a zip archive", PatchkitValueError, r"fake\.keras'",
      r"not a \.keras file", r"check that it was written by model\.save\(\)",
-     call=lambda c, o: load_model(_written(o.parent / "fake.keras", b"not a zip archive")))
+     call=lambda c, o: load_model(_written(c.tmp / "fake.keras", b"not a zip archive")))
 case("load-not-hdf5", LOAD, "a .h5 file that is not HDF5", PatchkitValueError, r"fake\.h5'", r"not a HDF5 file",
-     call=lambda c, o: load_model(_written(o.parent / "fake.h5", b"\x00" * 64)))
+     call=lambda c, o: load_model(_written(c.tmp / "fake.h5", b"\x00" * 64)))
 case("load-folder", LOAD, "a folder that is not a SavedModel", PatchkitValueError, r"foreign'",
      r"without saved_model\.pb", r"model\.export", call=lambda c, o: load_model(c.foreign))
 case("load-module", LOAD, "ref='pk_no_such_module:predict'", PatchkitValueError, r"ref='pk_no_such_module:predict'",
@@ -860,16 +860,16 @@ cli("cli-predict-no-model", "predict scene.tif (no MODEL)", 2, r"model", r"requi
     argv=lambda c, o: ["predict", "scene.tif", *SPEC_ARGS])
 cli("cli-predict-missing-model", "predict with a model path that does not exist", 1, r"missing\.keras'",
     r"no such file or folder", r"check the path", sub=True, **TIF_OUT,
-    argv=lambda c, o: predict_argv(c, o, model=o.parent / "missing.keras"))
+    argv=lambda c, o: predict_argv(c, o, model=c.tmp / "missing.keras"))
 cli("cli-predict-model-module", "predict scene.tif pk_no_such_module:predict", 1, r"pk_no_such_module",
     r"no module named", **TIF_OUT, argv=lambda c, o: predict_argv(c, o, model="pk_no_such_module:predict"))
 cli("cli-predict-model-not-callable", "predict scene.tif patchkit.sample:BANDS", 1, r"patchkit\.sample:BANDS",
     r"not a callable", r"name a function", **TIF_OUT, argv=lambda c, o: predict_argv(c, o, model="patchkit.sample:BANDS"))
 cli("cli-predict-missing-scene", "predict missing.tif", 1, r"missing\.tif", r"No such file|does not exist",
-    r"check the path", **TIF_OUT, argv=lambda c, o: predict_argv(c, o, scene=o.parent / "missing.tif"))
+    r"check the path", **TIF_OUT, argv=lambda c, o: predict_argv(c, o, scene=c.tmp / "missing.tif"))
 cli("cli-predict-out-suffix", "predict --out pred.png", 1, r"out=", r"pred\.png", r"pass e\.g\.",
-    argv=lambda c, o: [*predict_argv(c, o)[:-2], "--out", str(o.parent / "pred.png")], output="path",
-    at=lambda c, o: o.parent / "pred.png")
+    argv=lambda c, o: [*predict_argv(c, o)[:-2], "--out", str(c.tmp / "pred.png")], output="path",
+    at=lambda c, o: c.tmp / "pred.png")
 cli("cli-predict-blend-unknown", "predict --blend median", 1, r"blend", r"'median'", **TIF_OUT,
     argv=lambda c, o: predict_argv(c, o, "--blend", "median"))
 cli("cli-predict-blend-parameter", "predict --blend tukey,wide", 2, r"--blend", r"'tukey,wide'", r"such as tukey,0\.5",
