@@ -20,7 +20,7 @@ import numpy as np
 
 from .inference import Runner
 
-__all__ = ["Accumulation", "device_bytes", "takes", "free_memory", "full_weights"]
+__all__ = ["Accumulation", "Staging", "device_bytes", "takes", "free_memory", "full_weights"]
 
 #: Of the device memory free when predict starts, the share the planner uses when ``gpu_memory`` is not given.
 FREE_SHARE = 0.8
@@ -118,3 +118,35 @@ def full_weights(weights: np.ndarray | None, sizes: tuple[int, int],
     (r0, r1), (c0, c1) = taps
     full[r0:r1, c0:c1] = 1.0 if weights is None else weights
     return full
+
+
+class Staging:
+    """Input rows to the device ahead of their use: copied into one of two pinned host buffers, then to the device on
+    a second CUDA stream; :meth:`wait` makes the current stream wait for the copy. So the copy of the next group's
+    rows overlaps the model on this group's patches (pinned memory is what lets a copy run beside kernels)."""
+
+    def __init__(self, xp: Any) -> None:
+        self.xp = xp
+        self.stream = xp.cuda.Stream(non_blocking=True)
+        self._pinned: list = [None, None]
+        self._turn = 0
+
+    def send(self, rows: np.ndarray) -> tuple[Any, Any]:
+        """Start copying ``rows`` to the device; returns the device array and the event its copy records."""
+        xp, k = self.xp, self._turn
+        self._turn = 1 - k
+        held = self._pinned[k]
+        if held is None or held[1].nbytes < rows.nbytes:
+            memory = xp.cuda.alloc_pinned_memory(rows.nbytes)
+            held = self._pinned[k] = (memory, np.frombuffer(memory, np.uint8, rows.nbytes))
+        staged = held[1][: rows.nbytes].view(rows.dtype).reshape(rows.shape)
+        np.copyto(staged, rows)
+        with self.stream:
+            on_device = xp.empty(rows.shape, rows.dtype)
+            on_device.set(staged, stream=self.stream)
+            event = self.stream.record()
+        return on_device, event
+
+    def wait(self, event: Any) -> None:
+        """Make the current stream wait for a copy :meth:`send` started."""
+        self.xp.cuda.get_current_stream().wait_event(event)

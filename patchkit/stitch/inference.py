@@ -54,6 +54,7 @@ class Runner:
     bar: Any = None
     cache: int = 0  # GDAL's block cache while a dask source is read, bounded to this (patchkit.core.gdal)
     convert: Callable[[Any], Any] = to_host  # where predictions go: the host, or the device (patchkit.stitch.device)
+    staging: Any = None  # input rows to the device ahead of their use (patchkit.stitch.device.Staging)
     _block: np.ndarray | None = field(default=None, repr=False)
     _halo: np.ndarray | None = field(default=None, repr=False)
 
@@ -80,25 +81,30 @@ class Runner:
         return group + self.cache + batch_bytes(self.spec, shape[3], dtype, self.output, self.batch_size)
 
     def predict(self, a: int, b: int, dest: np.ndarray) -> None:
-        """Predict patch rows ``[a, b)`` into ``dest``: ``[N, b - a, cols, kh, kw, M]`` (dense) or ``[N, b - a, cols, M]``."""
-        for r0 in range(a, b, self.group):
-            r1 = min(r0 + self.group, b)
-            block = self._extract(slice(r0, r1))
+        """Predict patch rows ``[a, b)`` into ``dest``: ``[N, b - a, cols, kh, kw, M]`` (dense) or ``[N, b - a, cols, M]``.
+
+        With a :attr:`staging` (the device path), the next group's input rows travel to the device while the model
+        runs on this group's patches.
+        """
+        groups = [slice(r0, min(r0 + self.group, b)) for r0 in range(a, b, self.group)]
+        ahead = self._send(groups[0]) if groups else None
+        for k, rows in enumerate(groups):
+            src, row0 = self._receive(ahead)
+            if k + 1 < len(groups):
+                ahead = self._send(groups[k + 1])
+            block = self._extract(src, row0, rows)
             for i in range(block.shape[0]):
                 image = f" of image {i}" if block.shape[0] > 1 else ""
-                self._run(block[i], dest[i, r0 - a: r1 - a], f"patch rows {r0}-{r1 - 1}{image}")
+                where = f"patch rows {rows.start}-{rows.stop - 1}{image}"
+                self._run(block[i], dest[i, rows.start - a: rows.stop - a], where)
 
-    def _extract(self, rows: slice) -> Any:
-        """The patches of ``rows``, ``[N, rows, cols, kh * kw * C]`` (a view of the reused block with the numpy backend)."""
+    def _send(self, rows: slice) -> tuple:
+        """The input rows of ``rows`` (the halo of a lazy source, read into the reused buffer; the whole of an array
+        in memory) and the first row they hold, on their way to the device when there is a :attr:`staging`."""
         shape, spec = self.source.shape, self.spec
         b, _, w, c = shape
-        n, (_, ow) = rows.stop - rows.start, self.grid
-        depth = spec.sizes[0] * spec.sizes[1] * c
-        if self._block is None:
-            self._block = np.empty(b * self.group * ow * depth, self.source.dtype)
-        out = self._block[: b * n * ow * depth].reshape(b, n, ow, depth) if self.backend.name == "numpy" else None
+        ya, yb = spec.input_rows(rows, shape, clip=True)
         if self.source.lazy:
-            ya, yb = spec.input_rows(rows, shape, clip=True)
             if self._halo is None:
                 lo, hi = spec.input_rows((0, self.group), shape)
                 self._halo = np.empty(b * (hi - lo) * w * c, self.source.dtype)
@@ -106,6 +112,28 @@ class Runner:
             src, row0 = self.source.read_rows(ya, yb, out=halo), ya
         else:
             src, row0 = self.source.numpy(), 0
+        if self.staging is None:
+            return src, row0, None
+        return self.staging.send(src[:, ya - row0: yb - row0]) + (ya,)
+
+    def _receive(self, sent: tuple) -> tuple:
+        """``(rows, first row)`` of a :meth:`_send`, once on the device."""
+        if self.staging is not None:
+            src, event, row0 = sent
+            self.staging.wait(event)
+            return src, row0
+        return sent[0], sent[1]
+
+    def _extract(self, src: Any, row0: int, rows: slice) -> Any:
+        """The patches of ``rows``, ``[N, rows, cols, kh * kw * C]`` (a view of the reused block with the numpy backend)."""
+        shape, spec = self.source.shape, self.spec
+        b, n, (_, ow) = shape[0], rows.stop - rows.start, self.grid
+        depth = spec.sizes[0] * spec.sizes[1] * shape[3]
+        out = None
+        if self.backend.name == "numpy":
+            if self._block is None:
+                self._block = np.empty(b * self.group * ow * depth, self.source.dtype)
+            out = self._block[: b * n * ow * depth].reshape(b, n, ow, depth)
         return self.backend.band(src, row0, shape, spec, rows, out)
 
     def _run(self, block: Any, dest: np.ndarray, where: str) -> None:

@@ -31,7 +31,7 @@ from ..core.units import format_bytes
 from ..errors import BudgetTooSmallError, PatchkitValueError, shown
 from ..sinks.raster import ArrayRaster, GeoTiffRaster, Raster, ZarrRaster, check_room, out_path, sink_class
 from .bands import run
-from .device import Accumulation, device_bytes, free_memory, full_weights, takes
+from .device import Accumulation, Staging, device_bytes, free_memory, full_weights, takes
 from .inference import Predictions, Runner, batch_bytes
 from .inputs import fill_for
 from .model import Finite, Output, check_model, probe, to_device, to_host
@@ -320,6 +320,7 @@ def _on_device(runner: Runner, scene: Scene, out: _Out, shape4, rows: int, fill,
     whole: a stopped run starts again)."""
     xp = runner.backend.xp
     runner.convert = functools.partial(to_device, xp=xp)
+    runner.staging = None if xp is np else Staging(xp)
     accumulation = Accumulation(runner, shape4, weights, taps)
     accumulation.run()
     image = accumulation.finish(fill)
