@@ -267,11 +267,12 @@ def _describe(path: Path) -> str:
 
     size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
     if path.suffix.lower() == ".zarr":
+        import rioxarray  # noqa: F401  (.rio reads the CRS from the store's grid mapping)
         import xarray as xr
 
-        with xr.open_zarr(path) as stored:
+        with xr.open_zarr(path, decode_coords="all") as stored:
             image = next(iter(stored.data_vars.values()))
-            shape, dtype, crs = " x ".join(map(str, image.shape)), image.dtype, image.attrs.get("crs", "")
+            shape, dtype, crs = " x ".join(map(str, image.shape)), image.dtype, image.rio.crs
     else:
         import rasterio
 

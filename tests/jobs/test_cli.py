@@ -159,7 +159,8 @@ def test_predict_writes_the_model_on_the_scene_grid(geotiffs, tmp_path, capsys, 
 
 def test_predict_module_function_from_the_current_folder(geotiffs, tmp_path, monkeypatch, capsys):
     """MODEL may be module:function of a file in the current folder (found as `python -m` would find it); without
-    --out the prediction is SCENE.prediction.tif here. The current folder leaves sys.path afterwards."""
+    --out the prediction is SCENE.prediction.tif here; with --out a .zarr, a Zarr store. The current folder leaves
+    sys.path afterwards."""
     from patchkit.jobs.cli import main
 
     (tmp_path / "pk_cli_models.py").write_text("def brightness(batch):\n    return batch.mean(axis=-1, keepdims=True)\n")
@@ -172,6 +173,11 @@ def test_predict_module_function_from_the_current_folder(geotiffs, tmp_path, mon
     pred = rioxarray.open_rasterio(tmp_path / "projected.prediction.tif")
     scene = rioxarray.open_rasterio(geotiffs["projected"]).values.astype("float64")
     np.testing.assert_allclose(pred.values[0], scene.mean(axis=0), rtol=1e-6)
+    assert main(["predict", str(geotiffs["projected"]), "pk_cli_models:brightness", "--sizes", "8", "--strides", "8",
+                 "--blend", "mean", "--out", "pred.zarr"]) == 0  # a Zarr store, described with its CRS too
+    assert "1 x 61 x 53 float64  EPSG:32633" in capsys.readouterr().out
+    stored = xr.open_zarr(tmp_path / "pred.zarr")
+    np.testing.assert_allclose(next(iter(stored.data_vars.values())).values[0], scene.mean(axis=0), rtol=1e-6)
 
 
 @pytest.mark.parametrize(("text", "blend"), [("gaussian", "gaussian"), ("tukey,0.5", ("tukey", 0.5)), ("hann", "hann")])
