@@ -8,8 +8,10 @@
 #    affine) into /tmp/site, without the network, and puts it and the repository on PYTHONPATH;
 # 2. prints nvidia-smi and the versions of what it uses, and checks that neither `import patchkit` nor
 #    patchkit.predict of an in-memory numpy array imports TensorFlow, rasterio, zarr or dask (the image lacks them);
-# 3. runs the GPU tests ($GPU_TESTS, default tests/core/backends/test_cupy.py) with the GPU visible
-#    (PATCHKIT_TEST_GPU=0): the host tests and the ones marked gpu;
+# 3. runs the GPU tests with the GPU visible (PATCHKIT_TEST_GPU=0): all of $GPU_TESTS (default
+#    tests/core/backends/test_cupy.py: the host tests and the ones marked gpu), then the ones marked gpu of
+#    $DEVICE_TESTS (default tests/stitch/test_device.py: predict on the device; its host tests write GeoTIFFs,
+#    which needs rasterio, and run in CI);
 # 4. runs benchmarks/bench_gpu.py ($BENCH_ARGS added, e.g. BENCH_ARGS=--quick), writing $OUT/bench_gpu.json;
 #    its inference section ends with patchkit.predict end to end (a PyTorch model through DLPack).
 # Every step's output is also written to $OUT/*.log. Exits non-zero when the tests, the benchmark or the
@@ -22,6 +24,7 @@ PYTHON=${PYTHON:-python3}
 TEST_TIMEOUT=${TEST_TIMEOUT:-360}
 BENCH_TIMEOUT=${BENCH_TIMEOUT:-240}
 GPU_TESTS=${GPU_TESTS:-tests/core/backends/test_cupy.py}
+DEVICE_TESTS=${DEVICE_TESTS:-tests/stitch/test_device.py}
 
 if compgen -G ".whl/*.whl" > /dev/null; then
     "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
@@ -61,12 +64,23 @@ EOF
 grep -q "^heavy modules imported by patchkit (import, predict of an in-memory array): none$" "$OUT/environment.log"
 import_rc=$?
 
+run_tests() {  # $1: the log's name in $OUT; the rest: pytest's arguments
+    local log=$1
+    shift
+    PATCHKIT_TEST_GPU=0 timeout "$TEST_TIMEOUT" "$PYTHON" -m pytest -q -p no:cacheprovider -rs "$@" 2>&1 \
+        | tee "$OUT/$log"
+    return "${PIPESTATUS[0]}"
+}
+
 echo "== $GPU_TESTS (PATCHKIT_TEST_GPU=0)"
 # PYTEST_ARGS="-m gpu" runs only the device tests (the host ones run in CI too).
-# shellcheck disable=SC2086  # GPU_TESTS, PYTEST_ARGS: lists of words
-PATCHKIT_TEST_GPU=0 timeout "$TEST_TIMEOUT" "$PYTHON" -m pytest -q -p no:cacheprovider -rs ${PYTEST_ARGS:-} $GPU_TESTS \
-    2>&1 | tee "$OUT/pytest_gpu.log"
-tests_rc=${PIPESTATUS[0]}
+# shellcheck disable=SC2086  # GPU_TESTS, DEVICE_TESTS, PYTEST_ARGS: lists of words
+run_tests pytest_gpu.log ${PYTEST_ARGS:-} $GPU_TESTS
+tests_rc=$?
+echo "== $DEVICE_TESTS, the tests marked gpu (PATCHKIT_TEST_GPU=0)"
+# shellcheck disable=SC2086
+run_tests pytest_device.log -m gpu $DEVICE_TESTS
+device_rc=$?
 
 echo "== benchmarks/bench_gpu.py ${BENCH_ARGS:-}"
 # shellcheck disable=SC2086
@@ -74,5 +88,6 @@ timeout "$BENCH_TIMEOUT" "$PYTHON" benchmarks/bench_gpu.py --json "$OUT/bench_gp
     | tee "$OUT/bench_gpu.log"
 bench_rc=${PIPESTATUS[0]}
 
-echo "import check exit $import_rc, tests exit $tests_rc, benchmark exit $bench_rc" | tee "$OUT/summary.log"
-[ "$import_rc" -eq 0 ] && [ "$tests_rc" -eq 0 ] && [ "$bench_rc" -eq 0 ]
+echo "import check exit $import_rc, tests exit $tests_rc, device tests exit $device_rc, benchmark exit $bench_rc" \
+    | tee "$OUT/summary.log"
+[ "$import_rc" -eq 0 ] && [ "$tests_rc" -eq 0 ] && [ "$device_rc" -eq 0 ] && [ "$bench_rc" -eq 0 ]
