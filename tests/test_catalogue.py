@@ -60,6 +60,7 @@ from patchkit.errors import (
     GeoreferenceError,
     IncompleteStoreError,
     InvalidImageError,
+    ModelError,
     InvalidMemoryError,
     InvalidSpecError,
     KernelTooLargeError,
@@ -564,6 +565,50 @@ case("stitch-string-patches", STITCH, "patches='abc' with a spec", UnsupportedDt
 case("stitch-object-patches", STITCH, "patches of dtype object", UnsupportedDtypeError, r"patches", r"object",
      r"convert", call=lambda c, o: patchkit.stitch(_numpy_patches(c).astype(object), spec=PatchSpec(4, 2), image_shape=(8, 8)))
 
+# ---- predict -------------------------------------------------------------------------------------------------
+
+PREDICT = "predict"
+
+
+def predict_np(c, model=lambda batch: batch, **kwargs):
+    return patchkit.predict(c.img + 1, model, 4, 2, **kwargs)
+
+
+def _raises(batch):
+    raise RuntimeError("out of memory on cuda:0")
+
+
+case("predict-model-path", PREDICT, "model='model.keras' (a path, not a model)", PatchkitTypeError, r"model",
+     r"'model\.keras'", r"load_model", call=lambda c, o: predict_np(c, model="model.keras"))
+case("predict-batch-zero", PREDICT, "batch_size=0", PatchkitValueError, r"batch_size", r"=0\b",
+     call=lambda c, o: predict_np(c, batch_size=0))
+case("predict-nan-policy", PREDICT, "nan_policy='omit'", PatchkitValueError, r"nan_policy", r"'omit'",
+     call=lambda c, o: predict_np(c, nan_policy="omit"))
+case("predict-sigma-mean", PREDICT, "sigma_scale=0.2 with blend='mean'", PatchkitValueError, r"sigma_scale",
+     r"0\.2", r"blend='gaussian'", call=lambda c, o: predict_np(c, sigma_scale=0.2, blend="mean"))
+case("predict-dtype", PREDICT, "dtype='lots'", UnsupportedDtypeError, r"dtype", r"'lots'",
+     call=lambda c, o: predict_np(c, dtype="lots"))
+case("predict-out-png", PREDICT, "out='prediction.png'", PatchkitValueError, r"out", r"prediction\.png", output="path",
+     at=lambda c, o: Path("prediction.png"), call=lambda c, o: predict_np(c, out="prediction.png"))
+case("predict-max-memory", PREDICT, "max_memory='1KiB'", BudgetTooSmallError, r"max_memory", r"'1KiB'",
+     call=lambda c, o: predict_np(c, max_memory="1KiB"))
+case("predict-gpu-memory", PREDICT, "gpu_memory='256B', below one batch", BudgetTooSmallError, r"gpu_memory",
+     r"'256B'", call=lambda c, o: predict_np(c, gpu_memory="256B"))
+case("predict-dataset", PREDICT, "a Dataset", PatchkitTypeError, r"source", r"Dataset", r"ds\[name\]",
+     call=lambda c, o: patchkit.predict(c.da.to_dataset(name="scene"), lambda b: b, 4, 2))
+case("predict-model-raises", PREDICT, "a model that raises part way, out='p.tif'", ModelError, r"model raised",
+     r"RuntimeError: out of memory", r"fix the model", output="path", at=lambda c, o: o.with_suffix(".tif"),
+     call=lambda c, o: predict_np(c, model=_raises, out=o.with_suffix(".tif")))
+case("predict-model-nan", PREDICT, "a model returning NaN", ModelError, r"NaN", r"batch of patches",
+     r"nan_policy='propagate'", call=lambda c, o: predict_np(c, model=lambda b: b * np.nan))
+case("predict-model-centre", PREDICT, "a model returning the centre, no crop", PatchkitValueError, r"2x2 pixels",
+     r"4x4 patches", r"crop=\(1, 1\)", call=lambda c, o: predict_np(c, model=lambda b: b[:, 1:-1, 1:-1]))
+case("predict-model-batch", PREDICT, "a model dropping a patch of each batch", PatchkitValueError, r"model returned",
+     r"this batch of \d+ patches", r"one prediction per patch",
+     call=lambda c, o: predict_np(c, model=lambda b: b[:-1] if len(b) > 1 else b, batch_size=3))
+case("predict-model-squeezed", PREDICT, "a model reducing the batch axis", PatchkitValueError, r"model returned shape",
+     r"keep the batch axis", call=lambda c, o: predict_np(c, model=lambda b: b.mean(0)))
+
 # ---- patch_transform, calibrate, the Keras layer --------------------------------------------------------
 
 case("transform-out-of-grid", "patch_transform", "patch (99, 99)", PatchIndexError, r"\(99, 99\)", r"grid",
@@ -887,9 +932,8 @@ cli("cli-predict-backend", "predict --backend torch", 2, r"--backend", r"'torch'
 cli("cli-predict-model-raises", "predict with a model that raises (numpy.linalg:inv)", 1, r"model raised",
     r"LinAlgError", r"fix the model", **TIF_OUT, argv=lambda c, o: predict_argv(c, o, model="numpy.linalg:inv"))
 cli("cli-predict-model-shape", "predict with a model of the wrong shape (numpy:transpose)", 1, r"model returned shape",
-    r"one prediction per patch", **TIF_OUT, argv=lambda c, o: predict_argv(c, o, model="numpy:transpose"),
-    xfail="stitch/model.py's shape error says what a model must return but not what to do (no fix such as 'fix the "
-          "model so that it returns...' or 'pass crop=...')")
+    r"one prediction per patch", r"keep the batch axis", **TIF_OUT,
+    argv=lambda c, o: predict_argv(c, o, model="numpy:transpose"))
 case("jobs-predict-blend", "jobs.run_template", "predict_scene {'blend': 'median'}", PatchkitValueError, r"blend",
      r"'median'", output="path", call=lambda c, o: jobs().run_template("predict_scene", {"blend": "median"}, o))
 case("jobs-predict-crop", "jobs.run_template", "predict_scene {'sizes': 16, 'crop': 8}", PatchkitValueError,

@@ -84,15 +84,14 @@ class Runner:
         """Predict patch rows ``[a, b)`` into ``dest``: ``[N, b - a, cols, kh, kw, M]`` (dense) or ``[N, b - a, cols, M]``.
 
         With a :attr:`staging` (the device path), the next group's input rows travel to the device while the model
-        runs on this group's patches.
+        runs on this group's patches (they are read once this group's patches are extracted from the rows before).
         """
         groups = [slice(r0, min(r0 + self.group, b)) for r0 in range(a, b, self.group)]
         ahead = self._send(groups[0]) if groups else None
         for k, rows in enumerate(groups):
-            src, row0 = self._receive(ahead)
-            if k + 1 < len(groups):
+            block = self._extract(*self._receive(ahead), rows)
+            if k + 1 < len(groups):  # after the extraction: the next rows may go into the same buffer
                 ahead = self._send(groups[k + 1])
-            block = self._extract(src, row0, rows)
             for i in range(block.shape[0]):
                 image = f" of image {i}" if block.shape[0] > 1 else ""
                 where = f"patch rows {rows.start}-{rows.stop - 1}{image}"

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..core.dtypes import check_dtype
-from ..errors import ModelError, PatchkitTypeError, PatchkitValueError, shown
+from ..errors import ModelError, PatchkitTypeError, PatchkitValueError, UnsupportedDtypeError, shown
 
 __all__ = ["Output", "probe", "call", "to_host", "to_device", "Finite", "NAN_POLICIES", "check_model"]
 
@@ -121,14 +121,15 @@ def probe(model: Callable, sample: np.ndarray, sizes: tuple[int, int], crop: tup
     UnsupportedDtypeError
         Predictions of a dtype patchkit cannot blend (strings, objects...).
     """
-    got = call(model, sample, "a probe batch of one patch (the first patch's shape, zeros)")
+    got = call(model, sample, "a probe batch of one patch (the first patch)")
     n = sample.shape[0]
     if got.ndim == 0 or got.shape[0] != n:
         raise PatchkitValueError(
-            f"model returned shape {got.shape} for a batch of {n} patches {sample.shape}; it must return one "
-            f"prediction per patch: [{n}, height, width, channels] or [{n}, k]"
+            f"model returned shape {got.shape} for a batch of shape {tuple(sample.shape)} ({n} patch); it must return "
+            f"one prediction per patch, [{n}, height, width, channels] or [{n}, k]: keep the batch axis (no squeeze, "
+            "no reduction over the batch), e.g. return model_output.reshape(len(batch), ...)"
         )
-    out_dtype = check_dtype(got.dtype if dtype is None else dtype, "the model's predictions")
+    out_dtype = check_dtype(got.dtype, "the model's predictions") if dtype is None else _dtype_argument(dtype)
     if got.ndim == 2:
         return Output("vector", (1, 1), int(got.shape[1]), out_dtype)
     if got.ndim not in (3, 4):
@@ -148,6 +149,15 @@ def probe(model: Callable, sample: np.ndarray, sizes: tuple[int, int], crop: tup
             f"return the whole patch {tuple(sizes)} or its centre {centre} inside crop{hint}"
         )
     return Output("dense", shape, int(got.shape[3]) if got.ndim == 4 else 1, out_dtype)
+
+
+def _dtype_argument(dtype: Any) -> np.dtype:
+    """predict's ``dtype=`` as a numpy dtype patchkit can blend, or :class:`UnsupportedDtypeError` naming it."""
+    try:
+        return check_dtype(dtype, "dtype")
+    except UnsupportedDtypeError as err:
+        raise UnsupportedDtypeError(f"dtype={shown(dtype)} is not a dtype predictions can be written in; pass e.g. "
+                                    "dtype='float32', or None to keep the model's") from err
 
 
 def checked(got: np.ndarray, output: Output, n: int, where: str) -> np.ndarray:

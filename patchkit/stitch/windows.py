@@ -77,6 +77,11 @@ WINDOWS: dict[str, Callable[[int], np.ndarray]] = {"mean": _ones, "sum": _ones, 
 BLENDS = (*WINDOWS, "gaussian", "none")
 
 
+def _choices() -> tuple[str, ...]:
+    """The blend names there are now (registered windows included), for messages."""
+    return (*WINDOWS, "gaussian", "none")
+
+
 def register_window(name: str, window: Callable[[int], Any]) -> None:
     """Make ``blend=name`` the weighted mean under ``window`` (``k -> k`` weights, finite, at least 0).
 
@@ -110,7 +115,7 @@ def _scipy_window(blend, k: int) -> np.ndarray:
         window = np.asarray(get_window(blend, k, fftbins=False), np.float64)
     except (ValueError, TypeError, IndexError, KeyError, OverflowError) as err:
         raise PatchkitValueError(
-            f"blend={shown(blend)} is not a blend patchkit knows ({type(err).__name__}: {shown(err, 200)}); use one of {(*WINDOWS, 'none')}, a "
+            f"blend={shown(blend)} is not a blend patchkit knows ({type(err).__name__}: {shown(err, 200)}); use one of {_choices()}, a "
             "scipy.signal.windows name such as 'hamming' or ('tukey', 0.5), or a callable "
             "(kh, kw) -> weights of shape (kh, kw)"
         ) from None
@@ -192,7 +197,7 @@ def blend_weights(blend: str | tuple | Callable, shape: tuple[int, int]) -> np.n
     if callable(blend):
         return _check_weights(blend(kh, kw), blend, shape)
     raise PatchkitTypeError(
-        f"blend={shown(blend)} (a {type(blend).__name__}) is not a blend; use one of {(*WINDOWS, 'none')}, a "
+        f"blend={shown(blend)} (a {type(blend).__name__}) is not a blend; use one of {_choices()}, a "
         "scipy.signal.windows name, or a callable (kh, kw) -> weights"
     )
 

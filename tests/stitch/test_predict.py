@@ -200,11 +200,13 @@ def test_a_lazy_scene_larger_than_the_budget_streams_under_it():
         predict(scene, model, 64, 48, out=Path(folder) / "warm.tif", max_memory=budget)
         tracemalloc.start()
         try:
-            predict(scene, model, 64, 48, out=Path(folder) / "p.tif", max_memory=budget)
+            written = predict(scene, model, 64, 48, out=Path(folder) / "p.tif", max_memory=budget)
             peak = tracemalloc.get_traced_memory()[1]
         finally:
             tracemalloc.stop()
+        streamed = _tif(written)
     assert peak <= budget, f"predict held {peak / 2**20:.1f} MiB under max_memory=12MiB"
+    np.testing.assert_array_equal(streamed, model(scene.compute()))  # several groups a band: each from its own rows
 
 
 # ---- what a model can get wrong ---------------------------------------------------------------------------------
