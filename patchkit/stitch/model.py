@@ -19,7 +19,7 @@ import numpy as np
 from ..core.dtypes import check_dtype
 from ..errors import ModelError, PatchkitTypeError, PatchkitValueError, UnsupportedDtypeError, shown
 
-__all__ = ["Output", "probe", "call", "to_host", "to_device", "Finite", "NAN_POLICIES", "check_model"]
+__all__ = ["Output", "probe", "call", "runnable", "to_host", "to_device", "Finite", "NAN_POLICIES", "check_model"]
 
 #: What :func:`patchkit.predict` does with NaN or infinite predictions.
 NAN_POLICIES = ("raise", "propagate")
@@ -54,6 +54,15 @@ def check_model(model: Any) -> None:
             f"model={shown(model)} (a {type(model).__name__}) is not callable; pass a Keras model, a tf.function or a "
             "function taking a batch [n, height, width, channels], or load a saved one with patchkit.load_model(path)"
         )
+
+
+def runnable(model: Callable) -> Callable:
+    """What predict calls: a Keras model's ``predict_on_batch`` (its compiled inference function, which runs a batch
+    faster than calling the model eagerly and returns NumPy), else ``model`` itself."""
+    module = type(model).__module__ or ""
+    if module.startswith(("keras", "tf_keras", "tensorflow")) and callable(getattr(model, "predict_on_batch", None)):
+        return model.predict_on_batch
+    return model
 
 
 def to_host(value: Any) -> np.ndarray:

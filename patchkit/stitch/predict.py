@@ -34,7 +34,7 @@ from .bands import run
 from .device import Accumulation, Staging, device_bytes, free_memory, full_weights, takes
 from .inference import Predictions, Runner, batch_bytes
 from .inputs import fill_for
-from .model import Finite, Output, check_model, probe, to_device, to_host
+from .model import Finite, Output, check_model, probe, runnable, to_device, to_host
 from .plan import band_height, make_job
 from .resume import Resume, fingerprint
 from .scene import Scene
@@ -159,13 +159,14 @@ def predict(
     crop = normalize_crop(crop, spec.sizes)
     chosen = backend if isinstance(backend, Backend) else get_backend(backend, scene.source)
     requested = _check_batch(batch_size)
-    output = probe(model, _first_patch(scene, spec, chosen), spec.sizes, crop, dtype)
+    run_model = runnable(model)
+    output = probe(run_model, _first_patch(scene, spec, chosen), spec.sizes, crop, dtype)
     from tqdm.auto import tqdm
 
     n, (oh, ow) = scene.source.shape[0], spec.grid_shape(scene.source.shape)
     cache = int(budget) // GDAL_CACHE_SHARE if scene.source.kind == "dask" else None  # counted in the runner's bytes
     with tqdm(total=n * oh * ow, unit="patch", desc="predict", disable=None, leave=False) as bar, bounded_cache(cache):
-        runner = Runner(scene.source, spec, chosen, model, output, crop, 1, 1, finite, bar, cache or 0)
+        runner = Runner(scene.source, spec, chosen, run_model, output, crop, 1, 1, finite, bar, cache or 0)
         out = _Out(path, None if path is None else fingerprint(
             scene, spec, model, blend=weights_of, crop=crop, dtype=output.dtype, fill_value=fill_value,
             nan_policy=nan_policy, kind=output.kind))

@@ -81,10 +81,13 @@ def test_a_pointwise_keras_model_equals_the_model_on_the_whole_scene(tf):
     model.layers[0].set_weights([rng.normal(size=(1, 1, 3, 2)).astype("float32"), np.array([0.5, -1], "float32")])
     image = rng.random((1, 40, 36, 3), np.float32)
     whole = np.asarray(model(image))
+    compiled, batches = model.predict_on_batch, []
+    model.predict_on_batch = lambda batch: batches.append(len(batch)) or compiled(batch)  # its compiled function
     for blend in ("gaussian", "mean"):
         out = predict(image, model, 16, 12, blend=blend, batch_size=5)
         assert out.shape == (1, 40, 36, 2) and out.dtype == np.float32
         np.testing.assert_allclose(out, whole, rtol=1e-6, atol=1e-6)
+    assert sum(batches) == 2 * (1 + 4 * 3)  # the probe and the 4 x 3 grid, for each blend
 
 
 def test_a_tf_function_model_and_keras_output_tensors(tf):
