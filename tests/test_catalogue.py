@@ -54,6 +54,7 @@ import xarray as xr
 import patchkit
 from patchkit import PatchSpec
 from patchkit.errors import (
+    BackendUnavailableError,
     BudgetTooSmallError,
     DimensionError,
     ForeignStoreError,
@@ -606,6 +607,9 @@ case("predict-model-centre", PREDICT, "a model returning the centre, no crop", P
 case("predict-model-batch", PREDICT, "a model dropping a patch of each batch", PatchkitValueError, r"model returned",
      r"this batch of \d+ patches", r"one prediction per patch",
      call=lambda c, o: predict_np(c, model=lambda b: b[:-1] if len(b) > 1 else b, batch_size=3))
+case("predict-backend-cupy", PREDICT, "backend='cupy' without CuPy or a GPU", BackendUnavailableError, r"cupy",
+     r"CuPy", r"install|use backend='numpy'", call=lambda c, o: predict_np(c, backend="cupy"),
+     needs=("no-cupy",))
 case("predict-model-squeezed", PREDICT, "a model reducing the batch axis", PatchkitValueError, r"model returned shape",
      r"keep the batch axis", call=lambda c, o: predict_np(c, model=lambda b: b.mean(0)))
 
@@ -1097,6 +1101,12 @@ def make_ctx(tmp: Path) -> Ctx:
     c.tfr_foreign = tmp / "tfr" / "other"
     c.tfr_foreign.parent.mkdir()
     c.tfr_foreign.with_suffix(".json").write_text('{"shards": "someone else\'s"}')
+    try:
+        from patchkit.core.backends.cupy import import_cupy
+
+        import_cupy()
+    except BackendUnavailableError:
+        c.available.add("no-cupy")  # the case of a GPU backend on a machine without one
     try:
         import tensorflow as tf
     except ImportError:

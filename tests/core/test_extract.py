@@ -164,7 +164,7 @@ def test_extract_image_patches_tf1_names(tf, image):
         (np.zeros((1, 8, 8, 1)), dict(rates=[1, float("inf"), 1, 1]), InvalidSpecError, r"rates=\[1, inf, 1, 1\]"),
         (np.zeros((1, 8, 8, 1)), dict(strides=0), InvalidSpecError, r"strides=0 must be positive"),
         (np.zeros((1, 8, 8, 1)), dict(padding="full"), InvalidSpecError, r"padding='full'"),
-        (np.zeros((1, 8, 8, 1)), dict(backend="torch"), UnknownBackendError, r"backend='torch'.*auto, numpy, tensorflow"),
+        (np.zeros((1, 8, 8, 1)), dict(backend="torch"), UnknownBackendError, r"backend='torch'.*auto, cupy, numpy, tensorflow"),
     ],
 )
 def test_bad_input(images, kwargs, error, match):

@@ -46,9 +46,11 @@ def _instance(backend: Any) -> Backend:
     return backend
 
 
-#: The backends by name: numpy and tensorflow, and those packages add through the ``patchkit.backends`` entry points.
+#: The backends by name: numpy, tensorflow and cupy (optional: it raises :class:`BackendUnavailableError` without
+#: CuPy or a GPU; ``"auto"`` never picks it), and those packages add through the ``patchkit.backends`` entry points.
 registry = Registry("patchkit.backends", "backend", {"numpy": "patchkit.core.backends.numpy:NumpyBackend",
-                                                     "tensorflow": "patchkit.core.backends.tensorflow:TensorflowBackend"},
+                                                     "tensorflow": "patchkit.core.backends.tensorflow:TensorflowBackend",
+                                                     "cupy": "patchkit.core.backends.cupy:CupyBackend"},
                     make=_instance, error=UnknownBackendError)
 _CHOICES: dict[str, str] = {}
 

@@ -22,7 +22,7 @@ def test_by_name(name, expected, image):
 @pytest.mark.parametrize("name", ["torch", "", None, 3])
 def test_unknown(name, image):
     """Anything else is refused with the list of backends."""
-    with pytest.raises(UnknownBackendError, match="use one of auto, numpy, tensorflow"):
+    with pytest.raises(UnknownBackendError, match="use one of auto, cupy, numpy, tensorflow"):
         backends.get_backend(name, as_source(image))
 
 
