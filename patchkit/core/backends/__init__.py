@@ -154,7 +154,10 @@ def _check_device(tf, device: Any) -> None:
 
 
 def tensor_to_numpy(tensor: Any) -> np.ndarray:
-    """A host ndarray of ``tensor``'s values, sharing memory with a CPU tensor (``.numpy()`` copies)."""
+    """A host ndarray of ``tensor``'s values, sharing memory with a CPU tensor (``.numpy()`` copies); a CuPy array is
+    copied from the device (its ``get``)."""
+    if type(tensor).__module__.startswith("cupy"):
+        return tensor.get()
     return np.asarray(tensor)
 
 
