@@ -3,8 +3,9 @@
 - ``templates/`` (beside ``patchkit/``, the notebooks' source of truth) is shipped as the package
   ``patchkit.templates``: the wheel carries ``patchkit/templates/*.ipynb``; a checkout or an editable
   install reads them in place. :func:`patchkit.jobs.templates.template_folder` finds them either way.
-- The C copy kernel is optional: where no C compiler is available the install goes on and patchkit
-  copies with numpy alone (slower on large streams, same results).
+- The C kernels are optional: where no C compiler is available the install goes on and patchkit
+  copies and stitches with numpy alone (slower, same results): ``_copy`` (patch copies) and the
+  stitching kernel ``patchkit/stitch/_kernel.c``.
 """
 
 from setuptools import Extension, find_packages, setup
@@ -15,5 +16,6 @@ setup(
     package_data={"patchkit.templates": ["*.ipynb"]},
     ext_modules=[
         Extension("patchkit.core.backends._copy", sources=["patchkit/core/backends/_copy.c"], optional=True),
+        Extension("patchkit.stitch._kernel", sources=["patchkit/stitch/_kernel.c"], optional=True),
     ],
 )

@@ -1,9 +1,14 @@
 """Adding patches into a band: strided views of the band's pixels, last writes, weighted sums, and finishing
 a band as a weighted mean, a sum or a mean deviation from the last write.
 
-Every step of the inverse map (:func:`patchkit.core.spec.inverse.axis_ops`, one row step by one column
-step) is one vectorised operation on a strided view of the band (:func:`_pixels`); weighted steps go
-through a scratch buffer in pieces of about :data:`STEP_ELEMENTS`, which stays in cache.
+Where the C kernel (``_kernel.c``) takes the job (:func:`kernel_takes`: weighted means of floats up to
+32 bits, integers up to 32 bits and bool; sums of those and of 64-bit floats and integers; the last
+write of any dtype), :func:`stitch_rows` stitches a band output row by output row, each row's
+accumulators in cache, the rows split between threads: the same arithmetic in the same order as below,
+bit for bit. Otherwise every step of the inverse map (:func:`patchkit.core.spec.inverse.axis_ops`, one
+row step by one column step) is one vectorised operation on a strided view of the band
+(:func:`_pixels`); weighted steps go through a scratch buffer in pieces of about :data:`STEP_ELEMENTS`,
+which stays in cache.
 """
 
 from __future__ import annotations
@@ -14,19 +19,33 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..core.backends._threads import get_pool, num_threads
 from ..core.spec.inverse import Line, Op
 from .readers import Band
+
+try:
+    from . import _kernel
+except ImportError:  # built without a C compiler: numpy adds everything
+    _kernel = None
 
 if TYPE_CHECKING:
     from .plan import Job
 
-__all__ = ["Sums", "add", "last_write", "finish_mean", "finish_sum", "finish_deviation", "STEP_ELEMENTS",
-           "FINISH_ELEMENTS"]
+__all__ = ["Sums", "add", "last_write", "finish_mean", "finish_sum", "finish_deviation", "kernel_takes",
+           "kernel_threads", "kernel_bytes", "stitch_rows", "STEP_ELEMENTS", "FINISH_ELEMENTS", "THREAD_ELEMENTS"]
 
 #: Elements of one piece of a weighted step: its float64 scratch (1 MiB) stays in cache.
 STEP_ELEMENTS = 2**17
 #: Elements of scale repeated along a channels-last axis at a time when a band is finished.
 FINISH_ELEMENTS = 2**13
+#: Output rows the C kernel stitches at once (1 to 16): a patch's runs for them are consecutive tap rows, read
+#: in one go; each row holds its own accumulators.
+BLOCK_ROWS = 4
+#: Output elements below which a band's rows are not split between threads.
+THREAD_ELEMENTS = 2**16
+#: The C kernel's modes, by :attr:`Job.mode`; ``_PLAIN``: a mean of integers of up to 16 bits, every weight 1.
+_MODES = {"direct": 0, "sum": 1, "none": 2}
+_PLAIN = 3
 
 
 def _piece(band: Band, rop: Op, cop: Op) -> np.ndarray:
@@ -219,3 +238,100 @@ def finish_deviation(sums: Sums, out: np.ndarray) -> np.ndarray:
     np.copyto(out, acc, casting="unsafe", where=update)
     return covered
 
+
+
+# ---- the C kernel ----------------------------------------------------------------------------------
+
+
+def kernel_takes(job: Job) -> bool:
+    """Whether the C kernel stitches ``job``: its mode (not the deviations of 64-bit and complex means) and dtype."""
+    if _kernel is None or job.mode not in _MODES or not job.dtype.isnative:
+        return False
+    return bool(_kernel.has(_kernel_mode(job), ord(job.dtype.char)))
+
+
+def _kernel_mode(job: Job) -> int:
+    """The kernel's mode of ``job``: plain means of integers of up to 16 bits add up in int32 when it holds
+    every sum (the most patches that sample a pixel times the largest value): the very sums float64 makes."""
+    if job.mode == "direct" and job.ones and job.dtype.kind in "iub" and job.dtype.itemsize <= 2:
+        rows, cols = job.lines
+        most = math.prod(((line.kept - 1) * line.r) // line.s + 1 for line in (rows, cols))
+        if most * 2 ** (8 * job.dtype.itemsize) < 2**31:
+            return _PLAIN
+    return _MODES[job.mode]
+
+
+def kernel_threads(job: Job, h: int) -> int:
+    """Threads that stitch a band of ``h`` rows: the cores patchkit uses, at most one a row, fewer for small bands."""
+    r = job.reader
+    return max(1, min(num_threads(), h, r.n * r.m * h * job.lines[1].n // THREAD_ELEMENTS))
+
+
+def kernel_bytes(job: Job, h: int) -> int:
+    """Bytes the C kernel holds besides the band: each thread's accumulator row, and the weights (repeated
+    along the channels) with a row's pointers."""
+    r, width = job.reader, job.lines[1].n
+    scratch = _kernel.scratch_bytes(r.n, width, r.m, job.lines[1].out, block_rows(job), _kernel_mode(job))
+    weights = 0 if job.weights is None or job.ones else job.weights.size * 8 * (r.m + 1)
+    return kernel_threads(job, h) * scratch + weights + 8 * (h + 64)
+
+
+def block_rows(job: Job) -> int:
+    """Rows the kernel stitches at once: :data:`BLOCK_ROWS`, fewer where they are wider than a few MiB."""
+    r = job.reader
+    row = r.n * r.m * job.lines[1].n * 8
+    return max(1, min(BLOCK_ROWS, (4 << 20) // max(row, 1)))
+
+
+def stitch_rows(job: Job, band: Band, out: np.ndarray, y0: int, y1: int) -> None:
+    """Stitch output rows ``[y0, y1)`` from ``band`` into ``out[N, h, W, M]`` with the C kernel, the rows split
+    between threads; pixels no (positive weight of a) patch reaches get ``job.fill`` (but for ``"sum"``)."""
+    pointers = band.row_pointers()
+    if pointers is None:  # pieces laid out differently: one array
+        band = Band(band.data, band.rows, band.cols, band.present)
+        pointers = band.row_pointers()
+    addresses, strides = pointers
+    present = None if band.present is None else np.ascontiguousarray(band.present, dtype=bool)
+    fill = np.empty((), job.dtype)
+    np.copyto(fill, job.fill)  # as numpy fills
+    params, first = _params(job, band, strides, present, out, fill, y0)
+    weights, wide = _kernel_weights(job, first)
+    parts = np.linspace(y0, y1, kernel_threads(job, y1 - y0) + 1).astype(int).tolist()
+    calls = [params + (a, b) for a, b in zip(parts[:-1], parts[1:]) if a < b]
+    args = (addresses.ctypes.data, 0 if weights is None else weights.ctypes.data, 0 if wide is None else wide.ctypes.data)
+    futures = [get_pool(len(calls)).submit(_kernel.rows, c, *args) for c in calls[1:]]
+    _kernel.rows(calls[0], *args)  # the arrays the addresses point into live until every call returns
+    for future in futures:
+        future.result()
+
+
+def _params(job: Job, band: Band, strides, present, out: np.ndarray, fill: np.ndarray, y0: int) -> tuple[tuple, bool]:
+    """The kernel's integer parameters (in ``_kernel.c``'s order, less the rows each call stitches) and whether the
+    patches are channels first."""
+    r, (rows, cols) = job.reader, job.lines
+    item, (sn, sj, sa, sb, sm) = job.dtype.itemsize, strides
+    on, oy, ox, om = out.strides
+    if r.m == 1:  # the stride of a length-1 axis is arbitrary
+        sm, om = item, item
+    params = (
+        _kernel_mode(job), ord(job.dtype.char), item, r.n, r.m, cols.n,
+        len(band.rows), band.rows.start, sn, sj, sa, sb, sm, len(band.cols), band.cols.start,
+        0 if present is None else present.ctypes.data, 0 if present is None else present.strides[0],
+        0 if present is None else present.strides[1],
+        rows.s, rows.r, rows.before, rows.t0, rows.t1, cols.s, cols.r, cols.before, cols.t0, cols.t1,
+        int(job.keep is not None), out.ctypes.data, on, oy, ox, om, y0, fill.ctypes.data, block_rows(job),
+    )
+    return params, r.m > 1 and sm > sb
+
+
+def _kernel_weights(job: Job, first: bool) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The weights as the kernel reads them (None: all 1): ``[kh', kw']`` and, for channels-last patches,
+    repeated along the channels, ``[kh', kw' * M]``; made once a job."""
+    if job.weights is None or job.ones or job.mode != "direct":
+        return None, None
+    key = ("kernel weights", first)
+    if key not in job.cache:
+        weights = np.ascontiguousarray(job.weights, dtype=np.float64)
+        wide = weights if first else np.ascontiguousarray(np.repeat(weights[:, :, None], job.reader.m, axis=2))
+        job.cache[key] = weights, wide.reshape(weights.shape[0], -1)
+    return job.cache[key]

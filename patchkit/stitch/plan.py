@@ -5,7 +5,7 @@ output rows, from which :func:`band_height` picks the largest height that fits `
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -14,7 +14,7 @@ from ..core.budget import IN_MEMORY_BAND, Budget, largest, require_memory
 from ..core.spec.inverse import Line
 from ..core.units import format_bytes
 from ..errors import BudgetTooSmallError
-from .accumulate import FINISH_ELEMENTS, STEP_ELEMENTS
+from .accumulate import FINISH_ELEMENTS, STEP_ELEMENTS, kernel_bytes, kernel_takes
 from .inputs import fill_for, sum_fill
 from .readers import Reader
 
@@ -40,6 +40,12 @@ class Job:
     band_copies: int  # copies of a band of the result the sink holds: 0 in memory, more when writing
     keep: np.ndarray | None = None  # the taps of positive weight, when some weights are 0
     sum: bool = False  # "sum": add the values, divide by nothing
+    cache: dict = field(default_factory=dict, compare=False, repr=False)  # what the C kernel makes once a job
+
+    @property
+    def kernel(self) -> bool:
+        """Whether the C kernel stitches this job (:func:`~patchkit.stitch.accumulate.kernel_takes`)."""
+        return kernel_takes(self)
 
     @property
     def mode(self) -> str:
@@ -82,22 +88,37 @@ class Job:
     def memory(self, h: int) -> int:
         """Peak bytes of stitching in bands of ``h`` output rows (buffers of the largest band are reused).
 
-        The band's copies in the sink (when streaming: the buffer and what the writer makes), the
-        accumulators (values; weights but for ``"sum"``), the coverage masks (and a step's mask of
-        positive-weight taps, at most a byte a pixel, with zeros inside the window), the rows of
-        patches read, the larger of one step's scratch (with its masks) and the temporaries of
-        finishing a band, and numpy's ufunc buffers.
+        The band's copies in the sink (when streaming: the buffer and what the writer makes), the rows
+        of patches read (and what reading them makes), and what adding them up holds: with the C kernel,
+        each thread's accumulators for a few rows and the weights
+        (:func:`~patchkit.stitch.accumulate.kernel_bytes`); otherwise the coverage masks (and a step's
+        mask of positive-weight taps, at most a byte a pixel, with zeros inside the window), the band's
+        accumulators (values; weights but for ``"sum"``), the larger of one step's scratch (with its
+        masks) and the temporaries of finishing a band, the rows of patches joined when a lazy array's
+        chunks hold them, and numpy's ufunc buffers.
         """
         r, width = self.reader, self.lines[1].n
         pixels = r.n * r.m * h * width
-        fixed = pixels * self.dtype.itemsize * self.band_copies + h * width * (2 if self.keep is None else 3)
+        band = pixels * self.dtype.itemsize * self.band_copies
+        p0, p1 = self._bands(h)
+        read = int(np.max(r.read_bytes(p0, p1)))
+        if self.kernel:
+            return int(band + kernel_bytes(self, h) + read)
+        fixed = band + h * width * (2 if self.keep is None else 3)
         if self.mode != "none":
             fixed += pixels * self.acc_dtype.itemsize + (0 if self.mode == "sum" else h * width * 8)
         step = self.step_size(h) * (self.acc_dtype.itemsize + 1)
         finish = {"deviation": pixels * 9, "sum": 0}.get(self.mode, min(pixels, FINISH_ELEMENTS) * 8)
-        p0, p1 = self._bands(h)
         buffers = min(pixels, _UFUNC_ELEMENTS) * 32
-        return int(fixed + max(step, finish) + np.max(r.read_bytes(p0, p1)) + buffers)
+        return int(fixed + max(step, finish) + read + self._joined(p0, p1) + buffers)
+
+    def _joined(self, p0: np.ndarray, p1: np.ndarray) -> int:
+        """Bytes of the largest band's rows of patches joined from the chunks of a lazy array that hold them."""
+        r = self.reader
+        if not isinstance(r, Reader) or r.kind != "grid" or not r.lazy or r.chunks is None:
+            return 0
+        count = np.minimum(p1, r.rows.stop) - np.maximum(p0, r.rows.start)
+        return int(np.max(np.maximum(count, 0))) * len(r.cols) * r.patch_bytes
 
 
 def band_height(job: Job, budget: Budget) -> int:

@@ -49,14 +49,67 @@ def _host_array(patches: Any) -> Any:
         ) from err
 
 
-@dataclass(frozen=True)
 class Band:
-    """Patch rows ``rows`` and columns ``cols`` as ``data[N, rows, cols, kh, kw, M]`` (``present`` marks the kept)."""
+    """Patch rows ``rows`` and columns ``cols`` as ``data[N, rows, cols, kh, kw, M]`` (``present`` marks the kept).
 
-    data: np.ndarray
-    rows: range
-    cols: range
-    present: np.ndarray | None
+    A band read from a lazy array's chunks holds ``pieces``: consecutive blocks of its rows, each
+    ``[N, rows of the block, cols, kh, kw, M]``, as the reader keeps them. The C kernel reads the
+    pieces where they lie (:meth:`row_pointers`); ``data`` joins them only when asked for it.
+    """
+
+    __slots__ = ("rows", "cols", "present", "pieces", "_data")
+
+    def __init__(self, data: np.ndarray | None, rows: range, cols: range, present: np.ndarray | None = None,
+                 pieces: tuple[np.ndarray, ...] | None = None) -> None:
+        if data is None and not pieces:
+            raise PatchkitValueError("a Band needs data or pieces of it")
+        self.rows, self.cols, self.present = rows, cols, present
+        self._data = data
+        self.pieces = (data,) if pieces is None else tuple(pieces)
+
+    @property
+    def data(self) -> np.ndarray:
+        """The rows as one array (the pieces joined, the first time it is asked for, when there are several)."""
+        if self._data is None:
+            self._data = self.pieces[0] if len(self.pieces) == 1 else np.concatenate(self.pieces, axis=1)
+        return self._data
+
+    def row_pointers(self) -> tuple[np.ndarray, tuple[int, ...]] | None:
+        """The address of each patch row and the strides within a row (batch, col, tap row, tap col, channel),
+        or None when the pieces' strides differ."""
+        inner = {p.strides[:1] + p.strides[2:] for p in self.pieces}
+        if len(inner) != 1:
+            return None
+        addresses = [p.ctypes.data + np.arange(p.shape[1], dtype=np.intp) * p.strides[1] for p in self.pieces]
+        return np.concatenate(addresses), inner.pop()
+
+
+#: Blocks' worth of temporaries a store of a lazy array's rows makes at once: a block computed and the
+#: codec's buffers (measured with tracemalloc on a Zarr store: two blocks). A chunk that is one block is
+#: computed and kept instead: what computing it makes besides it (a codec's input, the rows an extraction
+#: reads) is not counted.
+STORE_BLOCKS = 2
+
+
+def _store(piece: Any, out: np.ndarray) -> np.ndarray:
+    """The lazy ``piece`` computed into ``out`` a block at a time (dask's ``store``, on this thread), so that the
+    temporaries are a block's, not a copy of the whole piece; under another scheduler (a distributed client)
+    computed there and copied."""
+    from ..core.sources import is_dask
+
+    if not is_dask(piece):
+        np.copyto(out, np.asarray(piece))
+        return out
+    import dask.array as da
+    import dask.local
+    import dask.threaded
+    from dask.base import get_scheduler
+
+    if get_scheduler(collections=[piece]) in (dask.threaded.get, dask.local.get_sync):
+        da.store(piece, out, lock=False, scheduler="sync")
+    else:
+        np.copyto(out, piece.compute())
+    return out
 
 
 @dataclass(frozen=True)
@@ -93,34 +146,51 @@ class Reader:
     def lazy(self) -> bool:
         return not isinstance(self.data, np.ndarray)
 
-    def _take(self, first: int, stop: int, index: np.ndarray | None = None) -> np.ndarray:
-        """Entries ``[first, stop)`` (or ``index``) along the rows/list axis, as an ndarray.
+    def _take(self, first: int, stop: int, index: np.ndarray | None = None) -> list[tuple[int, np.ndarray]]:
+        """Entries ``[first, stop)`` (or ``index``) along the rows/list axis, as ndarrays: ``(offset, piece)`` pairs,
+        ``offset`` counted from ``first``.
 
-        From a lazy array, whole chunks are read (as :meth:`read_bytes` counts) and kept while the
-        next read still needs them: consecutive bands share patch rows, which are read once.
+        From a lazy array, whole chunks are read (as :meth:`read_bytes` counts: :meth:`_read_chunk`) and
+        kept while the next read still needs them: consecutive bands share patch rows, which are read
+        once. The pieces are those chunks' rows, never joined.
         """
         if index is None and self.lazy and self.chunks is not None:
             return self._take_chunks(first, stop)
         key = slice(first, stop) if index is None else index
         piece = self.data[:, key]
-        return np.asarray(piece.compute() if hasattr(piece, "compute") else piece)
+        return [(0, np.asarray(piece.compute() if hasattr(piece, "compute") else piece))]
 
-    def _take_chunks(self, first: int, stop: int) -> np.ndarray:
-        edges = np.cumsum((0,) + tuple(self.chunks))
+    def _take_chunks(self, first: int, stop: int) -> list[tuple[int, np.ndarray]]:
+        edges = np.cumsum((0,) + tuple(self.chunks)).tolist()
         c0 = int(np.searchsorted(edges, first, side="right")) - 1
         c1 = int(np.searchsorted(edges, stop, side="left"))
-        span, joined = self.cache.get("joined", (None, None))
-        if span != (c0, c1):  # consecutive bands mostly need the same chunks: join them once
-            for k in [k for k in self.cache if k != "joined" and not c0 <= k < c1]:
-                del self.cache[k]  # no later band needs it: bands move down the image
-            self.cache.pop("joined", None)
-            for k in range(c0, c1):
-                if k not in self.cache:
-                    self.cache[k] = np.asarray(self.data[:, int(edges[k]): int(edges[k + 1])].compute())
-            parts = [self.cache[k] for k in range(c0, c1)]
-            joined = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
-            self.cache["joined"] = ((c0, c1), joined)
-        return joined[:, first - int(edges[c0]): stop - int(edges[c0])]
+        held, free = self.cache.setdefault("held", {}), self.cache.setdefault("free", [])
+        for k in [k for k in held if not c0 <= k < c1]:
+            buffer = held.pop(k)[0]  # no later band needs it (bands move down the image): its buffer is reused
+            if buffer is not None:
+                free.append(buffer)
+        for k in range(c0, c1):
+            if k not in held:
+                held[k] = self._read_chunk(edges[k], edges[k + 1], free)
+        return [(max(first, edges[k]) - first, held[k][1][:, max(first, edges[k]) - edges[k]: min(stop, edges[k + 1]) - edges[k]])
+                for k in range(c0, c1)]
+
+    def _read_chunk(self, a: int, b: int, free: list) -> tuple[np.ndarray | None, np.ndarray]:
+        """Rows ``[a, b)`` (a chunk) as ``(buffer, rows)``: a chunk that is one block of the lazy array is computed
+        and kept as it comes (no buffer); one of several blocks is stored block by block into a reused buffer."""
+        piece = self.data[:, a:b]
+        if self.block_count == 1:
+            return None, np.asarray(piece.compute() if hasattr(piece, "compute") else piece)
+        buffer = free.pop() if free else np.empty((self.n, max(self.chunks)) + self.data.shape[2:], self.dtype)
+        return buffer, _store(piece, buffer[:, : b - a])
+
+    @property
+    def block_count(self) -> int:
+        """Blocks of a lazy array in one chunk along the rows (1 for other arrays)."""
+        chunks = getattr(self.data, "chunks", None) if self.lazy else None
+        if not chunks or not all(isinstance(c, tuple) for c in chunks):
+            return 1
+        return math.prod(len(c) for k, c in enumerate(chunks) if k != 1)
 
     def read(self, p0: int, p1: int) -> Band | None:
         """Patch rows ``[p0, p1)`` that are there, or None when none is."""
@@ -128,21 +198,25 @@ class Reader:
             a, b = max(p0, self.rows.start), min(p1, self.rows.stop)
             if a >= b:
                 return None
-            return Band(self.split(self._take(a - self.rows.start, b - self.rows.start)), range(a, b), self.cols, None)
+            pieces = [self.split(piece) for _, piece in self._take(a - self.rows.start, b - self.rows.start)]
+            data = pieces[0] if len(pieces) == 1 else None
+            return Band(data, range(a, b), self.cols, None, pieces=pieces)
         rows, cols = self.labels
         first, stop = (int(v) for v in np.searchsorted(rows, [p0, p1]))
         if first >= stop:
             return None
         index = None if self.order is None else self.order[first:stop]
-        piece = self.split(self._take(first, stop, index)[:, :, None])[:, :, 0]  # [N, K, kh, kw, M]
         dense = self.split(np.zeros((self.n, p1 - p0, self.ow, self.m) + self.sizes, self.dtype))
-        dense[:, rows[first:stop] - p0, cols[first:stop]] = piece
+        for offset, part in self._take(first, stop, index):
+            at = slice(first + offset, first + offset + part.shape[1])
+            dense[:, rows[at] - p0, cols[at]] = self.split(part[:, :, None])[:, :, 0]  # [N, K, kh, kw, M]
         present = np.zeros((p1 - p0, self.ow), bool)
         present[rows[first:stop] - p0, cols[first:stop]] = True
         return Band(dense, range(p0, p1), range(self.ow), present)
 
     def read_bytes(self, p0: np.ndarray, p1: np.ndarray) -> np.ndarray:
-        """Bytes a read of rows ``[p0, p1)`` holds: the piece read, chunks it touches, the dense copy."""
+        """Bytes a read of rows ``[p0, p1)`` holds: what is read (the buffers of the chunks it touches, or the
+        piece and the chunks a lazy read touches), the read's temporaries, the dense copy of a list."""
         if self.kind == "grid":
             a, b = np.maximum(p0, self.rows.start) - self.rows.start, np.minimum(p1, self.rows.stop) - self.rows.start
             per = len(self.cols) * self.patch_bytes
@@ -152,14 +226,29 @@ class Reader:
         count = np.maximum(b - a, 0)
         held = 0 if not self.lazy and self.kind == "grid" else count * per
         if self.lazy and self.chunks is not None:
-            if self.order is not None:  # the rows' patches lie anywhere in the array: span them
-                a, b = self._spans(a, b)
             edges = np.cumsum((0,) + self.chunks)
-            lo = edges[np.clip(np.searchsorted(edges, a, side="right") - 1, 0, len(edges) - 1)]
-            hi = edges[np.clip(np.searchsorted(edges, b, side="left"), 0, len(edges) - 1)]
-            held = held + np.where(count > 0, hi - lo, 0) * per
+            if self.order is not None:  # the rows' patches lie anywhere in the array: span them
+                lo, hi = self._spans(a, b)
+                lo = edges[np.clip(np.searchsorted(edges, lo, side="right") - 1, 0, len(edges) - 1)]
+                hi = edges[np.clip(np.searchsorted(edges, hi, side="left"), 0, len(edges) - 1)]
+                held = held + np.where(count > 0, hi - lo, 0) * per
+            else:  # the chunks it touches: as computed, or in reused buffers (the largest's size) and a store's
+                lo = np.clip(np.searchsorted(edges, a, side="right") - 1, 0, len(edges) - 1)
+                hi = np.clip(np.searchsorted(edges, b, side="left"), 0, len(edges) - 1)
+                if self.block_count == 1:
+                    held = np.where(count > 0, edges[hi] - edges[lo], 0) * per
+                else:
+                    held = np.where(count > 0, (hi - lo) * max(self.chunks) * per + STORE_BLOCKS * self.block_bytes, 0)
         dense = (p1 - p0) * self.ow * self.patch_bytes if self.kind == "list" else 0
         return held + dense
+
+    @property
+    def block_bytes(self) -> int:
+        """Bytes of the largest block of a lazy array (0 for others): what a store of one block makes."""
+        chunks = getattr(self.data, "chunks", None) if self.lazy else None
+        if not chunks or not all(isinstance(c, tuple) for c in chunks):
+            return 0
+        return math.prod(max(c) if c else 0 for c in chunks) * self.dtype.itemsize
 
     def _spans(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """First and last-plus-one places in ``data`` of the sorted patches ``[a, b)`` (unsorted input)."""

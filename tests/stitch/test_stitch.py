@@ -646,7 +646,7 @@ def test_documented_blend_examples_run(small):
     message = str(unknown.value)
     named = ast.literal_eval(re.search(r"use one of (\([^)]*\))", message).group(1))
     examples = [ast.literal_eval(e) for e in re.search(r"such as ('\w+') or (\('\w+', [\d.]+\))", message).groups()]
-    assert set(named) == {"mean", "sum", "cosine", "none"} and examples == ["hamming", ("tukey", 0.5)]
+    assert set(named) == {"mean", "sum", "cosine", "gaussian", "none"} and examples == ["hamming", ("tukey", 0.5)]
     with pytest.raises(PatchkitValueError) as negative:
         stitch(patches, "flattop")
     message = str(negative.value)
@@ -922,7 +922,7 @@ def small():
     "kwargs, error, match",
     [
         pytest.param(dict(blend="gaussian-ish"), PatchkitValueError,
-                     r"blend='gaussian-ish' is not a blend patchkit knows.*'mean', 'sum', 'cosine', 'none'", marks=needs_scipy),
+                     r"blend='gaussian-ish' is not a blend patchkit knows.*'mean', 'sum', 'cosine', 'gaussian', 'none'", marks=needs_scipy),
         pytest.param(dict(blend="flattop"), PatchkitValueError,
                      r"blend='flattop' gives 8 weights that are negative or not finite.*zeros are fine", marks=needs_scipy),
         pytest.param(dict(blend="hann", crop=1), PatchkitValueError,
