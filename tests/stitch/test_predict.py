@@ -337,23 +337,23 @@ def test_a_model_that_raises_part_way_leaves_nothing_at_out_and_a_rerun_resumes(
     pytest.importorskip("rasterio" if suffix == ".tif" else "zarr")
     image = finite_image((1, 240, 50, 3))
     out = tmp_path / f"p{suffix}"
-    expected = predict(image, failing, 16, 10, max_memory="256KiB", batch_size=3)
+    expected = predict(image, failing, 16, 10, max_memory="128KiB", batch_size=3)
     whole = FAIL_AT["calls"]
     FAIL_AT.update(call=whole * 3 // 4, calls=0)
     with pytest.raises(ModelError, match="the GPU fell off the bus on the batch of patches"):
-        predict(image, failing, 16, 10, max_memory="256KiB", batch_size=3, out=out)
+        predict(image, failing, 16, 10, max_memory="128KiB", batch_size=3, out=out)
     assert not out.exists() and (tmp_path / f".p{suffix}.predict.json").exists()
     FAIL_AT.update(call=None, calls=0)
-    assert predict(image, failing, 16, 10, max_memory="256KiB", batch_size=3, out=out) == out
+    assert predict(image, failing, 16, 10, max_memory="128KiB", batch_size=3, out=out) == out
     assert 1 < FAIL_AT["calls"] < whole  # the finished bands were not predicted again
     assert sorted(p.name for p in tmp_path.iterdir()) == [out.name]
     written = xr.open_zarr(out)["prediction"].values if suffix == ".zarr" else _tif(out)
     np.testing.assert_array_equal(written, expected)
     FAIL_AT.update(call=2, calls=0)
     with pytest.raises(ModelError):
-        predict(image, failing, 16, 10, max_memory="256KiB", batch_size=3, out=out)
+        predict(image, failing, 16, 10, max_memory="128KiB", batch_size=3, out=out)
     FAIL_AT.update(call=None, calls=0)
-    predict(image, lambda b: np.sqrt(np.abs(b)), 16, 10, max_memory="256KiB", batch_size=3, out=out)
+    predict(image, lambda b: np.sqrt(np.abs(b)), 16, 10, max_memory="128KiB", batch_size=3, out=out)
     np.testing.assert_allclose(_tif(out) if suffix == ".tif" else xr.open_zarr(out)["prediction"].values,
                                expected + 1, rtol=1e-6, atol=1e-6)  # another model: nothing of the partial image kept
 
@@ -376,7 +376,7 @@ def model(batch):
         os.kill(os.getpid(), signal.SIGKILL)
     return batch[..., :1] * 2 + 1
 image = np.random.default_rng(5).normal(size=(1, 240, 50, 3)).astype("float32")
-predict(image, model, 16, 10, max_memory="256KiB", batch_size=3, blend="cosine", out=sys.argv[1])
+predict(image, model, 16, 10, max_memory="128KiB", batch_size=3, blend="cosine", out=sys.argv[1])
 print(calls[0])
 """
 
