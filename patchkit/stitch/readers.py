@@ -84,10 +84,11 @@ class Band:
         return np.concatenate(addresses), inner.pop()
 
 
-#: Blocks' worth of temporaries a store of a lazy array's rows makes at once: a block computed and the
-#: codec's buffers (measured with tracemalloc on a Zarr store: two blocks). A chunk that is one block is
-#: computed and kept instead: what computing it makes besides it (a codec's input, the rows an extraction
-#: reads) is not counted.
+#: Blocks' worth of temporaries a store of a lazy array's rows makes at once: a block computed and the codec's
+#: buffer (measured with tracemalloc on Zarr stores: 2.0 blocks of 4 MiB; of 128 KiB, 2.9, 3.6 compressed,
+#: the rest being dask's graph and tasks, which are not counted). A chunk that is one block is computed and
+#: kept instead: what computing it makes besides it (a codec's input, the rows an extraction reads) is not
+#: counted.
 STORE_BLOCKS = 2
 
 
