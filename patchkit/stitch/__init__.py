@@ -29,12 +29,18 @@ the values, so equal values add up to exactly zero and the written value stays, 
 included. (Signalling NaNs of the narrower floats come back as quiet NaNs, with the same sign and
 payload.)
 
-Pixels are added through strided views, never one by one. Along each axis a step takes one patch
-(its taps), one kernel tap (every patch's), or a group of ``stride // rate`` consecutive taps of
-every patch wholly inside the band (no two of which share a pixel: with rate 1 they tile a run of
-pixels), whichever makes the fewest steps; a band costs the product of the two axes' steps, each
-one vectorised addition. Zero weights at a window's ends are dropped like a crop; zeros inside it
-are masked out of each addition.
+Pixels are added a few output rows at a time by a C kernel (``_kernel.c``, built with the package):
+for each row it finds the (patch row, tap row) pairs that sample it and adds each patch's run of taps
+along the row into that row's accumulators, which stay in cache (int32 ones for plain means of
+integers of up to 16 bits: they hold those sums exactly); the patches are read once, where they lie,
+and a band's rows are split between threads. It takes means of floats of up to 32 bits, integers of
+up to 32 bits and bool, sums, and the last write. The deviation path (means of float64, int64, uint64
+and complex), float16 means, and installs built without a C compiler add through strided views
+instead, with the same results bit for bit: along each axis a step takes one patch (its taps), one
+kernel tap (every patch's), or a group of ``stride // rate`` consecutive taps of every patch wholly
+inside the band (no two of which share a pixel), whichever makes the fewest steps, each one
+vectorised addition. Either way each pixel's sum is made in row-major patch order. Zero weights at a
+window's ends are dropped like a crop; zeros inside it add nothing.
 
 The image is made in bands of output rows under ``max_memory``: a band's accumulators, the rows of
 patches it needs (read from a dask-backed array band by band) and the temporaries. With ``out`` a
