@@ -703,7 +703,7 @@ static PyObject *has(PyObject *self, PyObject *args)
     return PyBool_FromLong(mode == MODE_LAST || kernels(mode, code, &add, &finish));
 }
 
-static PyObject *names(PyObject *self, PyObject *noargs)
+static PyObject *param_count(PyObject *self, PyObject *noargs)
 {
     (void)self;
     (void)noargs;
@@ -715,7 +715,7 @@ static PyMethodDef methods[] = {
     {"scratch_bytes", scratch_bytes, METH_VARARGS,
      "scratch_bytes(n, w, m, cols, block, mode): bytes one call of rows allocates"},
     {"has", has, METH_VARARGS, "has(mode, type_code): whether rows takes that mode and dtype"},
-    {"param_count", names, METH_NOARGS, "param_count(): how many integers params holds"},
+    {"param_count", param_count, METH_NOARGS, "param_count(): how many integers params holds"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -268,8 +268,9 @@ def kernel_threads(job: Job, h: int) -> int:
 
 
 def kernel_bytes(job: Job, h: int) -> int:
-    """Bytes the C kernel holds besides the band: each thread's accumulator row, and the weights (repeated
-    along the channels) with a row's pointers."""
+    """Bytes the C kernel holds besides the band: each thread's scratch (the rows of a block: accumulators, weight
+    sums, reciprocal weights; a table of the patch columns), the weights (repeated along the channels) and
+    the patch rows' addresses."""
     r, width = job.reader, job.lines[1].n
     scratch = _kernel.scratch_bytes(r.n, width, r.m, job.lines[1].out, block_rows(job), _kernel_mode(job))
     weights = 0 if job.weights is None or job.ones else job.weights.size * 8 * (r.m + 1)
@@ -299,7 +300,8 @@ def stitch_rows(job: Job, band: Band, out: np.ndarray, y0: int, y1: int) -> None
     parts = np.linspace(y0, y1, kernel_threads(job, y1 - y0) + 1).astype(int).tolist()
     calls = [params + (a, b) for a, b in zip(parts[:-1], parts[1:]) if a < b]
     args = (addresses.ctypes.data, 0 if weights is None else weights.ctypes.data, 0 if wide is None else wide.ctypes.data)
-    futures = [get_pool(len(calls)).submit(_kernel.rows, c, *args) for c in calls[1:]]
+    pool = get_pool(num_threads()) if len(calls) > 1 else None  # the pool patchkit's copies share
+    futures = [pool.submit(_kernel.rows, c, *args) for c in calls[1:]]
     _kernel.rows(calls[0], *args)  # the arrays the addresses point into live until every call returns
     for future in futures:
         future.result()
