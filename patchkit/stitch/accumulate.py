@@ -14,6 +14,7 @@ which stays in cache.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -41,6 +42,8 @@ FINISH_ELEMENTS = 2**13
 #: Output rows the C kernel stitches at once (1 to 16): a patch's runs for them are consecutive tap rows, read
 #: in one go; each row holds its own accumulators.
 BLOCK_ROWS = 4
+#: Pieces of a band's rows a thread stitches (taking the next as it is free: a busy core takes fewer).
+PIECES = 4
 #: Output elements below which a band's rows are not split between threads.
 THREAD_ELEMENTS = 2**16
 #: The C kernel's modes, by :attr:`Job.mode`; ``_PLAIN``: a mean of integers of up to 16 bits, every weight 1.
@@ -297,12 +300,25 @@ def stitch_rows(job: Job, band: Band, out: np.ndarray, y0: int, y1: int) -> None
     np.copyto(fill, job.fill)  # as numpy fills
     params, first = _params(job, band, strides, present, out, fill, y0)
     weights, wide = _kernel_weights(job, first)
-    parts = np.linspace(y0, y1, kernel_threads(job, y1 - y0) + 1).astype(int).tolist()
-    calls = [params + (a, b) for a, b in zip(parts[:-1], parts[1:]) if a < b]
     args = (addresses.ctypes.data, 0 if weights is None else weights.ctypes.data, 0 if wide is None else wide.ctypes.data)
-    pool = get_pool(num_threads()) if len(calls) > 1 else None  # the pool patchkit's copies share
-    futures = [pool.submit(_kernel.rows, c, *args) for c in calls[1:]]
-    _kernel.rows(calls[0], *args)  # the arrays the addresses point into live until every call returns
+    threads = kernel_threads(job, y1 - y0)
+    if threads == 1:
+        _kernel.rows(params + (y0, y1), *args)
+        return
+    step = max(block_rows(job), -(-(y1 - y0) // (PIECES * threads)))  # pieces a thread takes as it is free
+    pieces = iter([params + (a, min(a + step, y1)) for a in range(y0, y1, step)])
+    lock = threading.Lock()
+
+    def work() -> None:
+        while True:
+            with lock:
+                piece = next(pieces, None)
+            if piece is None:
+                return
+            _kernel.rows(piece, *args)
+
+    futures = [get_pool(num_threads()).submit(work) for _ in range(threads - 1)]  # the pool patchkit's copies share
+    work()  # the arrays the addresses point into live until every piece is done
     for future in futures:
         future.result()
 
