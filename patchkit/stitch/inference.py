@@ -94,7 +94,8 @@ class Runner:
                 ahead = self._send(groups[k + 1])
             for i in range(block.shape[0]):
                 image = f" of image {i}" if block.shape[0] > 1 else ""
-                where = f"patch rows {rows.start}-{rows.stop - 1}{image}"
+                span = f"rows {rows.start}-{rows.stop - 1}" if len(range(rows.start, rows.stop)) > 1 else f"row {rows.start}"
+                where = f"patch {span}{image}"
                 self._run(block[i], dest[i, rows.start - a: rows.stop - a], where)
 
     def _send(self, rows: slice) -> tuple:

@@ -153,9 +153,10 @@ def probe(model: Callable, sample: np.ndarray, sizes: tuple[int, int], crop: tup
         margin = [(k - s) for k, s in zip(sizes, shape)]
         if all(m > 0 and m % 2 == 0 for m in margin):
             hint = f"; a model that returns the patch's centre needs crop=({margin[0] // 2}, {margin[1] // 2})"
+        allowed = f"the whole patch {tuple(sizes)}" + (f" or its centre {centre} inside crop" if any(crop) else "")
         raise PatchkitValueError(
             f"model returned {shape[0]}x{shape[1]} pixels for {sizes[0]}x{sizes[1]} patches (crop={crop}); it must "
-            f"return the whole patch {tuple(sizes)} or its centre {centre} inside crop{hint}"
+            f"return {allowed}{hint}"
         )
     return Output("dense", shape, int(got.shape[3]) if got.ndim == 4 else 1, out_dtype)
 

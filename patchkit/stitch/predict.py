@@ -178,6 +178,10 @@ def predict(
     return written
 
 
+def _patches(n: int) -> str:
+    return f"{n} patch" if n == 1 else f"{n} patches"
+
+
 def _blend(blend: Any, sigma_scale: Any) -> Any:
     """The blend stitch takes: ``blend``, or the Gaussian of ``sigma_scale``."""
     if sigma_scale is None:
@@ -229,15 +233,16 @@ def _fit_batch(runner: Runner, requested: int | None, least: Callable[[], int], 
     if not fits(b, host=False):
         need = batch_bytes(spec, c, dtype, output, b)
         raise BudgetTooSmallError(
-            f"gpu_memory={device!r} is below one batch of {b} patches in flight, {format_bytes(need)} ({need} bytes: "
-            f"the patches as the model takes them and its predictions); raise gpu_memory, or lower batch_size (at most "
-            f"{max(0, int(device) // batch_bytes(spec, c, dtype, output, 1))} fit)"
+            f"gpu_memory={device!r} is below one batch of {_patches(b)} in flight, {format_bytes(need)} ({need} bytes: "
+            f"the patches as the model takes them and its predictions); raise gpu_memory, or "
+            + (f"lower batch_size (at most {most} fit)" if (most := int(device) // batch_bytes(spec, c, dtype, output, 1))
+               else "use smaller patches (not even one fits)")
         )
     if not fits(b):
         runner.resize(b)
         need = least() if b == 1 else max(least(), 2 * runner.fixed_bytes())
         raise BudgetTooSmallError(
-            f"max_memory={budget!r} is below what predicting in batches of {b} patches needs, {format_bytes(need)} "
+            f"max_memory={budget!r} is below what predicting in batches of {_patches(b)} needs, {format_bytes(need)} "
             f"({need} bytes: a row of patches extracted and its input rows, one batch in flight (larger batches may take "
             f"half), and a row of the output's predictions, accumulators and sink); raise max_memory to at least {need}"
             + (", or lower batch_size" if b > 1 else "")

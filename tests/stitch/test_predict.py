@@ -224,7 +224,7 @@ def test_a_model_that_raises_part_way_names_the_batch_and_rows():
             raise RuntimeError("CUDA error: out of memory")
         return batch
 
-    with pytest.raises(ModelError, match=r"RuntimeError: CUDA error.*batch of patches \d+-\d+ of patch rows \d+-\d+"):
+    with pytest.raises(ModelError, match=r"RuntimeError: CUDA error.*batch of patches \d+-\d+ of patch rows? \d+(-\d+)?"):
         predict(finite_image((1, 40, 40, 1)), flaky, 8, 8, batch_size=2)
 
 
@@ -264,7 +264,7 @@ def test_budgets_below_one_batch_are_refused_before_any_batch_runs():
     image = finite_image((1, 64, 64, 4))
     with pytest.raises(BudgetTooSmallError, match=r"gpu_memory='64KiB' is below one batch of 16 patches.*at most \d+ fit"):
         predict(image, model, 32, 16, batch_size=16, gpu_memory="64KiB")
-    with pytest.raises(BudgetTooSmallError, match=r"max_memory='32KiB' is below what predicting in batches of 1 patches needs.*at least \d+$"):
+    with pytest.raises(BudgetTooSmallError, match=r"max_memory='32KiB' is below what predicting in batches of 1 patch needs.*at least \d+$"):
         predict(image, model, 32, 16, max_memory="32KiB")
     assert calls == [1, 1]  # the probes only
 
