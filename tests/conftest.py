@@ -43,6 +43,19 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(scope="session")
+def cp():
+    """CuPy, when it sees a CUDA device (the tests marked ``gpu``); skipped otherwise."""
+    cupy = pytest.importorskip("cupy")
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # CUDARuntimeError: no driver, or CUDA_VISIBLE_DEVICES=-1
+        pytest.skip(f"CuPy sees no CUDA device: {exc}")
+    if count < 1:
+        pytest.skip("CuPy sees no CUDA device")
+    return cupy
+
+
 @pytest.fixture
 def sentinel_buffers():
     """For the whole test, ``np.empty`` gives sentinel-filled buffers with sentinel after them (see helpers)."""

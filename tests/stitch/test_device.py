@@ -47,19 +47,6 @@ def test_the_device_path_is_left_when_the_accumulators_do_not_fit(tmp_path, monk
 
 
 @pytest.fixture(scope="module")
-def cp():
-    """CuPy, when it sees a CUDA device."""
-    cupy = pytest.importorskip("cupy")
-    try:
-        count = cupy.cuda.runtime.getDeviceCount()
-    except Exception as exc:  # CUDARuntimeError: no driver, or CUDA_VISIBLE_DEVICES=-1
-        pytest.skip(f"CuPy sees no CUDA device: {exc}")
-    if count < 1:
-        pytest.skip("CuPy sees no CUDA device")
-    return cupy
-
-
-@pytest.fixture(scope="module")
 def torch_conv(cp):
     """A PyTorch 1x1 convolution on the GPU taking CuPy batches ``[n, h, w, c]`` through DLPack, and the same
     arithmetic in numpy."""

@@ -297,19 +297,6 @@ def test_accumulate_refuses_wrong_shapes():
 
 
 @pytest.fixture(scope="module")
-def cp():
-    """CuPy, when it sees a CUDA device."""
-    cupy = pytest.importorskip("cupy")
-    try:
-        count = cupy.cuda.runtime.getDeviceCount()
-    except Exception as exc:  # CUDARuntimeError: no driver, or CUDA_VISIBLE_DEVICES=-1
-        pytest.skip(f"CuPy sees no CUDA device: {exc}")
-    if count < 1:
-        pytest.skip("CuPy sees no CUDA device")
-    return cupy
-
-
-@pytest.fixture(scope="module")
 def gpu(cp) -> CupyBackend:
     """The CuPy backend on the current device."""
     return CupyBackend()
