@@ -277,7 +277,7 @@ def kernel_bytes(job: Job, h: int) -> int:
     r, width = job.reader, job.lines[1].n
     scratch = _kernel.scratch_bytes(r.n, width, r.m, job.lines[1].out, block_rows(job), _kernel_mode(job))
     weights = 0 if job.weights is None or job.ones else job.weights.size * 8 * (r.m + 1)
-    return kernel_threads(job, h) * scratch + weights + 8 * (h + 64)
+    return kernel_threads(job, h) * scratch + weights + 8 * (h + job.lines[0].k)  # a band's patch rows, at most
 
 
 def block_rows(job: Job) -> int:
