@@ -10,15 +10,15 @@ $(VENV)/bin/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 # Reinstall (and rebuild the C copy kernel) when the build files change.
-$(VENV)/.installed-dev: pyproject.toml setup.py patchkit/core/backends/_copy.c | $(VENV)/bin/python
+$(VENV)/.installed-dev: pyproject.toml setup.py patchkit/core/backends/_copy.c patchkit/stitch/_kernel.c | $(VENV)/bin/python
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $@
 
-$(VENV)/.installed-docs: pyproject.toml setup.py patchkit/core/backends/_copy.c | $(VENV)/bin/python
+$(VENV)/.installed-docs: pyproject.toml setup.py patchkit/core/backends/_copy.c patchkit/stitch/_kernel.c | $(VENV)/bin/python
 	$(BIN)/python -m pip install --quiet -e ".[docs,tensorflow,geo,notebook]"
 	touch $@
 
-$(VENV)/.installed-demo: pyproject.toml setup.py patchkit/core/backends/_copy.c | $(VENV)/bin/python
+$(VENV)/.installed-demo: pyproject.toml setup.py patchkit/core/backends/_copy.c patchkit/stitch/_kernel.c | $(VENV)/bin/python
 	$(BIN)/python -m pip install --quiet -e ".[geo,notebook,tensorflow]"
 	touch $@
 
