@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .inference import Runner
+from .inference import Runner, batch_bytes
 
 __all__ = ["Accumulation", "Staging", "device_bytes", "takes", "free_memory", "full_weights"]
 
@@ -43,7 +43,7 @@ def device_bytes(runner: Runner, shape4: tuple[int, int, int, int]) -> int:
     sums = n * h * w * m * 8
     group = n * runner.group * ow * kh * kw * (m * runner.output.dtype.itemsize + runner.source.shape[3]
                                                 * runner.source.dtype.itemsize)
-    batch = runner.batch_size * (kh * kw * runner.source.shape[3] * 4 + 2 * runner.output.patch_bytes)
+    batch = batch_bytes(runner.spec, runner.source.shape[3], runner.source.dtype, runner.output, runner.batch_size)
     return 3 * sums + h * w * 8 + group + batch
 
 

@@ -11,7 +11,6 @@ group's block and input rows, and one batch of the model's input and output (:me
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 

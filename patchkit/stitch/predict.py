@@ -29,16 +29,17 @@ from ..core.spec import PatchSpec
 from ..core.spec.inverse import lines_of, support
 from ..core.units import format_bytes
 from ..errors import BudgetTooSmallError, PatchkitValueError, shown
-from ..sinks.raster import ArrayRaster, GeoTiffRaster, Raster, ZarrRaster, check_room, out_path, sink_class
+from ..sinks.raster import ArrayRaster, Raster, check_room, out_path, sink_class
 from .bands import run
 from .device import Accumulation, Staging, device_bytes, free_memory, full_weights, takes
 from .inference import Predictions, Runner, batch_bytes
 from .inputs import fill_for
 from .model import Finite, Output, check_model, probe, runnable, to_device, to_host
+from .output import array_template, raster_sink
 from .plan import band_height, make_job
 from .resume import Resume, fingerprint
-from .scene import Scene
-from .windows import SIGMA_SCALE, blend_weights, gaussian, normalize_crop
+from .scene import PREDICTION, Scene
+from .windows import blend_weights, gaussian, normalize_crop
 
 __all__ = ["predict", "DEFAULT_BATCH"]
 
@@ -331,12 +332,23 @@ def _on_device(runner: Runner, scene: Scene, out: _Out, shape4, rows: int, fill,
     accumulation.run()
     image = accumulation.finish(fill)
     with out.open(_sink(out.path, scene, shape4, rows, runner.output, fill), shape4[1]) as sink:
-        for y0 in range(0, shape4[1], sink.rows):
-            y1 = min(y0 + sink.rows, shape4[1])
-            band = sink.band(y0, y1)
-            band[...] = to_host(image[:, y0:y1])
-            sink.commit(y0, y1, band)
+        _write(sink, shape4[1], lambda y0, y1: to_host(image[:, y0:y1]))
     return _result(sink, scene, runner.output)
+
+
+def _write(sink, height: int, rows_of: Callable[[int, int], np.ndarray],
+           skip: Callable[[int], None] | None = None) -> None:
+    """Fill and commit the sink's bands of ``height`` rows from ``rows_of(y0, y1)``; with ``skip``, but those a run
+    before finished (``skip(rows)`` counts them)."""
+    done = getattr(sink, "done", None) if skip is not None else None
+    for y0 in range(0, height, sink.rows):
+        y1 = min(y0 + sink.rows, height)
+        if done is not None and done(y0, y1):
+            skip(y1 - y0)
+            continue
+        band = sink.band(y0, y1)
+        band[...] = rows_of(y0, y1)
+        sink.commit(y0, y1, band)
 
 
 def _vectors(runner: Runner, scene: Scene, out: _Out, budget: Budget, device: Budget | None, requested: int | None,
@@ -351,41 +363,31 @@ def _vectors(runner: Runner, scene: Scene, out: _Out, budget: Budget, device: Bu
     fixed = runner.fixed_bytes()
     rows = largest(lambda h: fixed + h * row * copies <= budget, oh)
     fill = fill_for(fill_value, output.dtype, None)
+    def predicted(r0: int, r1: int) -> np.ndarray:
+        dest = np.empty((shape4[0], r1 - r0, ow, output.channels), output.dtype)  # contiguous: the runner fills views
+        runner.predict(r0, r1, dest)
+        return dest
+
     with out.open(_sink(path, scene, shape4, rows, output, fill, spec=runner.spec), oh) as sink:
-        for r0 in range(0, oh, sink.rows):
-            r1 = min(r0 + sink.rows, oh)
-            if getattr(sink, "done", None) and sink.done(r0, r1):
-                runner.skip(r1 - r0)
-                continue
-            dest = np.empty((shape4[0], r1 - r0, ow, output.channels), output.dtype)
-            runner.predict(r0, r1, dest)
-            band = sink.band(r0, r1)
-            band[...] = dest
-            sink.commit(r0, r1, band)
+        _write(sink, oh, predicted, runner.skip)
     return _result(sink, scene, output, spec=runner.spec)
 
 
 def _sink(path, scene: Scene, shape4, rows: int, output: Output, fill, spec: PatchSpec | None = None) -> Raster:
     """The raster sink of the prediction ``[N, H, W, M]`` (``spec``: on the patch grid)."""
-    labelled = scene.labelled
-    if path is None:
-        return ArrayRaster(shape4, output.dtype, labelled, rows)
-    if sink_class(path) is ZarrRaster:
-        chunk, rows = ZarrRaster.chunk_rows(rows, shape4, output.dtype)
-        return ZarrRaster(path, _lazy(scene, shape4, output, chunk, spec), rows, shape4, labelled)
     nodata = fill if output.dtype.kind == "f" and np.isnan(fill) else None
-    return GeoTiffRaster(path, shape4, rows, output.dtype, crs=scene.crs(), transform=scene.grid_transform(spec),
-                         nodata=nodata, leading=scene.leading())
+    return raster_sink(path, output.dtype, rows, shape4, scene.labelled,
+                       lambda chunk: _lazy(scene, shape4, output, chunk, spec),
+                       lambda: dict(crs=scene.crs(), transform=scene.grid_transform(spec), nodata=nodata,
+                                    leading=scene.leading()))
 
 
 def _lazy(scene: Scene, shape4, output: Output, chunk: int, spec: PatchSpec | None) -> Any:
     """The prediction as lazy zeros in chunks of ``chunk`` rows: the template of a Zarr store."""
     import dask.array as da
-    import xarray as xr
 
     if not scene.labelled:
-        data = da.zeros(shape4, dtype=output.dtype, chunks=(shape4[0], chunk) + tuple(shape4[2:]))
-        return xr.DataArray(data, dims=("batch", "y", "x", "channel"), name="prediction")
+        return array_template(shape4, output.dtype, chunk, PREDICTION)
     sizes = scene.sizes(output.channels, shape4[1:3])
     return scene.template(da.zeros(sizes, dtype=output.dtype, chunks=sizes[:-2] + (chunk, shape4[2])), output.channels,
                           spec)

@@ -11,7 +11,6 @@ patch, a stride wide (:func:`patchkit.labelled.geo.patch_grid_transform`).
 from __future__ import annotations
 
 import functools
-import math
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -135,11 +134,12 @@ class Scene:
     def _grid_coords(self, spec: PatchSpec) -> dict:
         """Patch-centre coordinates along y and x (pixel units without a transform)."""
         shape = tuple(self.source.shape[1:3])
-        grid = patch_grid_transform(self.transform(), spec, shape)
+        transform = self.transform()
+        grid = patch_grid_transform(transform, spec, shape)
         rows, cols = spec.grid_shape(shape)
         x = grid.c + grid.a * (np.arange(cols) + 0.5)
         y = grid.f + grid.e * (np.arange(rows) + 0.5)
-        if self.transform() is None:  # pixel units: the centre pixel's index, as the source's implicit coordinates
+        if transform is None:  # pixel units: the centre pixel's index, as the source's implicit coordinates
             x, y = x - 0.5, y - 0.5
         return {self.layout.y: y, self.layout.x: x}
 
@@ -162,8 +162,3 @@ class Scene:
 
     def leading(self) -> tuple[str, ...]:
         return self.layout.leading if self.labelled else ()
-
-    def count(self) -> int:
-        """Images in the source (``N``)."""
-        return int(self.source.shape[0]) if not self.labelled else math.prod(
-            self.obj.sizes[d] for d in self.layout.leading)
