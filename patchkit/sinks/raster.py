@@ -55,6 +55,8 @@ class Raster(abc.ABC):
     """
 
     copies: ClassVar[int] = 0
+    #: Whether the sink writes through GDAL, whose block cache keeps written blocks until they are flushed.
+    through_gdal: ClassVar[bool] = False
 
     def __init__(self, shape4: tuple[int, int, int, int], rows: int, dtype: np.dtype, channels_first: bool) -> None:
         self.shape4, self.rows, self.dtype, self.channels_first = tuple(shape4), rows, np.dtype(dtype), channels_first
@@ -190,6 +192,7 @@ class GeoTiffRaster(FileRaster):
     """
 
     copies = 2
+    through_gdal = True
 
     def __init__(self, path: Path, shape4: tuple[int, int, int, int], rows: int, dtype: np.dtype, *, crs: Any = None,
                  transform: Any = None, nodata: Any = None, leading: tuple[str, ...] = ()) -> None:

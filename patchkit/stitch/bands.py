@@ -48,9 +48,7 @@ def run(job: Job, sink, rows: int, done: Callable[[int, int], bool] | None = Non
 
 def _is_geotiff(sink) -> bool:
     """Whether ``sink`` writes through GDAL (a GeoTIFF), whose block cache keeps what it is given until flushed."""
-    from ..sinks.raster import GeoTiffRaster
-
-    return isinstance(sink, GeoTiffRaster)
+    return bool(getattr(sink, "through_gdal", False))  # an attribute: a wrapped sink (predict's logged one) says too
 
 
 def _stitch_band(job: Job, sums: Sums | None, out: np.ndarray, y0: int, y1: int, col_cache: dict) -> np.ndarray | None:
